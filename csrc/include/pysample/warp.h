@@ -1,0 +1,123 @@
+// Logic of the fused logits warper (temperature -> top-k -> top-p -> min-p -> typical -> epsilon -> eta) that the
+// CPU and the CUDA kernels share: parameters, the order-preserving float key, the exp used for probabilities and
+// each stage's keep rule. Framework-free (no torch header) so that it compiles for host and device alike.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#ifdef __CUDACC__
+#define PYSAMPLE_HD __host__ __device__ __forceinline__
+#else
+#define PYSAMPLE_HD inline
+#endif
+
+namespace pysample {
+
+// One warper parameter: a value per row (`rows`), one value for every row, or absent (`enabled == false`).
+template <typename Stored, typename Value>
+struct RowParam {
+  const Stored* rows = nullptr;
+  Value value = Value();
+  bool enabled = false;
+
+  PYSAMPLE_HD Value at(int64_t row) const { return rows ? static_cast<Value>(rows[row]) : value; }
+};
+
+// Every stage of the chain. A stage applies to a row when it is enabled; the Python layer turns a warper's
+// "disabled" value (top_k = 0, ...) into `enabled == false`.
+struct WarpParams {
+  RowParam<float, double> temperature;
+  RowParam<int64_t, int64_t> top_k;
+  RowParam<float, double> top_p;
+  RowParam<float, double> min_p;
+  RowParam<float, double> typical_p;
+  RowParam<float, double> epsilon;
+  RowParam<float, double> eta;
+  int64_t min_tokens_to_keep = 1;
+  float filter_value = -std::numeric_limits<float>::infinity();
+};
+
+PYSAMPLE_HD uint32_t float_bits(float x) {
+#ifdef __CUDA_ARCH__
+  return __float_as_uint(x);
+#else
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+#endif
+}
+
+PYSAMPLE_HD float bits_float(uint32_t u) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(u);
+#else
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+#endif
+}
+
+// An unsigned key whose order is the order of the floats, with the comparisons torch uses: -0.0 equals +0.0, and
+// NaN is above everything (torch.topk and torch.sort put NaN first among the largest). Branch-free: it vectorizes.
+PYSAMPLE_HD uint32_t ordered_key(float x) {
+  const uint32_t u = float_bits(x + 0.0f);  // -0.0 + 0.0 = +0.0
+  const uint32_t key = u ^ (static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u);
+  return x != x ? 0xFFFFFFFFu : key;
+}
+
+// exp(x) for x <= 0 (the argument is always `logit - max`), -inf giving 0. Branch-free so that loops over it
+// vectorize, gradual underflow like torch's softmax (denormals down to about exp(-103.97)), within 2 ulp of
+// the true value. Cody-Waite range reduction x = n ln2 + r and the Cephes polynomial for e^r.
+PYSAMPLE_HD float exp_nonpos(float x) {
+  x = x < -104.0f ? -104.0f : x;
+  const float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float n = (x * 1.44269504088896341f + round_magic) - round_magic;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  // 2^n with n in [-150, 0], as two normal powers of two so the product underflows gradually.
+  const int32_t ni = static_cast<int32_t>(n);
+  const int32_t half = ni / 2;
+  const float scale_a = bits_float(static_cast<uint32_t>(half + 127) << 23);
+  const float scale_b = bits_float(static_cast<uint32_t>(ni - half + 127) << 23);
+  return (p * scale_a) * scale_b;
+}
+
+// Temperature as transformers applies it: `scores / temperature` in float, rounded to the logits' dtype.
+template <typename scalar_t>
+PYSAMPLE_HD float apply_temperature(float logit, float temperature) {
+  return static_cast<float>(static_cast<scalar_t>(logit / temperature));
+}
+
+// transformers' top-p removes a token when the probability mass at or below it (ascending order) is <= 1 - top_p,
+// the threshold computed in double and compared in float. Seen from the top, a token is kept while the mass of
+// the tokens above it is below `keep_mass = 1 - float(1 - top_p)` (times the softmax normaliser).
+PYSAMPLE_HD double top_p_keep_mass(double top_p) {
+  return 1.0 - static_cast<double>(static_cast<float>(1.0 - top_p));
+}
+
+// The float probabilities transformers compares in min-p, epsilon and eta: softmax = exp(x - max) * (1 / sum).
+PYSAMPLE_HD float probability(float exp_shifted, float inv_sum) { return exp_shifted * inv_sum; }
+
+// eta-sampling's cut-off: min(epsilon, sqrt(epsilon) * exp(-entropy)), in float like transformers.
+PYSAMPLE_HD float eta_cutoff(double epsilon, double entropy) {
+  const float eps = static_cast<float>(epsilon);
+  const float dynamic = sqrtf(eps) * expf(static_cast<float>(-entropy));
+  return dynamic < eps ? dynamic : eps;
+}
+
+// Typical decoding's distance of a token from the entropy: |-(log p) - entropy| with log p = x - max - log(sum).
+PYSAMPLE_HD float typical_distance(float x, float max, float log_sum, float entropy) {
+  return fabsf(-((x - max) - log_sum) - entropy);
+}
+
+}  // namespace pysample

@@ -1,0 +1,27 @@
+// Every pysample op, declared once. Kernels register per device beside their code (csrc/cpu, csrc/cuda); fake
+// (meta) implementations live in pysample/ops.py.
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(pysample, m) {
+  // Temperature -> top-k -> top-p -> min-p -> typical -> epsilon -> eta on logits (batch, vocab), in place, in
+  // transformers' order and with its semantics. Each parameter is a scalar, a per-row tensor `*_rows` (batch,)
+  // (float32; int64 for top_k) or absent (stage skipped). Removed tokens are set to filter_value.
+  m.def(
+      "warp_logits_(Tensor(a!) logits, Tensor? temperature_rows, float? temperature, Tensor? top_k_rows, "
+      "int? top_k, Tensor? top_p_rows, float? top_p, Tensor? min_p_rows, float? min_p, Tensor? typical_p_rows, "
+      "float? typical_p, Tensor? epsilon_rows, float? epsilon, Tensor? eta_rows, float? eta, "
+      "int min_tokens_to_keep, float filter_value) -> ()");
+  // Out-of-place form of warp_logits_: returns the warped logits, the input untouched.
+  m.def(
+      "warp_logits(Tensor logits, Tensor? temperature_rows, float? temperature, Tensor? top_k_rows, "
+      "int? top_k, Tensor? top_p_rows, float? top_p, Tensor? min_p_rows, float? min_p, Tensor? typical_p_rows, "
+      "float? typical_p, Tensor? epsilon_rows, float? epsilon, Tensor? eta_rows, float? eta, "
+      "int min_tokens_to_keep, float filter_value) -> Tensor");
+}
+
+// `import pysample._C` runs the registrations above; the module itself has no Python functions.
+extern "C" PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}

@@ -1,0 +1,400 @@
+"""Drop-in replacements for transformers' logits warpers, and :func:`fuse` to run a chain of them in one call.
+
+Each class takes the same constructor arguments as the transformers class of the same name, raises the same
+errors for invalid ones (and also rejects NaN), and ``__call__(input_ids, scores)`` returns a new tensor equal to
+what transformers returns. Any of them works in ``model.generate(logits_processor=LogitsProcessorList([...]))``.
+
+Semantics notes (the only places where outputs may differ from transformers for float32 scores):
+
+* Top-p, typical, eta, min-p and epsilon compare softmax probabilities against a threshold; pysample computes them
+  without sorting, so a token whose probability (or cumulative probability) lies within float rounding of the
+  threshold may be decided differently. transformers itself decides such tokens differently on CPU and CUDA.
+* Among tokens with exactly equal scores at the top-p boundary, pysample keeps the higher token ids (the order of
+  a stable ascending sort); transformers' unstable CPU sort keeps an arbitrary subset of them. Likewise min-p keeps
+  every token tied with the ``min_tokens_to_keep``-th most probable one, where transformers' topk picks some.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, List, Optional, Sequence
+
+import torch
+
+from . import ops
+
+_INF = math.inf
+# The order in which generate() applies the warpers: a chain can be fused when its stages appear in this order.
+_STAGE_ORDER = ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon", "eta")
+
+
+def _check_min_tokens_to_keep(min_tokens_to_keep) -> None:
+    if not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
+        raise ValueError(f"`min_tokens_to_keep` has to be a positive integer, but is {min_tokens_to_keep}")
+
+
+class _Warper:
+    """One stage of the fused warper. ``stage`` names it, ``params`` are its op arguments."""
+
+    stage: str
+
+    def params(self) -> dict:
+        raise NotImplementedError
+
+    def __call__(self, input_ids: Optional[torch.LongTensor], scores: torch.Tensor) -> torch.Tensor:
+        """Returns the warped ``scores`` ``(batch, vocab)`` as a new tensor; ``input_ids`` is not used."""
+        return ops.warp_logits(scores, **self.params())
+
+
+class TemperatureLogitsWarper(_Warper):
+    """Divides the scores by ``temperature``; replaces ``transformers.TemperatureLogitsWarper``.
+
+    Parameters
+    ----------
+    temperature : float
+        Strictly positive float.
+
+    Examples
+    --------
+    >>> pysample.TemperatureLogitsWarper(0.5)(None, torch.tensor([[1.0, 2.0]]))
+    tensor([[2., 4.]])
+    """
+
+    stage = "temperature"
+
+    def __init__(self, temperature: float):
+        if not isinstance(temperature, float) or not (temperature > 0) or math.isinf(temperature):
+            message = (
+                f"`temperature` (={temperature}) has to be a strictly positive float, otherwise your next token "
+                "scores will be invalid."
+            )
+            if isinstance(temperature, float) and temperature == 0.0:
+                message += " If you're looking for greedy decoding strategies, set `do_sample=False`."
+            raise ValueError(message)
+        self.temperature = temperature
+
+    def params(self) -> dict:
+        return {"temperature": self.temperature}
+
+
+class TopKLogitsWarper(_Warper):
+    """Keeps the ``top_k`` highest scores (and every score tied with the last); replaces ``transformers.TopKLogitsWarper``.
+
+    Parameters
+    ----------
+    top_k : int
+        Strictly positive; raised to ``min_tokens_to_keep``.
+    filter_value : float
+        Value of removed tokens.
+    min_tokens_to_keep : int
+        Minimum number of tokens kept.
+
+    Examples
+    --------
+    >>> pysample.TopKLogitsWarper(2)(None, torch.tensor([[1.0, 3.0, 2.0, 3.0]]))
+    tensor([[-inf, 3., -inf, 3.]])
+    """
+
+    stage = "top_k"
+
+    def __init__(self, top_k: int, filter_value: float = -_INF, min_tokens_to_keep: int = 1):
+        if not isinstance(top_k, int) or top_k <= 0:
+            raise ValueError(f"`top_k` has to be a strictly positive integer, but is {top_k}")
+        self.top_k = max(top_k, min_tokens_to_keep)
+        self.filter_value = filter_value
+        self.min_tokens_to_keep = min_tokens_to_keep
+
+    def params(self) -> dict:
+        return {"top_k": self.top_k, "filter_value": self.filter_value}
+
+
+class TopPLogitsWarper(_Warper):
+    """Nucleus filtering; replaces ``transformers.TopPLogitsWarper``, without sorting the vocabulary.
+
+    Keeps the most probable tokens whose cumulative probability reaches ``top_p`` (at least ``min_tokens_to_keep``);
+    ``top_p=1.0`` still removes tokens whose probability underflows to 0, a row holding NaN is left unfiltered.
+
+    Parameters
+    ----------
+    top_p : float
+        In [0, 1].
+    filter_value : float
+        Value of removed tokens.
+    min_tokens_to_keep : int
+        Minimum number of tokens kept.
+
+    Examples
+    --------
+    >>> pysample.TopPLogitsWarper(0.5)(None, torch.tensor([[0.0, 1.0, 3.0]]))
+    tensor([[-inf, -inf, 3.]])
+    """
+
+    stage = "top_p"
+
+    def __init__(self, top_p: float, filter_value: float = -_INF, min_tokens_to_keep: int = 1):
+        top_p = float(top_p)
+        if not (0 <= top_p <= 1.0):
+            raise ValueError(f"`top_p` has to be a float > 0 and < 1, but is {top_p}")
+        _check_min_tokens_to_keep(min_tokens_to_keep)
+        self.top_p = top_p
+        self.filter_value = filter_value
+        self.min_tokens_to_keep = min_tokens_to_keep
+
+    def params(self) -> dict:
+        return {"top_p": self.top_p, "filter_value": self.filter_value, "min_tokens_to_keep": self.min_tokens_to_keep}
+
+
+class MinPLogitsWarper(_Warper):
+    """Removes tokens less probable than ``min_p`` times the top token; replaces ``transformers.MinPLogitsWarper``.
+
+    Parameters
+    ----------
+    min_p : float
+        In [0, 1].
+    filter_value : float
+        Value of removed tokens.
+    min_tokens_to_keep : int
+        Minimum number of tokens kept.
+
+    Examples
+    --------
+    >>> pysample.MinPLogitsWarper(0.1)(None, torch.tensor([[0.0, 1.0, 5.0]]))
+    tensor([[-inf, -inf, 5.]])
+    """
+
+    stage = "min_p"
+
+    def __init__(self, min_p: float, filter_value: float = -_INF, min_tokens_to_keep: int = 1):
+        if not (0 <= min_p <= 1.0):
+            raise ValueError(f"`min_p` has to be a float in the [0, 1] interval, but is {min_p}")
+        _check_min_tokens_to_keep(min_tokens_to_keep)
+        self.min_p = min_p
+        self.filter_value = filter_value
+        self.min_tokens_to_keep = min_tokens_to_keep
+
+    def params(self) -> dict:
+        return {"min_p": self.min_p, "filter_value": self.filter_value, "min_tokens_to_keep": self.min_tokens_to_keep}
+
+
+class TypicalLogitsWarper(_Warper):
+    """Typical decoding; replaces ``transformers.TypicalLogitsWarper``, without sorting the vocabulary.
+
+    Parameters
+    ----------
+    mass : float
+        typical_p, in (0, 1).
+    filter_value : float
+        Value of removed tokens.
+    min_tokens_to_keep : int
+        Minimum number of tokens kept.
+
+    Examples
+    --------
+    >>> pysample.TypicalLogitsWarper(0.5)(None, torch.tensor([[0.0, 1.0, 5.0]]))
+    tensor([[-inf, -inf, 5.]])
+    """
+
+    stage = "typical_p"
+
+    def __init__(self, mass: float = 0.9, filter_value: float = -_INF, min_tokens_to_keep: int = 1):
+        mass = float(mass)
+        if not (mass > 0 and mass < 1):
+            raise ValueError(f"`typical_p` has to be a float > 0 and < 1, but is {mass}")
+        _check_min_tokens_to_keep(min_tokens_to_keep)
+        self.mass = mass
+        self.filter_value = filter_value
+        self.min_tokens_to_keep = min_tokens_to_keep
+
+    def params(self) -> dict:
+        return {"typical_p": self.mass, "filter_value": self.filter_value, "min_tokens_to_keep": self.min_tokens_to_keep}
+
+
+class EpsilonLogitsWarper(_Warper):
+    """Removes tokens whose probability is below ``epsilon``; replaces ``transformers.EpsilonLogitsWarper``.
+
+    Parameters
+    ----------
+    epsilon : float
+        In (0, 1).
+    filter_value : float
+        Value of removed tokens.
+    min_tokens_to_keep : int
+        Minimum number of tokens kept.
+
+    Examples
+    --------
+    >>> pysample.EpsilonLogitsWarper(0.1)(None, torch.tensor([[0.0, 1.0, 5.0]]))
+    tensor([[-inf, -inf, 5.]])
+    """
+
+    stage = "epsilon"
+
+    def __init__(self, epsilon: float, filter_value: float = -_INF, min_tokens_to_keep: int = 1):
+        epsilon = float(epsilon)
+        if not (0 < epsilon < 1):
+            raise ValueError(f"`epsilon_cutoff` has to be a float > 0 and < 1, but is {epsilon}")
+        min_tokens_to_keep = int(min_tokens_to_keep)
+        if min_tokens_to_keep < 1:
+            raise ValueError(
+                f"`min_tokens_to_keep` has to be a strictly positive integer, but is {min_tokens_to_keep}"
+            )
+        self.epsilon = epsilon
+        self.filter_value = filter_value
+        self.min_tokens_to_keep = min_tokens_to_keep
+
+    def params(self) -> dict:
+        return {"epsilon": self.epsilon, "filter_value": self.filter_value, "min_tokens_to_keep": self.min_tokens_to_keep}
+
+
+class EtaLogitsWarper(_Warper):
+    """Eta-sampling; replaces ``transformers.EtaLogitsWarper`` without its host synchronisation.
+
+    A row holding NaN is left unfiltered (transformers raises there, from ``torch.distributions``).
+
+    Parameters
+    ----------
+    epsilon : float
+        In (0, 1).
+    filter_value : float
+        Value of removed tokens.
+    min_tokens_to_keep : int
+        Minimum number of tokens kept.
+    device : str
+        Accepted for compatibility; unused.
+
+    Examples
+    --------
+    >>> pysample.EtaLogitsWarper(0.1)(None, torch.tensor([[0.0, 1.0, 5.0]]))
+    tensor([[-inf, -inf, 5.]])
+    """
+
+    stage = "eta"
+
+    def __init__(self, epsilon: float, filter_value: float = -_INF, min_tokens_to_keep: int = 1, device: str = "cpu"):
+        epsilon = float(epsilon)
+        if not (0 < epsilon < 1):
+            raise ValueError(f"`eta_cutoff` has to be a float > 0 and < 1, but is {epsilon}")
+        min_tokens_to_keep = int(min_tokens_to_keep)
+        if min_tokens_to_keep < 1:
+            raise ValueError(
+                f"`min_tokens_to_keep` has to be a strictly positive integer, but is {min_tokens_to_keep}"
+            )
+        self.epsilon = epsilon
+        self.filter_value = filter_value
+        self.min_tokens_to_keep = min_tokens_to_keep
+
+    def params(self) -> dict:
+        return {"eta": self.epsilon, "filter_value": self.filter_value, "min_tokens_to_keep": self.min_tokens_to_keep}
+
+
+_PYSAMPLE_WARPERS = {
+    cls.__name__: cls
+    for cls in (
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+        MinPLogitsWarper,
+        TypicalLogitsWarper,
+        EpsilonLogitsWarper,
+        EtaLogitsWarper,
+    )
+}
+
+
+def _as_stage(processor) -> Optional[_Warper]:
+    """pysample's warper for `processor` (a pysample or transformers warper), or None if it is something else."""
+    if isinstance(processor, _Warper):
+        return processor
+    cls = _PYSAMPLE_WARPERS.get(type(processor).__name__)
+    if cls is None or not type(processor).__module__.startswith("transformers."):
+        return None
+    warper = cls.__new__(cls)
+    warper.__dict__.update(processor.__dict__)
+    if cls is EtaLogitsWarper:  # transformers keeps epsilon as a tensor
+        warper.epsilon = float(processor.epsilon)
+    return warper
+
+
+def _can_join(group: List[_Warper], warper: _Warper) -> bool:
+    """Whether `warper` can run in the same fused call as `group`, giving the output of applying them in order."""
+    if not group:
+        return True
+    if _STAGE_ORDER.index(warper.stage) <= _STAGE_ORDER.index(group[-1].stage):
+        return False
+    masking = [w for w in group if w.stage != "temperature"]
+    if warper.stage == "temperature" or not masking:
+        return True
+    params = warper.params()
+    first = masking[0].params()
+    # Later stages see removed tokens as -inf (probability 0): exact only for the default filter value.
+    if params["filter_value"] != -_INF or first["filter_value"] != -_INF:
+        return False
+    keeps = {w.params().get("min_tokens_to_keep") for w in masking + [warper]} - {None}
+    return len(keeps) <= 1
+
+
+class FusedLogitsProcessor:
+    """A chain of logits processors applied with as few fused calls as possible; build it with :func:`fuse`.
+
+    ``__call__(input_ids, scores)`` returns what applying the processors one after the other returns.
+    """
+
+    def __init__(self, processors: Sequence):
+        self.processors = list(processors)
+        self._steps: List[Callable] = []
+        group: List[_Warper] = []
+        for processor in self.processors:
+            warper = _as_stage(processor)
+            if warper is not None and _can_join(group, warper):
+                group.append(warper)
+                continue
+            if group:
+                self._steps.append(self._fused_step(group))
+            group = [warper] if warper is not None else []
+            if warper is None:
+                self._steps.append(processor)
+        if group:
+            self._steps.append(self._fused_step(group))
+
+    @staticmethod
+    def _fused_step(group: List[_Warper]) -> dict:
+        params: dict = {}
+        for warper in group:
+            params.update(warper.params())
+        return params
+
+    def __call__(self, input_ids: Optional[torch.LongTensor], scores: torch.Tensor) -> torch.Tensor:
+        """Returns the processed ``scores`` ``(batch, vocab)`` as a new tensor."""
+        owned = False  # whether `scores` is a tensor this call made, which it may then change in place
+        for step in self._steps:
+            if isinstance(step, dict):
+                scores = ops.warp_logits_(scores, **step) if owned else ops.warp_logits(scores, **step)
+                owned = True
+            else:
+                scores = step(input_ids, scores)
+                owned = False
+        return scores
+
+    def __repr__(self) -> str:
+        return f"FusedLogitsProcessor({self.processors!r})"
+
+
+def fuse(processors: Iterable) -> FusedLogitsProcessor:
+    """One processor applying `processors` (pysample's or transformers' warpers, or any other processor) in order.
+
+    Consecutive warpers that follow generate()'s order (temperature, top-k, top-p, min-p, typical, epsilon, eta)
+    run as one fused kernel call; anything else runs as given, in its place.
+
+    Parameters
+    ----------
+    processors : iterable
+        Callables ``(input_ids, scores) -> scores``, e.g. a ``transformers.LogitsProcessorList``.
+
+    Examples
+    --------
+    >>> from transformers import TopKLogitsWarper, TopPLogitsWarper
+    >>> chain = pysample.fuse([TopKLogitsWarper(50), TopPLogitsWarper(0.9)])
+    >>> chain(None, torch.randn(2, 1000)).shape
+    torch.Size([2, 1000])
+    """
+    return FusedLogitsProcessor(list(processors))

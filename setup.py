@@ -1,0 +1,59 @@
+"""Build pysample's compiled ops: the CPU extension always, CUDA sources when torch has CUDA and a toolkit is found.
+
+USE_CUDA=0 forces a CPU-only build, USE_CUDA=1 requires CUDA. Build without build isolation
+(``pip install --no-build-isolation -e .``): an isolated build environment would download a CUDA torch.
+"""
+
+import glob
+import os
+
+from setuptools import setup
+from torch.utils import cpp_extension
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def want_cuda() -> bool:
+    flag = os.environ.get("USE_CUDA")
+    if flag is not None:
+        return flag == "1"
+    import torch
+
+    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+
+
+def extension():
+    cpu_sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    # -ffp-contract=off: no fused multiply-add contraction, so every CPU build computes the same bits;
+    # -fno-trapping-math lets the compiler vectorize loops with float selects (nothing here reads FP exceptions).
+    # -fopenmp: at::parallel_for is an inline OpenMP loop, serial unless the extension itself is built with OpenMP.
+    cxx_flags = ["-O3", "-std=c++20", "-ffp-contract=off", "-fno-trapping-math", "-fvisibility=hidden", "-fopenmp"]
+    link_flags = ["-fopenmp"]
+    include_dirs = [os.path.join(HERE, "csrc", "include")]
+    if not want_cuda():
+        return cpp_extension.CppExtension(
+            "pysample._C",
+            cpu_sources,
+            include_dirs=include_dirs,
+            extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=link_flags,
+        )
+    nvcc_flags = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-DPYSAMPLE_WITH_CUDA"]
+    return cpp_extension.CUDAExtension(
+        "pysample._C",
+        cpu_sources + sorted(glob.glob("csrc/cuda/*.cu")),
+        include_dirs=include_dirs,
+        extra_compile_args={"cxx": cxx_flags + ["-DPYSAMPLE_WITH_CUDA"], "nvcc": nvcc_flags},
+        extra_link_args=link_flags,
+    )
+
+
+setup(
+    name="pysample",
+    version="0.1.0",
+    description="Fused C++/CUDA kernels for the hot loop of LLM decoding, drop-in for transformers",
+    packages=["pysample"],
+    ext_modules=[extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension},
+    python_requires=">=3.9",
+)
