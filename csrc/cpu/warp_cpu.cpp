@@ -27,25 +27,35 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // ---- vectorized loops over contiguous floats ---------------------------------------------------------------
 
-// Largest value, ignoring NaN; `has_nan` tells whether there was one.
-PYSAMPLE_CPU_CLONES float max_value(const float* x, int64_t n, bool* has_nan) {
-  float acc[kLanes];
-  int32_t nan[kLanes];
-  for (int l = 0; l < kLanes; ++l) acc[l] = -kInf, nan[l] = 0;
+// Largest and smallest value, ignoring NaN; `has_nan` tells whether there was one. Written with GCC vector types:
+// the compiler does not vectorize a NaN-aware max over an array on its own.
+typedef float Floats8 __attribute__((vector_size(32)));
+typedef int32_t Ints8 __attribute__((vector_size(32)));
+PYSAMPLE_CPU_CLONES void value_range(const float* x, int64_t n, float* max, float* min, bool* has_nan) {
+  Floats8 hi, lo;
+  Ints8 nan = {};
+  for (int l = 0; l < 8; ++l) hi[l] = -kInf, lo[l] = kInf;
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const float v = x[i + l];
-      acc[l] = v > acc[l] ? v : acc[l];
-      nan[l] |= v != v;
-    }
+  for (; i + 8 <= n; i += 8) {
+    Floats8 v;
+    std::memcpy(&v, x + i, sizeof v);
+    hi = v > hi ? v : hi;
+    lo = v < lo ? v : lo;
+    nan |= v != v;
   }
-  for (; i < n; ++i) acc[0] = x[i] > acc[0] ? x[i] : acc[0], nan[0] |= x[i] != x[i];
-  float m = acc[0];
-  int32_t any_nan = nan[0];
-  for (int l = 1; l < kLanes; ++l) m = acc[l] > m ? acc[l] : m, any_nan |= nan[l];
-  *has_nan = any_nan != 0;
-  return m;
+  for (int l = 0; i < n; ++i, ++l) {
+    hi[l] = x[i] > hi[l] ? x[i] : hi[l];
+    lo[l] = x[i] < lo[l] ? x[i] : lo[l];
+    nan[l] |= x[i] != x[i];
+  }
+  for (int l = 1; l < 8; ++l) {
+    hi[0] = hi[l] > hi[0] ? hi[l] : hi[0];
+    lo[0] = lo[l] < lo[0] ? lo[l] : lo[0];
+    nan[0] |= nan[l];
+  }
+  *max = hi[0];
+  *min = lo[0];
+  *has_nan = nan[0] != 0;
 }
 
 // e[i] = exp(x[i] - max); returns the sum of e (lanes in float, combined in double).
@@ -65,9 +75,55 @@ PYSAMPLE_CPU_CLONES double exp_shifted(const float* x, int64_t n, float max, flo
   return sum;
 }
 
-// y[i] = x[i] / temperature rounded to the logits' dtype (float32 here: half types round in their loop).
+// sum of e[i] * (x[i] - max - log_sum), i.e. sum p log p times the softmax normaliser, over e[i] > 0.
+PYSAMPLE_CPU_CLONES double weighted_log_probability(const float* x, const float* e, int64_t n, float max,
+                                                    float log_sum) {
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float w = e[i + l];
+      acc[l] += w > 0.0f ? w * ((x[i + l] - max) - log_sum) : 0.0f;
+    }
+  }
+  for (; i < n; ++i) acc[0] += e[i] > 0.0f ? e[i] * ((x[i] - max) - log_sum) : 0.0f;
+  double sum = 0;
+  for (int l = 0; l < kLanes; ++l) sum += acc[l];
+  return sum;
+}
+
+// d[i] = typical_distance(x[i]); returns the largest finite distance.
+PYSAMPLE_CPU_CLONES float typical_distances(const float* x, int64_t n, float max, float log_sum, float entropy,
+                                            float* d) {
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float v = typical_distance(x[i + l], max, log_sum, entropy);
+      d[i + l] = v;
+      acc[l] = v > acc[l] && v < kInf ? v : acc[l];
+    }
+  }
+  for (; i < n; ++i) d[i] = typical_distance(x[i], max, log_sum, entropy), acc[0] = d[i] > acc[0] && d[i] < kInf ? d[i] : acc[0];
+  for (int l = 1; l < kLanes; ++l) acc[0] = acc[l] > acc[0] ? acc[l] : acc[0];
+  return acc[0];
+}
+
+// y[i] = x[i] / temperature (float32 logits; half types round in their own loop).
 PYSAMPLE_CPU_CLONES void divide(const float* x, int64_t n, float temperature, float* y) {
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] / temperature;
+}
+
+// Bins of a linear histogram: bin[i] = clamp((v[i] - origin) * scale, 0, kBins - 1). Monotone in v (every step
+// rounds monotonically), so the bins are ordered like the values and equal values share a bin.
+constexpr int kBins = 2048;
+PYSAMPLE_CPU_CLONES void linear_bins(const float* v, int64_t n, float origin, float scale, uint16_t* bin) {
+  for (int64_t i = 0; i < n; ++i) {
+    float b = (v[i] - origin) * scale;
+    b = b > 0.0f ? b : 0.0f;
+    b = b < static_cast<float>(kBins - 1) ? b : static_cast<float>(kBins - 1);
+    bin[i] = static_cast<uint16_t>(static_cast<int32_t>(b));
+  }
 }
 
 // The row seen as a matrix of kColumns columns (token i in column i % kColumns): a lower bound for the k-th
@@ -86,157 +142,242 @@ PYSAMPLE_CPU_CLONES void column_max_keys(const float* x, int64_t n, uint32_t* co
   for (int64_t c = 0; i + c < n; ++c) column_max[c] = std::max(column_max[c], ordered_key(x[i + c]));
 }
 
-// ---- radix select with weights -----------------------------------------------------------------------------
+// marks[j] = whether token j comes at or before the bound in descending (value, token) order (`descending`) or in
+// ascending order (`!descending`); token(j) = index ? index[j] : j. Float compares: -0.0 equals +0.0 as in torch,
+// and there is no NaN here (rows holding NaN skip the selecting stages).
+PYSAMPLE_CPU_CLONES void mark_up_to(const float* v, const int32_t* index, int64_t n, bool descending, float bound,
+                                    uint32_t bound_token, uint8_t* marks) {
+  auto mark = [&](int64_t j, uint32_t token) {
+    const float x = v[j];
+    return descending ? (x > bound) | ((x == bound) & (token >= bound_token))
+                      : (x < bound) | ((x == bound) & (token <= bound_token));
+  };
+  if (index == nullptr) {
+    for (int64_t j = 0; j < n; ++j) marks[j] = mark(j, static_cast<uint32_t>(j));
+  } else {
+    for (int64_t j = 0; j < n; ++j) marks[j] = mark(j, static_cast<uint32_t>(index[j]));
+  }
+}
 
-// An element of a selection: its position is defined by ascending (key, tie); `weight` is its probability mass
-// (1 when selecting by rank).
+// marks[j] = whether ordered_key(v[j]) >= key: the values at least the key's value, NaN above all.
+PYSAMPLE_CPU_CLONES void mark_key_at_least(const float* v, int64_t n, uint32_t key, uint8_t* marks) {
+  for (int64_t j = 0; j < n; ++j) marks[j] = ordered_key(v[j]) >= key;
+}
+
+// marks[j] = whether the probability e[j] * inv_sum is not below `threshold`, or x[j] >= protect (no NaN here).
+PYSAMPLE_CPU_CLONES void mark_probable(const float* x, const float* e, int64_t n, float inv_sum, float threshold,
+                                       float protect, uint8_t* marks) {
+  for (int64_t j = 0; j < n; ++j) marks[j] = !(probability(e[j], inv_sum) < threshold) | (x[j] >= protect);
+}
+
+PYSAMPLE_CPU_CLONES int64_t count_marked(const uint8_t* marks, int64_t n) {
+  int64_t count = 0;
+  for (int64_t j = 0; j < n; ++j) count += marks[j];
+  return count;
+}
+
+// out[j] = marks[j] ? y[j] : fill, for float32 output.
+PYSAMPLE_CPU_CLONES void write_marked(const float* y, const uint8_t* marks, int64_t n, float fill, float* out) {
+  for (int64_t j = 0; j < n; ++j) out[j] = marks[j] ? y[j] : fill;
+}
+
+// ---- selection ---------------------------------------------------------------------------------------------
+
+// An element of a selection, ordered by ascending (key, tie); `weight` is its probability mass (1 when selecting
+// by rank) and `value` the float its key was made from.
 struct Elem {
   uint32_t key;
   uint32_t tie;
   float weight;
-};
-
-// Where a selection stands: the elements before the candidates (their count and mass) and the radix level the
-// candidates agree on (their key digits above `level` are equal).
-struct Progress {
-  int64_t before_count = 0;
-  double before_mass = 0;
-  int level = 0;
+  float value;
 };
 
 struct Found {
-  int64_t position;  // 0-based, in ascending (key, tie) order; -1 if the weights never reach the target
+  bool found;  // false when the weights never reach the target
   Elem elem;
 };
+
+// Branch-free, so that loops marking the elements up to a bound vectorize.
+bool operator<=(const Elem& a, const Elem& b) { return (a.key < b.key) | ((a.key == b.key) & (a.tie <= b.tie)); }
 
 constexpr int kRadixLevels = 3;
 constexpr int kDigitShift[kRadixLevels] = {21, 10, 0};
 constexpr uint32_t kDigitMask[kRadixLevels] = {0x7FF, 0x7FF, 0x3FF};
-constexpr int kDigits = 2048;
 
 inline uint32_t digit(uint32_t key, int level) { return (key >> kDigitShift[level]) & kDigitMask[level]; }
 
-// Given each digit's count and mass, the digit at which the running mass reaches `target` (-1 if it never does);
-// adds the digits before it to `progress`.
-int crossing_digit(const int64_t* count, const double* mass, int level, double target, Progress& progress) {
-  for (uint32_t d = 0; d <= kDigitMask[level]; ++d) {
-    if (count[d] == 0) continue;
-    if (progress.before_mass + mass[d] >= target) return static_cast<int>(d);
-    progress.before_mass += mass[d];
-    progress.before_count += count[d];
-  }
-  return -1;
-}
-
-// The first position at which the running sum of weights, in ascending (key, tie) order, reaches `target` (> 0),
-// among `elems` that follow `progress`. Radix select: a histogram of mass per 11-bit digit finds the digit the
-// running sum crosses at, only that digit's elements go on to the next digit; the few left at the end are sorted.
-Found select_by_weight(std::vector<Elem>& elems, std::vector<Elem>& spare, double target, Progress progress = {}) {
+// The first element at which the running weight, in ascending (key, tie) order, reaches `target` > 0, given the
+// weight `before` of everything ordered before `elems`. Radix select: a histogram of mass per 11-bit digit of the
+// key finds the digit the running weight crosses at, only that digit's elements go on to the next digit; the few
+// left at the end are sorted.
+Found select_by_weight(std::vector<Elem>& elems, std::vector<Elem>& spare, double target, double before = 0) {
   std::vector<Elem>* cur = &elems;
   std::vector<Elem>* next = &spare;
-  double mass[kDigits];
-  int64_t count[kDigits];
-  for (int level = progress.level; level < kRadixLevels && cur->size() > 64; ++level) {
-    std::fill(mass, mass + kDigits, 0.0);
-    std::fill(count, count + kDigits, int64_t{0});
-    for (const Elem& e : *cur) {
-      const uint32_t d = digit(e.key, level);
-      mass[d] += e.weight;
-      ++count[d];
+  double mass[kBins];
+  for (int level = 0; level < kRadixLevels && cur->size() > 64; ++level) {
+    std::fill(mass, mass + kBins, 0.0);
+    for (const Elem& e : *cur) mass[digit(e.key, level)] += e.weight;
+    int crossing = -1;
+    for (uint32_t d = 0; d <= kDigitMask[level]; ++d) {
+      if (mass[d] > 0 && before + mass[d] >= target) {
+        crossing = static_cast<int>(d);
+        break;
+      }
+      before += mass[d];
     }
-    const int d = crossing_digit(count, mass, level, target, progress);
-    if (d < 0) return {-1, {}};
+    if (crossing < 0) return {false, {}};
     next->clear();
     for (const Elem& e : *cur) {
-      if (digit(e.key, level) == static_cast<uint32_t>(d)) next->push_back(e);
+      if (digit(e.key, level) == static_cast<uint32_t>(crossing)) next->push_back(e);
     }
     std::swap(cur, next);
   }
-  std::sort(cur->begin(), cur->end(),
-            [](const Elem& a, const Elem& b) { return a.key != b.key ? a.key < b.key : a.tie < b.tie; });
-  for (size_t j = 0; j < cur->size(); ++j) {
-    progress.before_mass += (*cur)[j].weight;
-    if (progress.before_mass >= target) return {progress.before_count + static_cast<int64_t>(j), (*cur)[j]};
+  std::sort(cur->begin(), cur->end(), [](const Elem& a, const Elem& b) { return !(b <= a); });
+  for (const Elem& e : *cur) {
+    before += e.weight;
+    if (before >= target) return {true, e};
   }
-  return {-1, {}};
+  return {false, {}};
 }
 
-// The first position at which the running weight reaches target(total weight), in ascending (key(j), tie(j))
-// order over j in [0, n). The first radix level reads the values through the functions, so no element array is
-// written for the whole row; only the elements of the crossing digit are gathered.
-template <typename Key, typename Tie, typename Weight, typename Target>
-Found select_active(int64_t n, Key key, Tie tie, Weight weight, Target target, std::vector<Elem>& elems,
-                    std::vector<Elem>& spare) {
-  double mass[kDigits] = {};
-  int64_t count[kDigits] = {};
-  for (int64_t j = 0; j < n; ++j) {
-    const uint32_t d = digit(key(j), 0);
-    mass[d] += weight(j);
-    ++count[d];
+// Calls visit(i) for every i with bin[i] == wanted; blocks of 32 bins with no match are skipped by a vectorized test.
+template <typename Visit>
+void gather_bin(const uint16_t* bin, int64_t n, uint16_t wanted, Visit visit) {
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    int32_t any = 0;
+    for (int l = 0; l < 32; ++l) any |= bin[i + l] == wanted;
+    if (!any) continue;
+    for (int l = 0; l < 32; ++l) {
+      if (bin[i + l] == wanted) visit(i + l);
+    }
   }
+  for (; i < n; ++i) {
+    if (bin[i] == wanted) visit(i);
+  }
+}
+
+// The first element at which the running weight reaches target(total weight), in ascending (key(j), tie(j))
+// order over j in [0, n). `bin` holds linear histogram bins ordered like the keys (linear_bins): a histogram of
+// weight per bin finds the bin the running weight crosses at, and only that bin's elements are gathered and
+// selected exactly.
+template <typename Key, typename Tie, typename Target>
+Found select_binned(int64_t n, const uint16_t* bin, const float* weight, const float* value, Key key, Tie tie,
+                    Target target, std::vector<Elem>& elems, std::vector<Elem>& spare) {
+  // Two histograms, even and odd elements, so that consecutive adds to one bin do not wait on each other.
+  double even[kBins] = {}, odd[kBins] = {};
+  int64_t j = 0;
+  for (; j + 2 <= n; j += 2) even[bin[j]] += weight[j], odd[bin[j + 1]] += weight[j + 1];
+  if (j < n) even[bin[j]] += weight[j];
   double total = 0;
-  for (int d = 0; d < kDigits; ++d) total += mass[d];
+  for (int b = 0; b < kBins; ++b) even[b] += odd[b], total += even[b];
   const double goal = target(total);
-  Progress progress;
-  const int d = crossing_digit(count, mass, 0, goal, progress);
-  if (d < 0) return {-1, {}};
+  double before = 0;
+  int crossing = -1;
+  for (int b = 0; b < kBins; ++b) {
+    if (even[b] > 0 && before + even[b] >= goal) {
+      crossing = b;
+      break;
+    }
+    before += even[b];
+  }
+  if (crossing < 0) return {false, {}};
+  elems.clear();
+  gather_bin(bin, n, static_cast<uint16_t>(crossing), [&](int64_t i) {
+    elems.push_back({key(i), tie(i), weight[i], value[i]});
+  });
+  return select_by_weight(elems, spare, goal, before);
+}
+
+// The element of rank `rank` (1-based) in ascending (key(j), tie(j)) order over j in [0, n): radix select with
+// the first level read through the functions, so no element array is written for the whole row.
+template <typename Key, typename Tie>
+Elem select_by_rank(int64_t n, const float* value, Key key, Tie tie, int64_t rank, std::vector<Elem>& elems,
+                    std::vector<Elem>& spare) {
+  int64_t count[kBins] = {};
+  for (int64_t j = 0; j < n; ++j) ++count[digit(key(j), 0)];
+  int64_t before = 0;
+  uint32_t crossing = 0;
+  while (before + count[crossing] < rank) before += count[crossing++];
   elems.clear();
   for (int64_t j = 0; j < n; ++j) {
     const uint32_t k = key(j);
-    if (digit(k, 0) == static_cast<uint32_t>(d)) elems.push_back({k, tie(j), static_cast<float>(weight(j))});
+    if (digit(k, 0) == crossing) elems.push_back({k, tie(j), 1.0f, value[j]});
   }
-  progress.level = 1;
-  return select_by_weight(elems, spare, goal, progress);
+  // Within the digit, unit weights: the running weight reaches `rank` exactly at the wanted element.
+  return select_by_weight(elems, spare, static_cast<double>(rank), static_cast<double>(before)).elem;
 }
 
 // ---- one row ------------------------------------------------------------------------------------------------
 
 // Scratch buffers of one thread, grown to the vocabulary size once and reused across rows and calls.
 struct Scratch {
-  std::vector<float> y, value, spare_value, weight;
+  std::vector<float> y, value, spare_value, weight, distance;
   std::vector<int32_t> index, spare_index;
+  std::vector<uint16_t> bin;
+  std::vector<uint8_t> keep;
   std::vector<uint32_t> column_max = std::vector<uint32_t>(kColumns), column_rank;
   std::vector<Elem> elems, spare_elems;
+
+  void reserve(int64_t vocab) {
+    if (static_cast<int64_t>(y.size()) >= vocab) return;
+    for (auto* v : {&y, &value, &spare_value, &weight, &distance}) v->resize(vocab);
+    for (auto* v : {&index, &spare_index}) v->resize(vocab);
+    bin.resize(vocab);
+    keep.resize(vocab);
+  }
 };
 
-// The tokens still kept: `value[j]` of token `index[j]`; `index == nullptr` means every token of the row (the j-th
-// value is token j).
+// The tokens still kept: `value[j]` of token `index[j]`, or with `index == nullptr` the whole row (the j-th value
+// is token j) where, if `keep` is set, only tokens with keep[j] != 0 are kept (the last stage marks rather than
+// compacts the whole row).
 struct Active {
   const float* value;
   const int32_t* index;
   int64_t n;
+  const uint8_t* keep = nullptr;
   int32_t token(int64_t j) const { return index ? index[j] : static_cast<int32_t>(j); }
 };
 
-// Softmax statistics of the active tokens: max, whether the softmax is defined (no NaN, finite max), the sum of
-// exp(x - max) and exp(x - max) per token in `scratch.weight`.
-struct Softmax {
-  float max;
-  bool defined;
-  double sum;
-};
-
-Softmax softmax_stats(const Active& a, Scratch& s) {
-  bool has_nan;
-  const float m = max_value(a.value, a.n, &has_nan);
-  // transformers' softmax is NaN for the whole row when a value is NaN or the max is +-inf: its filters keep all.
-  if (has_nan || !std::isfinite(m)) return {m, false, 0};
-  return {m, true, exp_shifted(a.value, a.n, m, s.weight.data())};
-}
-
-// Keeps the active tokens for which keep(j) holds.
-template <typename Keep>
-Active compact(const Active& a, Scratch& s, Keep keep) {
+// Narrows `a` to the tokens whose mark in `scratch.keep` is set: compacted into scratch, or left marked when
+// `last` and `a` is the whole row (the output pass then reads the marks).
+Active narrow(const Active& a, Scratch& s, bool last) {
+  const uint8_t* marks = s.keep.data();
+  if (last && a.index == nullptr) return {a.value, nullptr, a.n, marks};
   float* value = s.spare_value.data();
   int32_t* index = s.spare_index.data();
   int64_t n = 0;
   for (int64_t j = 0; j < a.n; ++j) {
-    if (keep(j)) value[n] = a.value[j], index[n] = a.token(j), ++n;
+    if (marks[j]) value[n] = a.value[j], index[n] = a.token(j), ++n;
   }
   if (n == a.n) return a;
   std::swap(s.value, s.spare_value);
   std::swap(s.index, s.spare_index);
   return {s.value.data(), s.index.data(), n};
+}
+
+// Softmax statistics of the active tokens: whether the softmax is defined (no NaN, finite max), max, min, and
+// the sum of exp(x - max), with exp(x - max) per token in `scratch.weight`.
+struct Softmax {
+  bool defined;
+  float max, min;
+  double sum;
+};
+
+Softmax softmax_stats(const Active& a, Scratch& s) {
+  Softmax sm{};
+  bool has_nan;
+  value_range(a.value, a.n, &sm.max, &sm.min, &has_nan);
+  // transformers' softmax is NaN for the whole row when a value is NaN or the max is +-inf: its filters keep all.
+  sm.defined = !has_nan && std::isfinite(sm.max);
+  if (sm.defined) sm.sum = exp_shifted(a.value, a.n, sm.max, s.weight.data());
+  return sm;
+}
+
+// Entropy -sum p log p of the active tokens (zero-probability tokens add nothing); needs softmax_stats first.
+double entropy(const Active& a, const Softmax& sm, const Scratch& s) {
+  return -weighted_log_probability(a.value, s.weight.data(), a.n, sm.max, static_cast<float>(std::log(sm.sum))) /
+         sm.sum;
 }
 
 // Whether the k-th largest of `a` is searched among the columns whose maximum reaches the k-th largest column
@@ -254,16 +395,13 @@ void visit_columns(const Active& a, const std::vector<uint32_t>& column_max, uin
   }
 }
 
-// Key of the k-th largest active value (NaN largest, as torch.topk); requires 1 <= k <= a.n.
-uint32_t kth_largest_key(const Active& a, int64_t k, Scratch& s) {
+// The k-th largest active value (NaN largest, as torch.topk) and its key; requires 1 <= k <= a.n.
+Elem kth_largest(const Active& a, int64_t k, Scratch& s) {
   // ~key: descending values become ascending keys.
   if (!select_by_columns(a, k)) {
-    auto key = [&](int64_t j) { return ~ordered_key(a.value[j]); };
-    auto one = [](int64_t) { return 1.0; };
-    auto zero = [](int64_t) { return 0u; };
-    const Found f = select_active(a.n, key, zero, one, [&](double) { return static_cast<double>(k); }, s.elems,
-                                  s.spare_elems);
-    return ~f.elem.key;
+    return select_by_rank(
+        a.n, a.value, [&](int64_t j) { return ~ordered_key(a.value[j]); }, [](int64_t) { return 0u; }, k, s.elems,
+        s.spare_elems);
   }
   column_max_keys(a.value, a.n, s.column_max.data());
   s.column_rank.assign(s.column_max.begin(), s.column_max.end());
@@ -273,17 +411,20 @@ uint32_t kth_largest_key(const Active& a, int64_t k, Scratch& s) {
   s.elems.clear();
   visit_columns(a, s.column_max, bound, [&](int64_t j) {
     const uint32_t key = ordered_key(a.value[j]);
-    if (key >= bound) s.elems.push_back({~key, 0, 1.0f});
+    if (key >= bound) s.elems.push_back({~key, 0, 1.0f, a.value[j]});
   });
-  return ~select_by_weight(s.elems, s.spare_elems, static_cast<double>(k)).elem.key;
+  return select_by_weight(s.elems, s.spare_elems, static_cast<double>(k)).elem;
 }
 
 // Top-k: keep values >= the k-th largest (all ties with it). Nothing to do when k >= the active count (the
 // removed tokens are -inf, so the k-th largest would be -inf).
-Active top_k_stage(const Active& a, int64_t k, Scratch& s) {
+Active top_k_stage(const Active& a, int64_t k, Scratch& s, bool last) {
   if (k <= 0 || k >= a.n) return a;
-  const uint32_t kth = kth_largest_key(a, k, s);
-  if (!select_by_columns(a, k)) return compact(a, s, [&](int64_t j) { return ordered_key(a.value[j]) >= kth; });
+  const uint32_t kth = ~kth_largest(a, k, s).key;
+  if (!select_by_columns(a, k)) {
+    mark_key_at_least(a.value, a.n, kth, s.keep.data());
+    return narrow(a, s, last);
+  }
   // Every survivor lies in a column whose maximum reaches the k-th largest: only those columns are read.
   int64_t n = 0;
   visit_columns(a, s.column_max, kth, [&](int64_t j) {
@@ -292,102 +433,93 @@ Active top_k_stage(const Active& a, int64_t k, Scratch& s) {
   return {s.value.data(), s.index.data(), n};
 }
 
+// Keeps the tokens up to `boundary` (its value and tie) in the order of values v[j] (descending or ascending),
+// ties by token id in the same direction, and at least the first `min_keep` (counted only when min_keep > 1: a
+// boundary keeps one). In descending order the tie of an element is ~token.
+Active keep_up_to(const Active& a, Scratch& s, bool last, const float* v, bool descending, Found boundary,
+                  int64_t min_keep) {
+  uint8_t* marks = s.keep.data();
+  const uint32_t flip = descending ? ~0u : 0u;
+  int64_t kept = 0;
+  if (boundary.found) {
+    mark_up_to(v, a.index, a.n, descending, boundary.elem.value, boundary.elem.tie ^ flip, marks);
+    kept = min_keep > 1 ? count_marked(marks, a.n) : 1;
+  }
+  if (kept < std::min(min_keep, a.n)) {
+    const Elem last_kept = select_by_rank(
+        a.n, v, [&](int64_t j) { return ordered_key(v[j]) ^ flip; },
+        [&](int64_t j) { return static_cast<uint32_t>(a.token(j)) ^ flip; }, min_keep, s.elems, s.spare_elems);
+    mark_up_to(v, a.index, a.n, descending, last_kept.value, last_kept.tie ^ flip, marks);
+  } else if (!boundary.found) {
+    return a;
+  }
+  return narrow(a, s, last);
+}
+
 // Top-p: keep, in descending (value, token) order, the tokens while the mass above them is below keep_mass, and at
 // least min_keep of them; never a token whose probability is 0.
-Active top_p_stage(const Active& a, double top_p, int64_t min_keep, Scratch& s) {
+Active top_p_stage(const Active& a, double top_p, int64_t min_keep, Scratch& s, bool last) {
   const Softmax sm = softmax_stats(a, s);
   if (!sm.defined) return a;
   const double keep_fraction = top_p_keep_mass(top_p);
-  const float inv_sum = static_cast<float>(1.0 / sm.sum);
-  int64_t positive = 0;
-  for (int64_t j = 0; j < a.n; ++j) positive += probability(s.weight[j], inv_sum) > 0.0f;
   // Descending (value, token) = ascending (~key, ~token).
   auto key = [&](int64_t j) { return ~ordered_key(a.value[j]); };
   auto tie = [&](int64_t j) { return ~static_cast<uint32_t>(a.token(j)); };
-  auto mass = [&](int64_t j) { return static_cast<double>(s.weight[j]); };
-  auto one = [](int64_t) { return 1.0; };
-  int64_t by_mass = 0;
-  Elem last{};
+  Found boundary{false, {}};
   if (keep_fraction >= 1.0) {
-    by_mass = a.n;  // top_p = 1: every token whose probability is not 0 stays
+    // top_p = 1: every token whose probability is not 0 stays; the last is the smallest such value.
+    const float inv_sum = static_cast<float>(1.0 / sm.sum);
+    float smallest = sm.max;
+    for (int64_t j = 0; j < a.n; ++j) {
+      smallest = probability(s.weight[j], inv_sum) > 0.0f && a.value[j] < smallest ? a.value[j] : smallest;
+    }
+    boundary = {true, {~ordered_key(smallest), ~0u, 0, smallest}};  // tie ~0: every token with that value
   } else if (keep_fraction > 0.0) {
-    const Found f = select_active(a.n, key, tie, mass, [&](double total) { return keep_fraction * total; },
-                                  s.elems, s.spare_elems);
-    by_mass = f.position < 0 ? a.n : f.position + 1;
-    last = f.elem;
+    // Bins by max - x over the range where exp does not underflow (lower values share the last bin).
+    const float range = std::min(sm.max - sm.min, 104.0f);
+    linear_bins(a.value, a.n, sm.max, range > 0 ? -(kBins - 1) / range : 0.0f, s.bin.data());
+    boundary = select_binned(a.n, s.bin.data(), s.weight.data(), a.value, key, tie,
+                             [&](double total) { return keep_fraction * total; }, s.elems, s.spare_elems);
+    if (!boundary.found) return a;  // rounding: the mass never reached keep_fraction, every token stays
   }
-  const int64_t keep = std::max(std::min(by_mass, positive), std::min(min_keep, a.n));
-  if (keep >= a.n) return a;
-  if (keep != by_mass) {
-    const double rank = static_cast<double>(keep);
-    last = select_active(a.n, key, tie, one, [&](double) { return rank; }, s.elems, s.spare_elems).elem;
-  }
-  // Everything at or above the last kept token in (value, token) order stays.
-  return compact(a, s, [&](int64_t j) {
-    const uint32_t k = key(j);
-    return k < last.key || (k == last.key && tie(j) <= last.tie);
-  });
+  return keep_up_to(a, s, last, a.value, true, boundary, min_keep);
 }
 
 // Min-p, epsilon and eta: remove tokens whose probability is below `cutoff(...)` unless they are among the
 // min_keep largest values. For min-p transformers keeps the min_keep largest *probabilities* through topk, whose
 // choice among tied values is unspecified; here every value tied with the min_keep-th largest is kept.
 template <typename Cutoff>
-Active probability_stage(const Active& a, int64_t min_keep, Scratch& s, Cutoff cutoff) {
+Active probability_stage(const Active& a, int64_t min_keep, Scratch& s, bool last, Cutoff cutoff) {
   const Softmax sm = softmax_stats(a, s);
   if (!sm.defined) return a;
   // With fewer active tokens than min_keep, the min_keep-th largest is a removed (-inf) token: nothing goes.
   if (min_keep > a.n) return a;
   const float inv_sum = static_cast<float>(1.0 / sm.sum);
   const float threshold = cutoff(a, sm, inv_sum);
-  const uint32_t protect = min_keep == 1 ? ordered_key(sm.max) : kth_largest_key(a, min_keep, s);
-  return compact(a, s, [&](int64_t j) {
-    return !(probability(s.weight[j], inv_sum) < threshold) || ordered_key(a.value[j]) >= protect;
-  });
-}
-
-// Entropy -sum p log p of the active tokens, log p = x - max - log(sum); zero-probability tokens add nothing.
-double entropy(const Active& a, const Softmax& sm, const Scratch& s) {
-  const double log_sum = std::log(sm.sum);
-  double h = 0;
-  for (int64_t j = 0; j < a.n; ++j) {
-    const double w = s.weight[j];
-    if (w > 0) h -= (w / sm.sum) * ((static_cast<double>(a.value[j]) - sm.max) - log_sum);
-  }
-  return h;
+  const float protect = min_keep == 1 ? sm.max : kth_largest(a, min_keep, s).value;
+  mark_probable(a.value, s.weight.data(), a.n, inv_sum, threshold, protect, s.keep.data());
+  return narrow(a, s, last);
 }
 
 // Typical decoding: order tokens by |-(log p) - entropy|, keep the shortest prefix whose mass reaches typical_p
 // (with every token tied with its last one) and at least the first min_keep.
-Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratch& s) {
+Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratch& s, bool last) {
   const Softmax sm = softmax_stats(a, s);
   if (!sm.defined) return a;
   const float log_sum = static_cast<float>(std::log(sm.sum));
   const float ent = static_cast<float>(entropy(a, sm, s));
-  auto key = [&](int64_t j) { return ordered_key(typical_distance(a.value[j], sm.max, log_sum, ent)); };
+  const float* distance = s.distance.data();
+  const float widest = typical_distances(a.value, a.n, sm.max, log_sum, ent, s.distance.data());
+  linear_bins(distance, a.n, 0.0f, widest > 0 ? (kBins - 1) / widest : 0.0f, s.bin.data());
+  auto key = [&](int64_t j) { return ordered_key(distance[j]); };
   auto tie = [&](int64_t j) { return static_cast<uint32_t>(a.token(j)); };
-  auto mass = [&](int64_t j) { return static_cast<double>(s.weight[j]); };
-  const Found f = select_active(a.n, key, tie, mass, [&](double total) { return typical_p * total; }, s.elems,
-                                s.spare_elems);
-  // Everything at or below the boundary distance stays (transformers clamps to the last token when the mass
-  // never reaches typical_p), and at least the first min_keep tokens.
-  uint32_t cut_key = f.position < 0 ? 0xFFFFFFFFu : f.elem.key;
-  uint32_t cut_tie = 0xFFFFFFFFu;
-  int64_t kept = 0;
-  for (int64_t j = 0; j < a.n; ++j) kept += key(j) <= cut_key;
-  if (kept < std::min(min_keep, a.n)) {
-    const double rank = static_cast<double>(min_keep);
-    const Elem last = select_active(a.n, key, tie, [](int64_t) { return 1.0; }, [&](double) { return rank; },
-                                    s.elems, s.spare_elems).elem;
-    cut_key = last.key;
-    cut_tie = last.tie;
-    kept = min_keep;
-  }
-  if (kept >= a.n) return a;
-  return compact(a, s, [&](int64_t j) {
-    const uint32_t k = key(j);
-    return k < cut_key || (k == cut_key && tie(j) <= cut_tie);
-  });
+  Found boundary = select_binned(a.n, s.bin.data(), s.weight.data(), distance, key, tie,
+                                 [&](double total) { return typical_p * total; }, s.elems, s.spare_elems);
+  // Every token tied with the boundary distance stays; when the mass never reaches typical_p, transformers
+  // clamps to the last token: everything stays.
+  boundary.elem.tie = ~0u;
+  if (!boundary.found) boundary = {true, {~0u, ~0u, 0, kInf}};
+  return keep_up_to(a, s, last, distance, false, boundary, min_keep);
 }
 
 template <typename scalar_t>
@@ -408,33 +540,47 @@ void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, con
     }
   }
 
+  // The stages that apply to this row, in transformers' order; the last one marks instead of compacting.
+  enum Stage { kTopK, kTopP, kMinP, kTypical, kEpsilon, kEta };
+  const bool enabled[] = {p.top_k.enabled, p.top_p.enabled, p.min_p.enabled, p.typical_p.enabled,
+                          p.epsilon.enabled, p.eta.enabled};
+  int last = -1;
+  for (int stage = kTopK; stage <= kEta; ++stage) last = enabled[stage] ? stage : last;
+
   Active a{y, nullptr, vocab};
   const int64_t min_keep = p.min_tokens_to_keep;
-  if (p.top_k.enabled) a = top_k_stage(a, p.top_k.at(row), s);
-  if (p.top_p.enabled) a = top_p_stage(a, p.top_p.at(row), min_keep, s);
-  if (p.min_p.enabled) {
-    const double min_p = p.min_p.at(row);
-    a = probability_stage(a, min_keep, s, [&](const Active&, const Softmax&, float inv_sum) {
-      return static_cast<float>(min_p) * inv_sum;  // min_p * top probability, the top probability being 1 * inv
+  if (enabled[kTopK]) a = top_k_stage(a, p.top_k.at(row), s, last == kTopK);
+  if (enabled[kTopP]) a = top_p_stage(a, p.top_p.at(row), min_keep, s, last == kTopP);
+  if (enabled[kMinP]) {
+    const float min_p = static_cast<float>(p.min_p.at(row));
+    // min_p times the top probability, which is exp(0) * (1 / sum).
+    a = probability_stage(a, min_keep, s, last == kMinP,
+                          [&](const Active&, const Softmax&, float inv_sum) { return min_p * inv_sum; });
+  }
+  if (enabled[kTypical]) a = typical_stage(a, p.typical_p.at(row), min_keep, s, last == kTypical);
+  if (enabled[kEpsilon]) {
+    const float epsilon = static_cast<float>(p.epsilon.at(row));
+    a = probability_stage(a, min_keep, s, last == kEpsilon, [&](const Active&, const Softmax&, float) { return epsilon; });
+  }
+  if (enabled[kEta]) {
+    const double eta = p.eta.at(row);
+    a = probability_stage(a, min_keep, s, last == kEta, [&](const Active& active, const Softmax& sm, float) {
+      return eta_cutoff(eta, entropy(active, sm, s));
     });
   }
-  if (p.typical_p.enabled) a = typical_stage(a, p.typical_p.at(row), min_keep, s);
-  if (p.epsilon.enabled) {
-    const double epsilon = p.epsilon.at(row);
-    a = probability_stage(a, min_keep, s, [&](const Active&, const Softmax&, float) { return static_cast<float>(epsilon); });
-  }
-  if (p.eta.enabled) {
-    const double eta = p.eta.at(row);
-    a = probability_stage(a, min_keep, s,
-                          [&](const Active& active, const Softmax& sm, float) {
-                            return eta_cutoff(eta, entropy(active, sm, s));
-                          });
-  }
 
-  if (a.index == nullptr) {
-    for (int64_t i = 0; i < vocab; ++i) out[i] = static_cast<scalar_t>(y[i]);
+  const scalar_t fill = static_cast<scalar_t>(p.filter_value);
+  if (a.keep != nullptr) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      write_marked(y, a.keep, vocab, fill, out);
+    } else {
+      for (int64_t i = 0; i < vocab; ++i) out[i] = a.keep[i] ? static_cast<scalar_t>(y[i]) : fill;
+    }
+  } else if (a.index == nullptr) {
+    if (scaled || static_cast<const void*>(out) != static_cast<const void*>(in)) {
+      for (int64_t i = 0; i < vocab; ++i) out[i] = static_cast<scalar_t>(y[i]);
+    }
   } else {
-    const scalar_t fill = static_cast<scalar_t>(p.filter_value);
     std::fill(out, out + vocab, fill);
     for (int64_t j = 0; j < a.n; ++j) out[a.index[j]] = static_cast<scalar_t>(a.value[j]);
   }
@@ -475,10 +621,7 @@ void warp_logits_cpu(const at::Tensor& in, const at::Tensor& out, const WarpPara
     const int64_t out_stride = out.stride(0);
     at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
       thread_local Scratch scratch;
-      if (static_cast<int64_t>(scratch.y.size()) < vocab) {
-        for (auto* v : {&scratch.y, &scratch.value, &scratch.spare_value, &scratch.weight}) v->resize(vocab);
-        for (auto* v : {&scratch.index, &scratch.spare_index}) v->resize(vocab);
-      }
+      scratch.reserve(vocab);
       for (int64_t row = begin; row < end; ++row) {
         warp_row(in_data + row * in_stride, out_data + row * out_stride, vocab, row, params, scratch);
       }

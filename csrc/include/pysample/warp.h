@@ -121,3 +121,13 @@ PYSAMPLE_HD float typical_distance(float x, float max, float log_sum, float entr
 }
 
 }  // namespace pysample
+
+// ---- Per-row parameters on the GPU, where a value the CPU rejects cannot raise (that needs a host sync) ----------
+
+// A temperature that is not a finite number > 0 is taken as 1.
+PYSAMPLE_HD double usable_temperature(double temperature) {
+  return temperature > 0 && temperature <= std::numeric_limits<double>::max() ? temperature : 1.0;
+}
+
+// top_p, min_p, typical_p, epsilon and eta are clamped to [0, 1] (a NaN stays NaN: the kernel skips the stage).
+PYSAMPLE_HD double clamp_unit(double value) { return value < 0 ? 0.0 : (value > 1 ? 1.0 : value); }

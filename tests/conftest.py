@@ -1,0 +1,36 @@
+"""Shared fixtures: devices, a fresh random seed per test (reported on failure), and the known-bug registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from warp_compare import seed_from_env_or_urandom
+
+CUDA_SKIP = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+
+#: Parametrize a test over these: the CPU always, CUDA when available (skipped with a reason otherwise).
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA_SKIP, id="cuda")]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def seed(request) -> int:
+    """A fresh seed for this test's random inputs; set PYSAMPLE_TEST_SEED to replay a failure."""
+    value = seed_from_env_or_urandom()
+    request.node._pysample_seed = value
+    print(f"PYSAMPLE_TEST_SEED={value}")
+    return value
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    value = getattr(item, "_pysample_seed", None)
+    if value is not None and report.failed:
+        report.sections.append(("random seed", f"replay with PYSAMPLE_TEST_SEED={value}"))
+    return report

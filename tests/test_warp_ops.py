@@ -1,0 +1,465 @@
+"""pysample.warp_logits / warp_logits_ against transformers' warpers and against pysample.reference.
+
+Inputs are fresh random logits every run (the seed is printed, and reported on failure: replay it with
+PYSAMPLE_TEST_SEED=...), with rows of every hard kind: ties, -inf entries, NaN, all -inf, +inf, very peaked and
+flat. Outputs are compared by the equality rule of tests/warp_compare.py: temperature and top-k bitwise, the
+probability stages up to tokens within rounding of their threshold or tied with a token decided the other way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pysample
+from pysample import reference
+
+import known_bugs
+import warp_compare as W
+
+DTYPES = [pytest.param(d, id=str(d).replace("torch.", "")) for d in W.DTYPES]
+
+# Parameter values per stage, at and beyond the edges ("V" is the vocabulary size).
+STAGE_VALUES = {
+    "temperature": [0.05, 0.7, 1.0, 1.5, 100.0],
+    "top_k": [0, 1, 2, 50, "V", "V+1"],
+    "top_p": [0.0, 0.3, 0.9, 1.0],
+    "min_p": [0.0, 0.05, 0.5, 1.0],
+    "typical_p": [0.0, 0.2, 0.9, 0.999],
+    "epsilon": [0.0, 1e-5, 3e-4, 0.1, 1.0],
+    "eta": [0.0, 3e-4, 0.05, 1.0],
+}
+# One everyday value per stage, for the sweep over shapes.
+EVERYDAY = {"temperature": 0.7, "top_k": 50, "top_p": 0.9, "min_p": 0.05, "typical_p": 0.9, "epsilon": 3e-4,
+            "eta": 3e-4}
+# (batch, vocab): big vocabularies only with small batches.
+SHAPES = [(0, 17), (1, 1), (1, 17), (7, 1000), (64, 1000), (300, 17), (7, 32000), (1, 49152), (2, 128256),
+          (1, 151936)]
+CHAINS = [
+    {"temperature": 0.7, "top_k": 50},
+    {"temperature": 1.3, "top_k": 1},
+    {"temperature": 0.7, "top_k": 50, "top_p": 0.9, "min_p": 0.05},
+    {"temperature": 0.8, "top_k": 100, "top_p": 0.95, "min_p": 0.1, "typical_p": 0.9, "epsilon": 1e-4, "eta": 1e-3},
+    {"top_p": 0.8, "typical_p": 0.5},
+    {"min_p": 0.1, "epsilon": 3e-4, "eta": 3e-4},
+    {"top_k": 5, "top_p": 0.0},
+]
+ONLY_EXACT_STAGES = ({"temperature"}, {"top_k"}, {"temperature", "top_k"})
+
+
+def chain_id(params: Dict[str, object]) -> str:
+    return "+".join(f"{k}={v}" for k, v in params.items())
+
+
+def resolve(value, vocab: int):
+    if value == "V":
+        return vocab
+    if value == "V+1":
+        return vocab + 1
+    return value
+
+
+def device_op(device: str, inplace: bool = False):
+    """warp_logits run on `device` (inputs and per-row tensors moved there), returning a CPU tensor."""
+
+    def op(x: torch.Tensor, **kwargs) -> torch.Tensor:
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        if inplace:
+            y = x.to(device, copy=True)
+            assert pysample.warp_logits_(y, **moved) is y
+            return y.cpu()
+        return pysample.warp_logits(x.to(device), **moved).cpu()
+
+    return op
+
+
+def inputs_for(params, batch: int, vocab: int, dtype: torch.dtype, seed: int, request=None,
+               min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Random logits with every row kind that no known op bug excludes for `params`; marks known failures."""
+    if request is not None:
+        reason = known_bugs.xfail_reason(params, dtype, min_tokens_to_keep, vocab)
+        if reason is not None:
+            request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
+    excluded = known_bugs.excluded_row_kinds(params, dtype)
+    kinds = [k for k in W.ROW_KINDS if k not in excluded]
+    return W.make_logits(batch, vocab, dtype, seed, kinds)
+
+
+def check_against_transformers(device: str, x: torch.Tensor, params, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """The op on `device` against transformers, stage by stage (see W.check_chain); on CUDA also against the CPU op."""
+    out = W.check_chain(device_op(device), x, params, W.hf_stage, min_tokens_to_keep, what=f"[{device}]")
+    if set(k for k, v in params.items() if v is not None) in ONLY_EXACT_STAGES and x.dtype == torch.float32:
+        assert W.bitwise_equal(out, W.hf_chain(x, params)), "temperature/top-k must be bitwise equal to transformers"
+    if device != "cpu":
+        cpu = pysample.warp_logits(x, **params, min_tokens_to_keep=min_tokens_to_keep)
+        last = [s for s in W.STAGES if params.get(s) is not None][-1]
+        before = pysample.warp_logits(x, **W.op_params(params, upto=W.STAGES[W.STAGES.index(last) - 1]),
+                                      min_tokens_to_keep=min_tokens_to_keep) if len(params) > 1 else x
+        W.assert_report(W.check_stage(last, before, params[last], out, cpu), x.numel(), x.dtype, "cuda vs cpu")
+    return out
+
+
+# ---- single stages -------------------------------------------------------------------------------------------
+
+
+SINGLE_STAGE_CASES = [
+    pytest.param(stage, value, keep, id=f"{stage}={value}-keep{keep}")
+    for stage, values in STAGE_VALUES.items()
+    for value in values
+    for keep in ((1,) if stage in ("temperature", "top_k") else (1, 3, 20))
+    if keep != 20 or value == values[1]  # min_tokens_to_keep beyond the vocabulary of 17, once per stage
+]
+
+
+@pytest.mark.parametrize("stage, value, min_tokens_to_keep", SINGLE_STAGE_CASES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_single_stage_vs_transformers(request, device, seed, stage, value, min_tokens_to_keep, dtype):
+    vocab = 17 if min_tokens_to_keep == 20 else 1000
+    params = {stage: resolve(value, vocab)}
+    x = inputs_for(params, 2 * len(W.ROW_KINDS), vocab, dtype, seed, request, min_tokens_to_keep)
+    out = check_against_transformers(device, x, params, min_tokens_to_keep)
+    assert out.shape == x.shape and out.dtype == x.dtype
+
+
+# Every shape in float32; float16 and bfloat16 (transformers is slow there) skip the costliest middle ones.
+HALF_SKIPPED_SHAPES = {(64, 1000), (1, 49152), (2, 128256)}
+SHAPE_CASES = [
+    pytest.param(batch, vocab, dtype, id=f"{str(dtype).replace('torch.', '')}-{batch}x{vocab}")
+    for dtype in W.DTYPES
+    for batch, vocab in SHAPES
+    if dtype == torch.float32 or (batch, vocab) not in HALF_SKIPPED_SHAPES
+]
+
+
+@pytest.mark.parametrize("stage", list(EVERYDAY))
+@pytest.mark.parametrize("batch, vocab, dtype", SHAPE_CASES)
+def test_shapes_vs_transformers(request, device, seed, stage, batch, vocab, dtype):
+    params = {stage: EVERYDAY[stage]}
+    x = inputs_for(params, batch, vocab, dtype, seed, request)
+    out = check_against_transformers(device, x, params)
+    assert out.shape == (batch, vocab) and out.dtype == dtype
+
+
+@pytest.mark.parametrize("vocab", [17, 1000])
+def test_top_k_edges_are_exact(seed, vocab):
+    """k = 0 and k >= V keep everything; k = 1 keeps the maximum and its ties; bitwise as transformers."""
+    x = inputs_for({"top_k": 1}, 12, vocab, torch.float32, seed)
+    assert W.bitwise_equal(pysample.warp_logits(x, top_k=0), x)
+    assert W.bitwise_equal(pysample.warp_logits(x, top_k=vocab), x)
+    assert W.bitwise_equal(pysample.warp_logits(x, top_k=vocab + 1), x)
+    assert W.bitwise_equal(pysample.warp_logits(x, top_k=10**12), x)
+    one = pysample.warp_logits(x, top_k=1)
+    assert W.bitwise_equal(one, W.hf_stage("top_k", x, 1))
+    finite = W.finite_softmax_rows(x)
+    kept = one[finite] > -math.inf
+    assert torch.equal(kept, x[finite] == x[finite].amax(-1, keepdim=True))
+
+
+def test_top_k_ignores_min_tokens_to_keep(seed):
+    """warp_logits applies min_tokens_to_keep to the probability stages only (the drop-in class folds it in)."""
+    x = inputs_for({"top_k": 2}, 11, 1000, torch.float32, seed)
+    assert W.bitwise_equal(pysample.warp_logits(x, top_k=2, min_tokens_to_keep=5), pysample.warp_logits(x, top_k=2))
+
+
+# ---- chains --------------------------------------------------------------------------------------------------
+
+
+CHAIN_SHAPES = [
+    pytest.param(11, 1000, 1, dtype, id=f"{str(dtype).replace('torch.', '')}-11x1000-keep1") for dtype in W.DTYPES
+] + [
+    pytest.param(11, 1000, 4, dtype, id=f"{str(dtype).replace('torch.', '')}-11x1000-keep4") for dtype in W.DTYPES
+] + [pytest.param(3, 32000, 1, torch.float32, id="float32-3x32000-keep1")]
+
+
+@pytest.mark.parametrize("params", CHAINS, ids=[chain_id(c) for c in CHAINS])
+@pytest.mark.parametrize("batch, vocab, min_tokens_to_keep, dtype", CHAIN_SHAPES)
+def test_chain_vs_transformers(request, device, seed, params, batch, vocab, min_tokens_to_keep, dtype):
+    x = inputs_for(params, batch, vocab, dtype, seed, request, min_tokens_to_keep)
+    check_against_transformers(device, x, params, min_tokens_to_keep)
+
+
+@pytest.mark.parametrize("params", CHAINS, ids=[chain_id(c) for c in CHAINS])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_chain_vs_reference(request, seed, params, dtype):
+    x = inputs_for(params, 22, 1000, dtype, seed, request, min_tokens_to_keep=2)
+    out = W.check_chain(device_op("cpu"), x, params, W.ref_stage, min_tokens_to_keep=2, what="[reference]")
+    # The reference's own chain is its stages one after the other.
+    staged = x
+    for stage in W.STAGES:
+        if params.get(stage) is not None:
+            staged = W.ref_stage(stage, staged, params[stage], -math.inf, 2)
+    assert W.bitwise_equal(reference.warp_logits(x, **params, min_tokens_to_keep=2), staged)
+    assert out.shape == x.shape
+
+
+@pytest.mark.parametrize("filter_value", [-1e4, 0.0, -math.inf, math.inf], ids=["-1e4", "0", "-inf", "inf"])
+@pytest.mark.parametrize("params", CHAINS[2:4], ids=[chain_id(c) for c in CHAINS[2:4]])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_filter_value(request, device, seed, params, filter_value, dtype):
+    """Removed tokens get filter_value; later stages still see them as removed (probability 0), as the reference."""
+    x = inputs_for(params, 22, 1000, dtype, seed, request)
+    op = device_op(device)
+    with_inf = op(x, **params)
+    out = op(x, **params, filter_value=filter_value)
+    scaled = x if params.get("temperature") is None else W.hf_stage("temperature", x, params["temperature"])
+    removed = W.differing(with_inf, scaled)  # removed tokens that were not already -inf
+    changed = W.differing(out, scaled)
+    fv = torch.tensor(filter_value, dtype=dtype)
+    assert bool((out[removed] == fv).all())
+    assert not bool((changed & ~removed & ~(scaled == -math.inf)).any())
+    assert bool((out[changed] == fv).all())
+    # The reference has the same semantics.
+    ref = reference.warp_logits(x, **params, filter_value=filter_value)
+    ref_inf = reference.warp_logits(x, **params)
+    ref_removed = W.differing(ref_inf, scaled)
+    assert bool((ref[ref_removed] == fv).all())
+    assert not bool((W.differing(ref, scaled) & ~ref_removed & ~(scaled == -math.inf)).any())
+
+
+# ---- per-row parameters --------------------------------------------------------------------------------------
+
+# Mixed values per row, including each stage's disabled equivalent (top_k 0, min_p/epsilon/eta 0, temperature 1).
+ROW_VALUES = {
+    "temperature": [0.5, 1.0, 2.0, 0.7, 1e-2],
+    "top_k": [0, 1, 5, "V", "V+1", 50],
+    "top_p": [1.0, 0.0, 0.5, 0.9, 0.95],
+    "min_p": [0.0, 0.1, 1.0, 0.05],
+    "typical_p": [0.999, 0.5, 0.9, 0.0],
+    "epsilon": [0.0, 1e-4, 0.5],
+    "eta": [0.0, 1e-3, 0.5],
+}
+ROW_CASES = [[stage] for stage in ROW_VALUES] + [["temperature", "top_k", "top_p", "min_p"], list(ROW_VALUES)]
+
+
+def row_tensor(stage: str, batch: int, vocab: int, offset: int = 0) -> torch.Tensor:
+    values = [resolve(v, vocab) for v in ROW_VALUES[stage]]
+    picked = [values[(r + offset) % len(values)] for r in range(batch)]
+    return torch.tensor(picked, dtype=torch.int64 if stage == "top_k" else torch.float32)
+
+
+@pytest.mark.parametrize("stages", ROW_CASES, ids=["+".join(s) if len(s) < 7 else "all" for s in ROW_CASES])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_per_row_equals_scalar_row_by_row(request, device, seed, stages, dtype):
+    batch, vocab = 15, 500
+    rows = {s: row_tensor(s, batch, vocab, offset=i) for i, s in enumerate(stages)}
+    x = inputs_for(rows, batch, vocab, dtype, seed, request, min_tokens_to_keep=2)
+    op = device_op(device)
+    out = op(x, **rows, min_tokens_to_keep=2)
+    for r in range(batch):
+        scalars = {s: t[r].item() for s, t in rows.items()}
+        assert W.bitwise_equal(out[r : r + 1], op(x[r : r + 1], **scalars, min_tokens_to_keep=2)), f"row {r}: {scalars}"
+    # And the per-row values against transformers, stage by stage.
+    check_against_transformers(device, x, rows, min_tokens_to_keep=2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_per_row_against_reference(seed, dtype):
+    batch, vocab = 15, 500
+    rows = {s: row_tensor(s, batch, vocab, offset=i) for i, s in enumerate(ROW_VALUES)}
+    x = inputs_for(rows, batch, vocab, dtype, seed)
+    W.check_chain(device_op("cpu"), x, rows, W.ref_stage, min_tokens_to_keep=1, what="[reference]")
+
+
+def test_zero_dim_tensor_equals_scalar(device, seed):
+    params = {"temperature": 0.7, "top_k": 40, "top_p": 0.9, "min_p": 0.05, "typical_p": 0.95, "epsilon": 1e-5,
+              "eta": 1e-4}
+    x = inputs_for(params, 11, 1000, torch.float32, seed)
+    op = device_op(device)
+    as_tensors = {k: torch.tensor(v) for k, v in params.items()}
+    # A 0-d tensor is read as float32 (int64 for top_k): compare with the scalars it holds.
+    scalars = {k: t.to(torch.int64 if k == "top_k" else torch.float32).item() for k, t in as_tensors.items()}
+    assert W.bitwise_equal(op(x, **as_tensors), op(x, **scalars))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16], ids=str)
+def test_per_row_tensor_of_other_float_dtype(seed, dtype):
+    """A per-row tensor of another floating dtype is used as its float32 values."""
+    x = inputs_for({"top_p": 0.5}, 6, 300, torch.float32, seed)
+    top_p = torch.tensor([0.9, 0.5, 1.0, 0.0, 0.75, 0.3], dtype=dtype)
+    assert W.bitwise_equal(pysample.warp_logits(x, top_p=top_p), pysample.warp_logits(x, top_p=top_p.float()))
+
+
+def test_per_row_top_k_int32(seed):
+    x = inputs_for({"top_k": 1}, 6, 300, torch.float32, seed)
+    k = torch.tensor([0, 1, 3, 300, 301, 7], dtype=torch.int32)
+    assert W.bitwise_equal(pysample.warp_logits(x, top_k=k), pysample.warp_logits(x, top_k=k.long()))
+
+
+@pytest.mark.parametrize("stage, disabled", [("temperature", 1.0), ("top_k", 0), ("min_p", 0.0), ("epsilon", 0.0),
+                                             ("eta", 0.0)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_disabled_values_change_nothing(device, seed, stage, disabled, dtype):
+    """Each stage's disabled value leaves the logits bitwise unchanged, alone or inside a chain, scalar or per row."""
+    x = inputs_for({"top_k": 1, "eta": 1}, 22, 1000, dtype, seed)
+    op = device_op(device)
+    assert W.bitwise_equal(op(x, **{stage: disabled}), x)
+    chain = {"temperature": 0.9, "top_k": 200, "top_p": 0.95, "min_p": 0.02}
+    with_disabled = dict(chain, **{stage: disabled})
+    without = {k: v for k, v in chain.items() if k != stage}
+    assert W.bitwise_equal(op(x, **with_disabled), op(x, **without))
+    rows = torch.full((x.shape[0],), disabled, dtype=torch.int64 if stage == "top_k" else torch.float32)
+    assert W.bitwise_equal(op(x, **dict(chain, **{stage: rows})), op(x, **without))
+
+
+# ---- in place, strides, poison -------------------------------------------------------------------------------
+
+POISON = 1234.5
+
+
+@pytest.mark.parametrize("params", CHAINS[:4], ids=[chain_id(c) for c in CHAINS[:4]])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_inplace_equals_out_of_place(device, seed, params, dtype):
+    x = inputs_for(params, 11, 1000, dtype, seed)
+    before = x.clone()
+    out = device_op(device)(x, **params)
+    assert W.bitwise_equal(x, before), "out-of-place call modified its input"
+    assert W.bitwise_equal(device_op(device, inplace=True)(x, **params), out)
+    # In place inside a poisoned buffer: a row-strided view, the columns around it must stay poisoned.
+    buffer = torch.full((x.shape[0], x.shape[1] + 9), POISON, dtype=dtype, device=device)
+    view = buffer[:, 4 : 4 + x.shape[1]]
+    view.copy_(x)
+    moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in params.items()}
+    assert pysample.warp_logits_(view, **moved) is view
+    assert W.bitwise_equal(view.cpu(), out)
+    assert bool((buffer[:, :4] == POISON).all()) and bool((buffer[:, 4 + x.shape[1] :] == POISON).all())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_inputs(device, seed, dtype):
+    params = {"temperature": 0.7, "top_k": 30, "top_p": 0.9, "min_p": 0.05}
+    x = inputs_for(params, 12, 777, dtype, seed).to(device)
+    expected = pysample.warp_logits(x, **params)
+    # Row-strided slices: every other row, and a column window of a wider tensor.
+    assert W.bitwise_equal(pysample.warp_logits(x[::2], **params).cpu(), expected[::2].cpu())
+    wide = torch.full((12, 800), POISON, dtype=dtype, device=device)
+    wide[:, 5:782] = x
+    assert W.bitwise_equal(pysample.warp_logits(wide[:, 5:782], **params).cpu(), expected.cpu())
+    # Transposed storage (stride(1) != 1): handled, out of place and in place.
+    transposed = x.t().contiguous().t()
+    assert transposed.stride(1) != 1
+    out = pysample.warp_logits(transposed, **params)
+    assert W.bitwise_equal(out.cpu(), expected.cpu()) and out.is_contiguous()
+    storage = torch.full((777 + 3, 12), POISON, dtype=dtype, device=device)
+    view = storage[:777].t()
+    view.copy_(x)
+    assert pysample.warp_logits_(view, **params) is view
+    assert W.bitwise_equal(view.cpu(), expected.cpu())
+    assert bool((storage[777:] == POISON).all())
+    # A non-contiguous per-row tensor.
+    top_p = torch.tensor([0.9, 0.0] * 12, device=device)[::2]
+    assert W.bitwise_equal(pysample.warp_logits(x, top_p=top_p).cpu(), pysample.warp_logits(x, top_p=0.9).cpu())
+
+
+def test_inplace_on_overlapping_memory_is_rejected_or_correct():
+    """An expanded (stride 0) tensor cannot be warped in place row by row: it must raise, not race."""
+    row = torch.randn(1, 100)
+    expanded = row.expand(8, 100)
+    out = pysample.warp_logits(expanded, top_k=3)
+    assert W.bitwise_equal(out, pysample.warp_logits(row, top_k=3).expand(8, 100))
+    try:
+        pysample.warp_logits_(expanded, top_k=3)
+    except (RuntimeError, ValueError):
+        return
+    assert W.bitwise_equal(expanded, pysample.warp_logits(row, top_k=3).expand(8, 100))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("vocab", [0, 17])
+def test_empty(device, dtype, vocab):
+    x = torch.empty(0, vocab, dtype=dtype, device=device)
+    params = {"temperature": 0.5, "top_k": 3, "top_p": 0.5, "min_p": 0.1, "typical_p": 0.5, "epsilon": 0.1, "eta": 0.1}
+    out = pysample.warp_logits(x, **params)
+    assert out.shape == (0, vocab) and out.dtype == dtype
+    assert pysample.warp_logits_(x, **params) is x
+    rows = {k: torch.empty(0, dtype=torch.int64 if k == "top_k" else torch.float32, device=device) for k in params}
+    assert pysample.warp_logits(x, **rows).shape == (0, vocab)
+
+
+def test_empty_vocab_rows():
+    """A (batch, 0) input: nothing to warp, no error."""
+    x = torch.empty(3, 0)
+    assert pysample.warp_logits(x, top_k=1, top_p=0.5, min_p=0.5, typical_p=0.5, epsilon=0.5, eta=0.5).shape == (3, 0)
+
+
+# ---- property-based: small rows with many ties ---------------------------------------------------------------
+
+_VALUES = st.sampled_from([-math.inf, -3.0, -1.0, -0.5, 0.0, 0.0, 0.25, 1.0, 1.0, 2.0, 5.0, 30.0])
+
+
+@st.composite
+def _cases(draw):
+    batch = draw(st.integers(1, 4))
+    vocab = draw(st.integers(1, 24))
+    rows = [draw(st.lists(_VALUES, min_size=vocab, max_size=vocab)) for _ in range(batch)]
+    params = {}
+    if draw(st.booleans()):
+        params["temperature"] = draw(st.sampled_from([0.5, 1.0, 3.0]))
+    if draw(st.booleans()):
+        params["top_k"] = draw(st.integers(0, vocab + 2))
+    for stage, values in (("top_p", [0.0, 0.3, 0.9, 1.0]), ("min_p", [0.0, 0.2, 1.0]),
+                          ("typical_p", [0.0, 0.5, 0.95, 0.999]), ("epsilon", [0.0, 0.05, 0.5]),
+                          ("eta", [0.0, 0.05, 0.5])):
+        if draw(st.booleans()):
+            params[stage] = draw(st.sampled_from(values))
+    keep = draw(st.integers(1, 4))
+    return torch.tensor(rows, dtype=torch.float32), params, keep
+
+
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_cases())
+def test_small_rows_property(case):
+    x, params, keep = case
+    if not known_bugs.INCLUDE_ALL and ("typical_p" in params or "eta" in params):
+        x = x.clamp(min=-50.0)  # known_bugs.ENTROPY_ZERO_WEIGHTS: no zero-probability token
+    if not known_bugs.INCLUDE_ALL and known_bugs.xfail_reason(params, x.dtype, keep, x.shape[1]):
+        keep = 1  # known_bugs.MIN_KEEP_OVER_ACTIVE
+    # Against transformers (the reference where transformers rejects a value, e.g. top_k=0, epsilon=0).
+    out = W.check_chain(device_op("cpu"), x, params, W.hf_stage, keep, what="[property]")
+    assert out.shape == x.shape
+
+
+# ---- known bugs: minimal reproducers (strict xfail: they start passing when the op is fixed) -------------------
+
+
+@pytest.mark.xfail(reason=known_bugs.TOP_K_NAN_KTH, strict=True)
+def test_bug_top_k_nan_kth_value():
+    x = torch.tensor([[math.nan, 1.0, 2.0]])
+    expected = W.hf_stage("top_k", x, 1)  # x < NaN is false: nothing removed
+    assert W.bitwise_equal(expected, x)
+    assert W.bitwise_equal(pysample.warp_logits(x, top_k=1), expected)
+
+
+@pytest.mark.xfail(reason=known_bugs.ENTROPY_ZERO_WEIGHTS, strict=True)
+@pytest.mark.parametrize("stage, value", [("eta", 0.05), ("typical_p", 0.9)])
+def test_bug_entropy_with_zero_probability_tokens(stage, value):
+    base = [0.3, -0.2, 1.1, 0.5, -1.0, 0.8, 0.1, -0.4, 0.9, 0.2, -0.7, 0.6, 0.0, 1.5, -0.3, 0.4]
+    x = torch.tensor([[-math.inf] * 4 + base[4:]])
+    y = torch.zeros(1, 16)
+    y[0, 8] = 200.0  # every other probability underflows to 0
+    for logits in (x, y):
+        assert W.bitwise_equal(pysample.warp_logits(logits, **{stage: value}), W.hf_stage(stage, logits, value))
+
+
+@pytest.mark.xfail(reason=known_bugs.HALF_TOP_P_ONE, strict=True)
+@pytest.mark.parametrize("dtype, gap", [(torch.float16, 25.0), (torch.bfloat16, 100.0)], ids=["float16", "bfloat16"])
+def test_bug_half_precision_top_p_one_underflow(dtype, gap):
+    x = torch.zeros(1, 1000, dtype=dtype)
+    x[0, 0] = gap  # the other probabilities are 0 in `dtype`, not in float32
+    expected = W.hf_stage("top_p", x, 1.0)
+    assert int((expected > -math.inf).sum()) == 1
+    assert W.bitwise_equal(pysample.warp_logits(x, top_p=1.0), expected)
+
+
+@pytest.mark.xfail(reason=known_bugs.MIN_KEEP_OVER_ACTIVE, strict=True)
+@pytest.mark.parametrize("params", [{"top_p": 0.5}, {"typical_p": 0.5}, {"top_k": 2, "top_p": 0.5},
+                                    {"top_k": 2, "typical_p": 0.5}], ids=chain_id)
+def test_bug_min_tokens_to_keep_above_active_tokens(params):
+    x = torch.tensor([[1.0, 2.0, 3.0, 0.5, 0.2]])
+    keep = 3 if "top_k" in params else 7
+    expected = W.hf_chain(x, params, min_tokens_to_keep=keep)
+    assert W.bitwise_equal(pysample.warp_logits(x, **params, min_tokens_to_keep=keep), expected)
