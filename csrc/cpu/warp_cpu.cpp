@@ -126,6 +126,23 @@ PYSAMPLE_CPU_CLONES void linear_bins(const float* v, int64_t n, float origin, fl
   }
 }
 
+// mass[b] = sum of w[i] over bin[i] == b. Four float histograms, one per element modulo 4, so that consecutive adds
+// to one bin do not wait on each other; summed in double at the end.
+PYSAMPLE_CPU_CLONES void mass_histogram(const uint16_t* bin, const float* w, int64_t n, double* mass) {
+  float h[4][kBins] = {};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    h[0][bin[i]] += w[i];
+    h[1][bin[i + 1]] += w[i + 1];
+    h[2][bin[i + 2]] += w[i + 2];
+    h[3][bin[i + 3]] += w[i + 3];
+  }
+  for (; i < n; ++i) h[0][bin[i]] += w[i];
+  for (int b = 0; b < kBins; ++b) {
+    mass[b] = (static_cast<double>(h[0][b]) + h[1][b]) + (static_cast<double>(h[2][b]) + h[3][b]);
+  }
+}
+
 // The row seen as a matrix of kColumns columns (token i in column i % kColumns): a lower bound for the k-th
 // largest value is the k-th largest column maximum, since k columns hold a value that large. Column maxima are an
 // element-wise max down the rows, so the loop vectorizes with no horizontal reduction.
@@ -264,22 +281,19 @@ void gather_bin(const uint16_t* bin, int64_t n, uint16_t wanted, Visit visit) {
 template <typename Key, typename Tie, typename Target>
 Found select_binned(int64_t n, const uint16_t* bin, const float* weight, const float* value, Key key, Tie tie,
                     Target target, std::vector<Elem>& elems, std::vector<Elem>& spare) {
-  // Two histograms, even and odd elements, so that consecutive adds to one bin do not wait on each other.
-  double even[kBins] = {}, odd[kBins] = {};
-  int64_t j = 0;
-  for (; j + 2 <= n; j += 2) even[bin[j]] += weight[j], odd[bin[j + 1]] += weight[j + 1];
-  if (j < n) even[bin[j]] += weight[j];
+  double mass[kBins];
+  mass_histogram(bin, weight, n, mass);
   double total = 0;
-  for (int b = 0; b < kBins; ++b) even[b] += odd[b], total += even[b];
+  for (int b = 0; b < kBins; ++b) total += mass[b];
   const double goal = target(total);
   double before = 0;
   int crossing = -1;
   for (int b = 0; b < kBins; ++b) {
-    if (even[b] > 0 && before + even[b] >= goal) {
+    if (mass[b] > 0 && before + mass[b] >= goal) {
       crossing = b;
       break;
     }
-    before += even[b];
+    before += mass[b];
   }
   if (crossing < 0) return {false, {}};
   elems.clear();
@@ -421,6 +435,7 @@ Elem kth_largest(const Active& a, int64_t k, Scratch& s) {
 Active top_k_stage(const Active& a, int64_t k, Scratch& s, bool last) {
   if (k <= 0 || k >= a.n) return a;
   const uint32_t kth = ~kth_largest(a, k, s).key;
+  if (kth == ordered_key(NAN)) return a;  // transformers compares against a NaN k-th value: nothing is removed
   if (!select_by_columns(a, k)) {
     mark_key_at_least(a.value, a.n, kth, s.keep.data());
     return narrow(a, s, last);

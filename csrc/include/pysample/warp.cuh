@@ -235,15 +235,9 @@ class RowWarper {
 
   // Min-p (cut-off min_p times the top probability), epsilon and eta: remove the tokens whose probability is below
   // the cut-off unless they are among the min_keep largest values (all ties with the min_keep-th kept).
-  __device__ void min_p(double min_p, int64_t min_keep) {
-    probability_cut(min_keep, [&](const Totals&, float inv_sum) { return static_cast<float>(min_p) * inv_sum; });
-  }
-  __device__ void epsilon(double epsilon, int64_t min_keep) {
-    probability_cut(min_keep, [&](const Totals&, float) { return static_cast<float>(epsilon); });
-  }
-  __device__ void eta(double eta, int64_t min_keep) {
-    probability_cut(min_keep, [&](const Totals& sums, float) { return eta_cutoff(eta, entropy(sums)); });
-  }
+  __device__ void min_p(double min_p, int64_t min_keep) { probability_cut(Cutoff::kMinP, min_p, min_keep); }
+  __device__ void epsilon(double epsilon, int64_t min_keep) { probability_cut(Cutoff::kEpsilon, epsilon, min_keep); }
+  __device__ void eta(double eta, int64_t min_keep) { probability_cut(Cutoff::kEta, eta, min_keep); }
 
   // Typical decoding: order tokens by |-(log p) - entropy|, keep the shortest prefix whose mass reaches typical_p
   // (with every token tied with its last one) and at least the first min_keep.
@@ -377,14 +371,18 @@ class RowWarper {
   // Entropy -sum p log p with log p = value - max - log(sum), from the sums of exp_sums.
   __device__ static double entropy(const Totals& sums) { return log(sums.sum) - sums.weighted / sums.sum; }
 
-  template <typename Cutoff>
-  __device__ void probability_cut(int64_t min_keep, Cutoff cutoff) {
+  enum class Cutoff { kMinP, kEpsilon, kEta };
+
+  __device__ void probability_cut(Cutoff cutoff, double parameter, int64_t min_keep) {
     const Softmax sm = softmax_stats();
     // With fewer active tokens than min_keep, the min_keep-th largest is a removed token: nothing goes.
     if (!sm.defined || min_keep > sm.count) return;
     const Totals sums = exp_sums(sm.max);
     const float inv_sum = static_cast<float>(1.0 / sums.sum);
-    const float threshold = cutoff(sums, inv_sum);
+    // min-p: min_p times the top probability, which is exp(0) * inv_sum.
+    const float threshold = cutoff == Cutoff::kMinP      ? static_cast<float>(parameter) * inv_sum
+                            : cutoff == Cutoff::kEpsilon ? static_cast<float>(parameter)
+                                                         : eta_cutoff(parameter, entropy(sums));
     const uint32_t protect = min_keep == 1 ? ordered_key(sm.max)
                                            : ~select(ValueOrder{vocab_}, false, static_cast<double>(min_keep),
                                                      false, sm.max)
@@ -401,9 +399,10 @@ class RowWarper {
 
   // First element, in ascending (sort key, tie) order of `order` over the active tokens, at which the running weight
   // reaches the goal: a rank (count) or, by_mass, a fraction of the total of exp(value - max). Ties are read only
-  // when resolve_ties asks for them and several tokens share the boundary's key.
+  // when resolve_ties asks for them and several tokens share the boundary's key. Not inlined: it has several
+  // callers, and one copy per caller multiplies the compile time.
   template <typename Order>
-  __device__ Selection select(const Order& order, bool by_mass, double goal, bool resolve_ties, float max) {
+  __device__ __noinline__ Selection select(const Order& order, bool by_mass, double goal, bool resolve_ties, float max) {
     Selection result{false, 0u, 0u, 0, 0};
     uint64_t prefix = 0;  // the composite's digits fixed so far
     uint64_t mask = 0;
