@@ -32,6 +32,12 @@ def _split(name: str, value, dtype: torch.dtype, logits: torch.Tensor) -> Tuple[
     if value is None:
         return None, None
     if isinstance(value, torch.Tensor):
+        integral = not value.dtype.is_floating_point and not value.dtype.is_complex and value.dtype != torch.bool
+        if (dtype == torch.int64 and not integral) or (dtype != torch.int64 and not value.dtype.is_floating_point):
+            kind = "an integer" if dtype == torch.int64 else "a floating-point"
+            raise TypeError(f"{name} must be {kind} tensor, got {value.dtype}")
+        if value.device != logits.device:
+            raise ValueError(f"{name} must be on the logits' device {logits.device}, got {value.device}")
         if value.dim() == 0:  # one value for every row, without reading it on the host
             value = value.reshape(1).expand(logits.shape[0])
         return value.to(dtype=dtype).contiguous(), None
@@ -139,11 +145,28 @@ def warp_logits(
     return torch.ops.pysample.warp_logits(logits, *_warp_arguments(logits, params), min_tokens_to_keep, filter_value)
 
 
+def _check_fake_arguments(logits: torch.Tensor, args: tuple) -> None:
+    """The checks of the real kernels that fake tensors allow: shapes, dtypes and devices."""
+    torch._check(logits.dim() == 2, lambda: f"logits must be 2-D (batch, vocab), got shape {tuple(logits.shape)}")
+    torch._check(logits.dtype in (torch.float32, torch.float16, torch.bfloat16),
+                 lambda: f"logits must be float32, float16 or bfloat16, got {logits.dtype}")
+    for (name, dtype), rows in zip(_WARP_STAGES, args[0::2]):
+        if rows is None:
+            continue
+        torch._check(rows.dim() == 1 and rows.shape[0] == logits.shape[0],
+                     lambda: f"{name} must have shape (batch,), got {tuple(rows.shape)}")
+        torch._check(rows.dtype == dtype, lambda: f"{name} must be {dtype}, got {rows.dtype}")
+        torch._check(rows.device == logits.device,
+                     lambda: f"{name} must be on the logits' device {logits.device}, got {rows.device}")
+
+
 @torch.library.register_fake("pysample::warp_logits_")
 def _warp_logits_inplace_fake(logits, *args):
+    _check_fake_arguments(logits, args)
     return None
 
 
 @torch.library.register_fake("pysample::warp_logits")
 def _warp_logits_fake(logits, *args):
+    _check_fake_arguments(logits, args)
     return torch.empty_like(logits, memory_format=torch.contiguous_format)

@@ -75,18 +75,22 @@ PYSAMPLE_CPU_CLONES double exp_shifted(const float* x, int64_t n, float max, flo
   return sum;
 }
 
-// sum of e[i] * (x[i] - max - log_sum), i.e. sum p log p times the softmax normaliser, over e[i] > 0.
+// sum of e[i] * (x[i] - max - log_sum), i.e. sum p log p times the softmax normaliser (0 log 0 = 0).
 PYSAMPLE_CPU_CLONES double weighted_log_probability(const float* x, const float* e, int64_t n, float max,
                                                     float log_sum) {
   float acc[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
-      const float w = e[i + l];
-      acc[l] += w > 0.0f ? w * ((x[i + l] - max) - log_sum) : 0.0f;
+      // -inf logits (weight 0) must add 0, not 0 * -inf: their log probability is replaced by 0 before the product.
+      const float log_p = (x[i + l] - max) - log_sum;
+      acc[l] += e[i + l] * (log_p > -kInf ? log_p : 0.0f);
     }
   }
-  for (; i < n; ++i) acc[0] += e[i] > 0.0f ? e[i] * ((x[i] - max) - log_sum) : 0.0f;
+  for (; i < n; ++i) {
+    const float log_p = (x[i] - max) - log_sum;
+    acc[0] += e[i] * (log_p > -kInf ? log_p : 0.0f);
+  }
   double sum = 0;
   for (int l = 0; l < kLanes; ++l) sum += acc[l];
   return sum;
@@ -303,7 +307,7 @@ Found select_binned(int64_t n, const uint16_t* bin, const float* weight, const f
   return select_by_weight(elems, spare, goal, before);
 }
 
-// The element of rank `rank` (1-based) in ascending (key(j), tie(j)) order over j in [0, n): radix select with
+// The element of rank `rank` (1-based, <= n) in ascending (key(j), tie(j)) order over j in [0, n): radix select with
 // the first level read through the functions, so no element array is written for the whole row.
 template <typename Key, typename Tie>
 Elem select_by_rank(int64_t n, const float* value, Key key, Tie tie, int64_t rank, std::vector<Elem>& elems,
@@ -460,10 +464,13 @@ Active keep_up_to(const Active& a, Scratch& s, bool last, const float* v, bool d
     mark_up_to(v, a.index, a.n, descending, boundary.elem.value, boundary.elem.tie ^ flip, marks);
     kept = min_keep > 1 ? count_marked(marks, a.n) : 1;
   }
-  if (kept < std::min(min_keep, a.n)) {
+  const int64_t at_least = std::min(min_keep, a.n);
+  if (kept < at_least) {
+    // The removed tokens are -inf: with min_keep >= the active count, transformers' forced tokens cover them all.
+    if (at_least == a.n) return a;
     const Elem last_kept = select_by_rank(
         a.n, v, [&](int64_t j) { return ordered_key(v[j]) ^ flip; },
-        [&](int64_t j) { return static_cast<uint32_t>(a.token(j)) ^ flip; }, min_keep, s.elems, s.spare_elems);
+        [&](int64_t j) { return static_cast<uint32_t>(a.token(j)) ^ flip; }, at_least, s.elems, s.spare_elems);
     mark_up_to(v, a.index, a.n, descending, last_kept.value, last_kept.tie ^ flip, marks);
   } else if (!boundary.found) {
     return a;
@@ -473,7 +480,7 @@ Active keep_up_to(const Active& a, Scratch& s, bool last, const float* v, bool d
 
 // Top-p: keep, in descending (value, token) order, the tokens while the mass above them is below keep_mass, and at
 // least min_keep of them; never a token whose probability is 0.
-Active top_p_stage(const Active& a, double top_p, int64_t min_keep, Scratch& s, bool last) {
+Active top_p_stage(const Active& a, double top_p, int64_t min_keep, float zero_probability, Scratch& s, bool last) {
   const Softmax sm = softmax_stats(a, s);
   if (!sm.defined) return a;
   const double keep_fraction = top_p_keep_mass(top_p);
@@ -482,11 +489,11 @@ Active top_p_stage(const Active& a, double top_p, int64_t min_keep, Scratch& s, 
   auto tie = [&](int64_t j) { return ~static_cast<uint32_t>(a.token(j)); };
   Found boundary{false, {}};
   if (keep_fraction >= 1.0) {
-    // top_p = 1: every token whose probability is not 0 stays; the last is the smallest such value.
+    // top_p = 1: every token whose probability is not 0 (in the logits' dtype) stays; the last is the smallest.
     const float inv_sum = static_cast<float>(1.0 / sm.sum);
     float smallest = sm.max;
     for (int64_t j = 0; j < a.n; ++j) {
-      smallest = probability(s.weight[j], inv_sum) > 0.0f && a.value[j] < smallest ? a.value[j] : smallest;
+      smallest = probability(s.weight[j], inv_sum) > zero_probability && a.value[j] < smallest ? a.value[j] : smallest;
     }
     boundary = {true, {~ordered_key(smallest), ~0u, 0, smallest}};  // tie ~0: every token with that value
   } else if (keep_fraction > 0.0) {
@@ -565,7 +572,12 @@ void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, con
   Active a{y, nullptr, vocab};
   const int64_t min_keep = p.min_tokens_to_keep;
   if (enabled[kTopK]) a = top_k_stage(a, p.top_k.at(row), s, last == kTopK);
-  if (enabled[kTopP]) a = top_p_stage(a, p.top_p.at(row), min_keep, s, last == kTopP);
+  if (enabled[kTopP]) {
+    const float zero_probability = std::is_same_v<scalar_t, at::Half>       ? kFloat16ZeroProbability
+                                   : std::is_same_v<scalar_t, at::BFloat16> ? kBFloat16ZeroProbability
+                                                                            : 0.0f;
+    a = top_p_stage(a, p.top_p.at(row), min_keep, zero_probability, s, last == kTopP);
+  }
   if (enabled[kMinP]) {
     const float min_p = static_cast<float>(p.min_p.at(row));
     // min_p times the top probability, which is exp(0) * (1 / sum).
