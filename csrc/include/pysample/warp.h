@@ -108,6 +108,11 @@ PYSAMPLE_HD double top_p_keep_mass(double top_p) {
 // The float probabilities transformers compares in min-p, epsilon and eta: softmax = exp(x - max) * (1 / sum).
 PYSAMPLE_HD float probability(float exp_shifted, float inv_sum) { return exp_shifted * inv_sum; }
 
+// transformers computes softmax in the logits' dtype, where a probability at or below half the dtype's smallest
+// subnormal rounds to 0; top-p with top_p = 1 removes exactly the tokens whose probability is 0. (float32: 0.)
+constexpr float kFloat16ZeroProbability = 2.98023224e-8f;    // 2^-25
+constexpr float kBFloat16ZeroProbability = 3.67341984e-40f;  // 2^-134
+
 // eta-sampling's cut-off: min(epsilon, sqrt(epsilon) * exp(-entropy)), in float like transformers.
 PYSAMPLE_HD float eta_cutoff(double epsilon, double entropy) {
   const float eps = static_cast<float>(epsilon);
