@@ -75,25 +75,43 @@ PYSAMPLE_CPU_CLONES double exp_shifted(const float* x, int64_t n, float max, flo
   return sum;
 }
 
-// sum of e[i] * (x[i] - max - log_sum), i.e. sum p log p times the softmax normaliser (0 log 0 = 0).
-PYSAMPLE_CPU_CLONES double weighted_log_probability(const float* x, const float* e, int64_t n, float max,
-                                                    float log_sum) {
+// sum of e[i] * (x[i] - max), with 0 for -inf logits (weight 0) rather than 0 * -inf.
+PYSAMPLE_CPU_CLONES double shift_moment(const float* x, const float* e, int64_t n, float max) {
   float acc[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
-      // -inf logits (weight 0) must add 0, not 0 * -inf: their log probability is replaced by 0 before the product.
-      const float log_p = (x[i + l] - max) - log_sum;
-      acc[l] += e[i + l] * (log_p > -kInf ? log_p : 0.0f);
+      const float shift = x[i + l] - max;
+      acc[l] += e[i + l] * (shift > -kInf ? shift : 0.0f);
     }
   }
-  for (; i < n; ++i) {
-    const float log_p = (x[i] - max) - log_sum;
-    acc[0] += e[i] * (log_p > -kInf ? log_p : 0.0f);
-  }
+  for (; i < n; ++i) acc[0] += e[i] * (x[i] - max > -kInf ? x[i] - max : 0.0f);
   double sum = 0;
   for (int l = 0; l < kLanes; ++l) sum += acc[l];
   return sum;
+}
+
+// The sum of exp(x - max) and shift_moment, computing exp on the fly (nothing stored).
+PYSAMPLE_CPU_CLONES void exp_moments(const float* x, int64_t n, float max, double* sum, double* moment) {
+  float acc[kLanes] = {}, mom[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float shift = x[i + l] - max;
+      const float e = exp_nonpos(shift);
+      acc[l] += e;
+      mom[l] += e * (shift > -kInf ? shift : 0.0f);
+    }
+  }
+  for (; i < n; ++i) {
+    const float shift = x[i] - max;
+    const float e = exp_nonpos(shift);
+    acc[0] += e;
+    mom[0] += e * (shift > -kInf ? shift : 0.0f);
+  }
+  *sum = 0;
+  *moment = 0;
+  for (int l = 0; l < kLanes; ++l) *sum += acc[l], *moment += mom[l];
 }
 
 // d[i] = typical_distance(x[i]); returns the largest finite distance.
@@ -185,10 +203,11 @@ PYSAMPLE_CPU_CLONES void mark_key_at_least(const float* v, int64_t n, uint32_t k
   for (int64_t j = 0; j < n; ++j) marks[j] = ordered_key(v[j]) >= key;
 }
 
-// marks[j] = whether the probability e[j] * inv_sum is not below `threshold`, or x[j] >= protect (no NaN here).
-PYSAMPLE_CPU_CLONES void mark_probable(const float* x, const float* e, int64_t n, float inv_sum, float threshold,
-                                       float protect, uint8_t* marks) {
-  for (int64_t j = 0; j < n; ++j) marks[j] = !(probability(e[j], inv_sum) < threshold) | (x[j] >= protect);
+// marks[j] = whether x[j] - max >= log_cutoff (the token's probability relative to the top one reaches the cut-off)
+// or x[j] >= protect. No NaN here.
+PYSAMPLE_CPU_CLONES void mark_probable(const float* x, int64_t n, float max, float log_cutoff, float protect,
+                                       uint8_t* marks) {
+  for (int64_t j = 0; j < n; ++j) marks[j] = (x[j] - max >= log_cutoff) | (x[j] >= protect);
 }
 
 PYSAMPLE_CPU_CLONES int64_t count_marked(const uint8_t* marks, int64_t n) {
@@ -392,12 +411,6 @@ Softmax softmax_stats(const Active& a, Scratch& s) {
   return sm;
 }
 
-// Entropy -sum p log p of the active tokens (zero-probability tokens add nothing); needs softmax_stats first.
-double entropy(const Active& a, const Softmax& sm, const Scratch& s) {
-  return -weighted_log_probability(a.value, s.weight.data(), a.n, sm.max, static_cast<float>(std::log(sm.sum))) /
-         sm.sum;
-}
-
 // Whether the k-th largest of `a` is searched among the columns whose maximum reaches the k-th largest column
 // maximum (see column_max_keys): worth it for small k on a whole row.
 bool select_by_columns(const Active& a, int64_t k) {
@@ -507,20 +520,34 @@ Active top_p_stage(const Active& a, double top_p, int64_t min_keep, float zero_p
   return keep_up_to(a, s, last, a.value, true, boundary, min_keep);
 }
 
-// Min-p, epsilon and eta: remove tokens whose probability is below `cutoff(...)` unless they are among the
-// min_keep largest values. For min-p transformers keeps the min_keep largest *probabilities* through topk, whose
+// Min-p, epsilon and eta: remove tokens whose probability is below a cut-off unless they are among the min_keep
+// largest values. The comparison is made in log space, p / p_top = exp(x - max) >= cutoff / p_top, so that only the
+// stages whose cut-off depends on the softmax normaliser (epsilon, eta) need a pass of exp. `log_cutoff(max, a)`
+// returns log(cutoff / p_top). For min-p transformers keeps the min_keep largest *probabilities* through topk, whose
 // choice among tied values is unspecified; here every value tied with the min_keep-th largest is kept.
-template <typename Cutoff>
-Active probability_stage(const Active& a, int64_t min_keep, Scratch& s, bool last, Cutoff cutoff) {
-  const Softmax sm = softmax_stats(a, s);
-  if (!sm.defined) return a;
+template <typename LogCutoff>
+Active probability_stage(const Active& a, int64_t min_keep, Scratch& s, bool last, LogCutoff log_cutoff) {
+  float max, min;
+  bool has_nan;
+  value_range(a.value, a.n, &max, &min, &has_nan);
+  // transformers' softmax is NaN for the whole row when a value is NaN or the max is +-inf: its filters keep all.
+  if (has_nan || !std::isfinite(max)) return a;
   // With fewer active tokens than min_keep, the min_keep-th largest is a removed (-inf) token: nothing goes.
   if (min_keep > a.n) return a;
-  const float inv_sum = static_cast<float>(1.0 / sm.sum);
-  const float threshold = cutoff(a, sm, inv_sum);
-  const float protect = min_keep == 1 ? sm.max : kth_largest(a, min_keep, s).value;
-  mark_probable(a.value, s.weight.data(), a.n, inv_sum, threshold, protect, s.keep.data());
+  const float protect = min_keep == 1 ? max : kth_largest(a, min_keep, s).value;
+  mark_probable(a.value, a.n, max, log_cutoff(a, max), protect, s.keep.data());
   return narrow(a, s, last);
+}
+
+// log(sum) and the entropy of the active tokens' softmax, from one pass of exp.
+struct Entropy {
+  double log_sum, entropy;
+};
+
+Entropy softmax_entropy(const Active& a, float max) {
+  double sum, moment;
+  exp_moments(a.value, a.n, max, &sum, &moment);
+  return {std::log(sum), entropy_from_moments(sum, moment)};
 }
 
 // Typical decoding: order tokens by |-(log p) - entropy|, keep the shortest prefix whose mass reaches typical_p
@@ -529,7 +556,7 @@ Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratc
   const Softmax sm = softmax_stats(a, s);
   if (!sm.defined) return a;
   const float log_sum = static_cast<float>(std::log(sm.sum));
-  const float ent = static_cast<float>(entropy(a, sm, s));
+  const float ent = static_cast<float>(entropy_from_moments(sm.sum, shift_moment(a.value, s.weight.data(), a.n, sm.max)));
   const float* distance = s.distance.data();
   const float widest = typical_distances(a.value, a.n, sm.max, log_sum, ent, s.distance.data());
   linear_bins(distance, a.n, 0.0f, widest > 0 ? (kBins - 1) / widest : 0.0f, s.bin.data());
@@ -546,20 +573,20 @@ Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratc
 
 template <typename scalar_t>
 void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, const WarpParams& p, Scratch& s) {
-  const float* y = s.y.data();
+  // The temperature-scaled logits the stages read: float32 logits are scaled straight into `out` (or read where they
+  // are), half types are converted into scratch.
   const bool scaled = p.temperature.enabled;
   const float temperature = scaled ? static_cast<float>(p.temperature.at(row)) : 1.0f;
+  const float* y;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (scaled) {
-      divide(in, vocab, temperature, s.y.data());
-    } else {
-      y = in;  // read float32 logits where they are
-    }
+    if (scaled) divide(in, vocab, temperature, out);
+    y = scaled ? out : in;
   } else {
     for (int64_t i = 0; i < vocab; ++i) {
       const float x = static_cast<float>(in[i]);
       s.y[i] = scaled ? apply_temperature<scalar_t>(x, temperature) : x;
     }
+    y = s.y.data();
   }
 
   // The stages that apply to this row, in transformers' order; the last one marks instead of compacting.
@@ -579,20 +606,23 @@ void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, con
     a = top_p_stage(a, p.top_p.at(row), min_keep, zero_probability, s, last == kTopP);
   }
   if (enabled[kMinP]) {
-    const float min_p = static_cast<float>(p.min_p.at(row));
-    // min_p times the top probability, which is exp(0) * (1 / sum).
-    a = probability_stage(a, min_keep, s, last == kMinP,
-                          [&](const Active&, const Softmax&, float inv_sum) { return min_p * inv_sum; });
+    // p / p_top >= min_p.
+    const float log_min_p = static_cast<float>(std::log(p.min_p.at(row)));
+    a = probability_stage(a, min_keep, s, last == kMinP, [&](const Active&, float) { return log_min_p; });
   }
   if (enabled[kTypical]) a = typical_stage(a, p.typical_p.at(row), min_keep, s, last == kTypical);
   if (enabled[kEpsilon]) {
-    const float epsilon = static_cast<float>(p.epsilon.at(row));
-    a = probability_stage(a, min_keep, s, last == kEpsilon, [&](const Active&, const Softmax&, float) { return epsilon; });
+    // p >= epsilon, i.e. p / p_top >= epsilon * sum.
+    const double log_epsilon = std::log(p.epsilon.at(row));
+    a = probability_stage(a, min_keep, s, last == kEpsilon, [&](const Active& active, float max) {
+      return static_cast<float>(log_epsilon + softmax_entropy(active, max).log_sum);
+    });
   }
   if (enabled[kEta]) {
     const double eta = p.eta.at(row);
-    a = probability_stage(a, min_keep, s, last == kEta, [&](const Active& active, const Softmax& sm, float) {
-      return eta_cutoff(eta, entropy(active, sm, s));
+    a = probability_stage(a, min_keep, s, last == kEta, [&](const Active& active, float max) {
+      const Entropy h = softmax_entropy(active, max);
+      return static_cast<float>(std::log(static_cast<double>(eta_cutoff(eta, h.entropy))) + h.log_sum);
     });
   }
 
@@ -604,7 +634,7 @@ void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, con
       for (int64_t i = 0; i < vocab; ++i) out[i] = a.keep[i] ? static_cast<scalar_t>(y[i]) : fill;
     }
   } else if (a.index == nullptr) {
-    if (scaled || static_cast<const void*>(out) != static_cast<const void*>(in)) {
+    if (static_cast<const void*>(y) != static_cast<const void*>(out)) {
       for (int64_t i = 0; i < vocab; ++i) out[i] = static_cast<scalar_t>(y[i]);
     }
   } else {

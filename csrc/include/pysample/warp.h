@@ -113,6 +113,10 @@ PYSAMPLE_HD float probability(float exp_shifted, float inv_sum) { return exp_shi
 constexpr float kFloat16ZeroProbability = 2.98023224e-8f;    // 2^-25
 constexpr float kBFloat16ZeroProbability = 3.67341984e-40f;  // 2^-134
 
+// The entropy -sum p log p of a softmax from sum = sum exp(x - max) and moment = sum exp(x - max) * (x - max):
+// log p = (x - max) - log(sum), so the entropy is log(sum) - moment / sum.
+PYSAMPLE_HD double entropy_from_moments(double sum, double moment) { return log(sum) - moment / sum; }
+
 // eta-sampling's cut-off: min(epsilon, sqrt(epsilon) * exp(-entropy)), in float like transformers.
 PYSAMPLE_HD float eta_cutoff(double epsilon, double entropy) {
   const float eps = static_cast<float>(epsilon);
@@ -125,8 +129,6 @@ PYSAMPLE_HD float typical_distance(float x, float max, float log_sum, float entr
   return fabsf(-((x - max) - log_sum) - entropy);
 }
 
-}  // namespace pysample
-
 // ---- Per-row parameters on the GPU, where a value the CPU rejects cannot raise (that needs a host sync) ----------
 
 // A temperature that is not a finite number > 0 is taken as 1.
@@ -136,3 +138,5 @@ PYSAMPLE_HD double usable_temperature(double temperature) {
 
 // top_p, min_p, typical_p, epsilon and eta are clamped to [0, 1] (a NaN stays NaN: the kernel skips the stage).
 PYSAMPLE_HD double clamp_unit(double value) { return value < 0 ? 0.0 : (value > 1 ? 1.0 : value); }
+
+}  // namespace pysample
