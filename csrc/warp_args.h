@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/Functions.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -111,6 +112,7 @@ using WarpKernel = void (*)(const at::Tensor& in, const at::Tensor& out, const W
 template <WarpKernel kernel>
 void warp_logits_inplace(at::Tensor logits, PYSAMPLE_WARP_PARAMETERS) {
   const WarpParams params = make_warp_params(logits, PYSAMPLE_WARP_ARGUMENTS);
+  at::assert_no_internal_overlap(logits);  // rows sharing memory would be warped once per row
   if (logits.numel() == 0) return;
   if (logits.stride(1) == 1) {
     kernel(logits, logits, params);

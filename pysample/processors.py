@@ -173,7 +173,7 @@ class MinPLogitsWarper(_Warper):
         self.min_tokens_to_keep = min_tokens_to_keep
 
     def params(self) -> dict:
-        return {"min_p": self.min_p, "filter_value": self.filter_value, "min_tokens_to_keep": self.min_tokens_to_keep}
+        return {"min_p": float(self.min_p), "filter_value": self.filter_value, "min_tokens_to_keep": self.min_tokens_to_keep}
 
 
 class TypicalLogitsWarper(_Warper):
