@@ -241,6 +241,7 @@ struct Found {
 bool operator<=(const Elem& a, const Elem& b) { return (a.key < b.key) | ((a.key == b.key) & (a.tie <= b.tie)); }
 
 constexpr int kRadixLevels = 3;
+constexpr size_t kSortDirectly = 256;  // below this many elements a sort beats a histogram of kBins digits
 constexpr int kDigitShift[kRadixLevels] = {21, 10, 0};
 constexpr uint32_t kDigitMask[kRadixLevels] = {0x7FF, 0x7FF, 0x3FF};
 
@@ -254,7 +255,7 @@ Found select_by_weight(std::vector<Elem>& elems, std::vector<Elem>& spare, doubl
   std::vector<Elem>* cur = &elems;
   std::vector<Elem>* next = &spare;
   double mass[kBins];
-  for (int level = 0; level < kRadixLevels && cur->size() > 64; ++level) {
+  for (int level = 0; level < kRadixLevels && cur->size() > kSortDirectly; ++level) {
     std::fill(mass, mass + kBins, 0.0);
     for (const Elem& e : *cur) mass[digit(e.key, level)] += e.weight;
     int crossing = -1;
@@ -304,6 +305,12 @@ void gather_bin(const uint16_t* bin, int64_t n, uint16_t wanted, Visit visit) {
 template <typename Key, typename Tie, typename Target>
 Found select_binned(int64_t n, const uint16_t* bin, const float* weight, const float* value, Key key, Tie tie,
                     Target target, std::vector<Elem>& elems, std::vector<Elem>& spare) {
+  if (n <= static_cast<int64_t>(kSortDirectly)) {
+    elems.clear();
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i) elems.push_back({key(i), tie(i), weight[i], value[i]}), total += weight[i];
+    return select_by_weight(elems, spare, target(total));
+  }
   double mass[kBins];
   mass_histogram(bin, weight, n, mass);
   double total = 0;
