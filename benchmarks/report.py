@@ -66,7 +66,8 @@ def machine_lines(data: dict) -> List[str]:
         pass
     lines = [
         f"- Date: {when}",
-        f"- CPU: {cpu}, {cores} logical cores; torch intra-op threads: {info.get('torch_threads', '?')}",
+        f"- CPU: {cpu}, {cores} logical cores; torch intra-op threads (also pysample's): "
+        f"{info.get('torch_threads', '?')}",
     ]
     if info.get("load_average") is not None:
         lines.append(
@@ -90,7 +91,8 @@ def render(data: dict) -> str:
         "Median time of one call, pysample against the transformers processors it replaces (applied in order), "
         "float32 logits drawn from N(0, 3²). Ratio = transformers / pysample, measured in the same run. "
         "\"Rows equal\" counts the rows where pysample's output was bitwise equal to transformers' "
-        "(checked once, untimed). Rerun with `scripts/bench`."
+        "(checked once, untimed); a row can differ only where a token lies at a threshold (see the README's "
+        "Semantics section). Rerun with `scripts/bench` (`BENCH_THREADS=1 scripts/bench` on a busy machine)."
     )
     out.append("")
     out.extend(machine_lines(data))

@@ -194,11 +194,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             )
         return output[0, prompt_length:]
 
-    for chain in chains.values():  # warm-up: first-call costs (allocator, threads) out of the timings
-        generate(TimedProcessor(chain, device), 4)
-
     results = {}
     with progress(f"Sampling {args.max_new_tokens} tokens twice (seed {args.seed})"):
+        for chain in chains.values():  # warm-up: first-call costs (allocator, threads) out of the timings
+            generate(TimedProcessor(chain, device), 4)
         for name, chain in chains.items():
             timed = TimedProcessor(chain, device)
             start = time.perf_counter()
