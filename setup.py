@@ -38,7 +38,8 @@ def extension():
             extra_compile_args={"cxx": cxx_flags},
             extra_link_args=link_flags,
         )
-    nvcc_flags = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-DPYSAMPLE_WITH_CUDA"]
+    # --fmad=false: no fused multiply-add either, so the GPU computes the same bits as the CPU (exp_nonpos, ...).
+    nvcc_flags = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "--fmad=false", "-DPYSAMPLE_WITH_CUDA"]
     return cpp_extension.CUDAExtension(
         "pysample._C",
         cpu_sources + sorted(glob.glob("csrc/cuda/*.cu")),

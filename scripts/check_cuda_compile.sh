@@ -44,7 +44,7 @@ PY
 )
 
 flags=(
-  -std=c++20 --expt-relaxed-constexpr -O3 -DPYSAMPLE_WITH_CUDA -Xcompiler -fPIC
+  -std=c++20 --expt-relaxed-constexpr --fmad=false -O3 -DPYSAMPLE_WITH_CUDA -Xcompiler -fPIC
   -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
   -I"$repo/csrc/include" -I"$work/include" "${torch_flags[@]}"
 )

@@ -1,7 +1,6 @@
 // CUDA registration of the fused warper: the torch glue around the framework-free kernel in pysample/warp.cuh
 // (device guard, current stream, one dispatch on the logits' dtype). Argument checks are shared with the CPU
 // (warp_args.h); per-row values the CPU would reject are clamped by the kernel, since raising needs a host sync.
-#include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>

@@ -6,9 +6,8 @@
 // stay in L2) with no sort of the vocabulary, no allocation and no host synchronisation, so it can be captured in a
 // CUDA graph. What a stage keeps is a bound in a total order rather than a mask:
 //   * top-k, top-p, min-p, epsilon and eta each keep an upper set of the (value, token id) order, so together they
-//     are one lexicographic lower bound (`ValueBound`); min-p, epsilon and eta keep the tokens whose probability
-//     exp_nonpos(value - max) / sum reaches a cut-off, an upper set because exp_nonpos is monotone (checked over every
-//     float), so their bound is the smallest key they keep;
+//     are one lexicographic lower bound (`ValueBound`); min-p, epsilon and eta compare value - max with a log
+//     cut-off, so their bound is the smallest key they keep;
 //   * typical decoding keeps a prefix of the (distance, token id) order (`TypicalCut`).
 // A token is active while it satisfies every bound set so far. The boundaries are found by radix select over 64-bit
 // composites (32-bit order-preserving key, then the tie by token id): 8-bit digits, a shared-memory histogram of
@@ -41,6 +40,7 @@ constexpr int kDigits = 1 << kDigitBits;
 constexpr int kNoDigit = kDigits;
 constexpr int kListCapacity = 4096;  // active tokens cached in shared memory once no more remain
 constexpr unsigned kFullWarp = 0xFFFFFFFFu;
+constexpr uint32_t kNaNKey = 0xFFFFFFFFu;  // ordered_key of every NaN
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // A token of the row: its value after temperature, its id and the value's ordered key.
@@ -107,8 +107,8 @@ struct Totals {
   float max;        // largest value, NaN ignored
   int has_nan;
   int count;
-  double sum;       // of exp(value - max)
-  double weighted;  // of exp(value - max) * (value - max), for the entropy
+  double sum;     // of exp(value - max)
+  double moment;  // of exp(value - max) * (value - max), for the entropy
   uint32_t min_key;
 };
 
@@ -116,7 +116,7 @@ __device__ inline Totals no_totals() { return {-kInf, 0, 0, 0.0, 0.0, 0xFFFFFFFF
 
 struct CombineTotals {
   __device__ Totals operator()(const Totals& a, const Totals& b) const {
-    return {fmaxf(a.max, b.max), a.has_nan | b.has_nan, a.count + b.count, a.sum + b.sum, a.weighted + b.weighted,
+    return {fmaxf(a.max, b.max), a.has_nan | b.has_nan, a.count + b.count, a.sum + b.sum, a.moment + b.moment,
             a.min_key < b.min_key ? a.min_key : b.min_key};
   }
 };
@@ -150,7 +150,7 @@ struct Shared {
     typename cub::BlockReduce<Totals, kThreads>::TempStorage reduce;
     typename BlockScan<Bin>::TempStorage bin_scan;
     typename BlockScan<int>::TempStorage offset_scan;
-  } cub;
+  } temp;
 };
 
 // Softmax statistics of the active tokens at the start of a stage.
@@ -191,8 +191,9 @@ class RowWarper {
   // do when k >= vocab, and k <= 0 means no top-k (a negative per-row k, which the GPU cannot reject, included).
   __device__ void top_k(int64_t k) {
     if (k <= 0 || k >= vocab_) return;
-    const Selection kth = select(ValueOrder{vocab_}, false, static_cast<double>(k), false, 0.0f);
-    raise_bound({~kth.key, 0});
+    const uint32_t kth_key = ~select(ValueOrder{vocab_}, false, static_cast<double>(k), false, 0.0f).key;
+    if (kth_key == kNaNKey) return;  // transformers compares against a NaN k-th value: nothing is removed
+    raise_bound({kth_key, 0});
   }
 
   // Top-p: keep, in descending (value, id) order, the tokens while the mass above them is below keep_mass, and at
@@ -206,10 +207,13 @@ class RowWarper {
     int64_t kept = 0;
     if (keep_fraction >= 1.0) {
       // top_p = 1: every token whose probability is not 0 stays (a prefix of the order: probability is monotone).
+      // transformers' softmax runs in the logits' dtype, so 0 is what rounds to 0 in T: at most half T's smallest
+      // subnormal (2^-25 for float16, 2^-134 for bfloat16).
       const float inv_sum = static_cast<float>(1.0 / exp_sums(sm.max).sum);
       Totals mine = no_totals();
       for_each_token([&](bool active, const Token& t) {
-        if (!active || !(probability(exp_nonpos(t.value - sm.max), inv_sum) > 0.0f)) return;
+        const float p = probability(exp_nonpos(t.value - sm.max), inv_sum);
+        if (!active || !(static_cast<float>(static_cast<T>(p)) > 0.0f)) return;
         ++mine.count;
         mine.min_key = t.key < mine.min_key ? t.key : mine.min_key;
       });
@@ -234,7 +238,8 @@ class RowWarper {
   }
 
   // Min-p (cut-off min_p times the top probability), epsilon and eta: remove the tokens whose probability is below
-  // the cut-off unless they are among the min_keep largest values (all ties with the min_keep-th kept).
+  // the cut-off unless they are among the min_keep largest values (all ties with the min_keep-th kept). Compared in
+  // log space, as the CPU: p >= cut-off is value - max >= log(cut-off / top probability).
   __device__ void min_p(double min_p, int64_t min_keep) { probability_cut(Cutoff::kMinP, min_p, min_keep); }
   __device__ void epsilon(double epsilon, int64_t min_keep) { probability_cut(Cutoff::kEpsilon, epsilon, min_keep); }
   __device__ void eta(double eta, int64_t min_keep) { probability_cut(Cutoff::kEta, eta, min_keep); }
@@ -245,8 +250,8 @@ class RowWarper {
     const Softmax sm = softmax_stats();
     if (!sm.defined) return;
     const Totals sums = exp_sums(sm.max);
-    TypicalCut cut{true, sm.max, static_cast<float>(log(sums.sum)), static_cast<float>(entropy(sums)), 0u,
-                   0xFFFFFFFFu};
+    TypicalCut cut{true, sm.max, static_cast<float>(log(sums.sum)),
+                   static_cast<float>(entropy_from_moments(sums.sum, sums.moment)), 0u, 0xFFFFFFFFu};
     const TypicalOrder order{cut};
     const Selection boundary = select(order, true, typical_p, false, sm.max);
     // transformers keeps every token when the mass never reaches typical_p.
@@ -288,7 +293,9 @@ class RowWarper {
     return {value, i, ordered_key(value)};
   }
 
-  __device__ bool is_active(const Token& t) const { return bound_.keeps(t) && (!typical_.enabled || typical_.keeps(t)); }
+  __device__ bool is_active(const Token& t) const {
+    return bound_.keeps(t) && (!typical_.enabled || typical_.keeps(t));
+  }
 
   __device__ void raise_bound(ValueBound b) {
     if (b.key > bound_.key || (b.key == bound_.key && b.id > bound_.id)) bound_ = b;
@@ -317,7 +324,7 @@ class RowWarper {
 
   // The block's totals, in every thread.
   __device__ Totals all_reduce(const Totals& mine) {
-    const Totals total = cub::BlockReduce<Totals, kThreads>(shared_.cub.reduce).Reduce(mine, CombineTotals{});
+    const Totals total = cub::BlockReduce<Totals, kThreads>(shared_.temp.reduce).Reduce(mine, CombineTotals{});
     if (threadIdx.x == 0) shared_.totals = total;
     __syncthreads();
     const Totals result = shared_.totals;
@@ -344,7 +351,7 @@ class RowWarper {
   __device__ void cache_active(int my_count) {
     int offset;
     int total;
-    BlockScan<int>(shared_.cub.offset_scan).ExclusiveSum(my_count, offset, total);
+    BlockScan<int>(shared_.temp.offset_scan).ExclusiveSum(my_count, offset, total);
     for_each_token([&](bool active, const Token& t) {
       if (!active) return;
       shared_.list_value[offset] = t.value;
@@ -363,13 +370,10 @@ class RowWarper {
       const float w = exp_nonpos(t.value - max);
       mine.sum += w;
       // Zero-probability tokens add nothing (their value - max may be -inf).
-      if (w > 0.0f) mine.weighted += static_cast<double>(w) * (static_cast<double>(t.value) - max);
+      if (w > 0.0f) mine.moment += static_cast<double>(w) * (static_cast<double>(t.value) - max);
     });
     return all_reduce(mine);
   }
-
-  // Entropy -sum p log p with log p = value - max - log(sum), from the sums of exp_sums.
-  __device__ static double entropy(const Totals& sums) { return log(sums.sum) - sums.weighted / sums.sum; }
 
   enum class Cutoff { kMinP, kEpsilon, kEta };
 
@@ -377,12 +381,17 @@ class RowWarper {
     const Softmax sm = softmax_stats();
     // With fewer active tokens than min_keep, the min_keep-th largest is a removed token: nothing goes.
     if (!sm.defined || min_keep > sm.count) return;
-    const Totals sums = exp_sums(sm.max);
-    const float inv_sum = static_cast<float>(1.0 / sums.sum);
-    // min-p: min_p times the top probability, which is exp(0) * inv_sum.
-    const float threshold = cutoff == Cutoff::kMinP      ? static_cast<float>(parameter) * inv_sum
-                            : cutoff == Cutoff::kEpsilon ? static_cast<float>(parameter)
-                                                         : eta_cutoff(parameter, entropy(sums));
+    float log_cutoff;  // for value - max
+    if (cutoff == Cutoff::kMinP) {
+      log_cutoff = static_cast<float>(log(parameter));  // p / p_top >= min_p
+    } else {
+      // p >= cut-off, i.e. p / p_top >= cut-off * sum.
+      const Totals sums = exp_sums(sm.max);
+      const double cut = cutoff == Cutoff::kEpsilon
+                             ? parameter
+                             : static_cast<double>(eta_cutoff(parameter, entropy_from_moments(sums.sum, sums.moment)));
+      log_cutoff = static_cast<float>(log(cut) + log(sums.sum));
+    }
     const uint32_t protect = min_keep == 1 ? ordered_key(sm.max)
                                            : ~select(ValueOrder{vocab_}, false, static_cast<double>(min_keep),
                                                      false, sm.max)
@@ -390,7 +399,7 @@ class RowWarper {
     Totals mine = no_totals();
     for_each_token([&](bool active, const Token& t) {
       if (!active) return;
-      if (!(probability(exp_nonpos(t.value - sm.max), inv_sum) < threshold) || t.key >= protect) {
+      if (t.value - sm.max >= log_cutoff || t.key >= protect) {
         mine.min_key = t.key < mine.min_key ? t.key : mine.min_key;
       }
     });
@@ -402,7 +411,8 @@ class RowWarper {
   // when resolve_ties asks for them and several tokens share the boundary's key. Not inlined: it has several
   // callers, and one copy per caller multiplies the compile time.
   template <typename Order>
-  __device__ __noinline__ Selection select(const Order& order, bool by_mass, double goal, bool resolve_ties, float max) {
+  __device__ __noinline__ Selection select(const Order& order, bool by_mass, double goal, bool resolve_ties,
+                                          float max) {
     Selection result{false, 0u, 0u, 0, 0};
     uint64_t prefix = 0;  // the composite's digits fixed so far
     uint64_t mask = 0;
@@ -415,7 +425,7 @@ class RowWarper {
                                            : Bin{0, 0ull};
       Bin below;
       Bin all;
-      BlockScan<Bin>(shared_.cub.bin_scan).ExclusiveScan(bin, below, Bin{0, 0ull}, AddBins{}, all);
+      BlockScan<Bin>(shared_.temp.bin_scan).ExclusiveScan(bin, below, Bin{0, 0ull}, AddBins{}, all);
       if (by_mass && mask == 0) target = goal * static_cast<double>(all.mass);  // the first digit sees them all
       const double reached = by_mass ? static_cast<double>(before.mass + below.mass + bin.mass)
                                      : static_cast<double>(before.count + below.count + bin.count);
@@ -559,13 +569,14 @@ __global__ void __launch_bounds__(kThreads)
 // Per-row parameters in `params` point to device memory. T is float or a 16-bit float type convertible to and from
 // float. Returns the launch's error.
 template <typename T>
-cudaError_t launch_warp_logits(const T* in, int64_t in_stride, T* out, int64_t out_stride, int64_t batch, int64_t vocab,
-                        const WarpParams& params, cudaStream_t stream) {
+cudaError_t launch_warp_logits(const T* in, int64_t in_stride, T* out, int64_t out_stride, int64_t batch,
+                               int64_t vocab, const WarpParams& params, cudaStream_t stream) {
   if (batch == 0 || vocab == 0) return cudaSuccess;
   if (batch > std::numeric_limits<int32_t>::max() || vocab > std::numeric_limits<int32_t>::max()) {
     return cudaErrorInvalidValue;
   }
-  warp_cuda::warp_logits_kernel<T><<<static_cast<unsigned>(batch), warp_cuda::kThreads, 0, stream>>>(in, in_stride, out, out_stride, static_cast<int32_t>(vocab), params);
+  warp_cuda::warp_logits_kernel<T><<<static_cast<unsigned>(batch), warp_cuda::kThreads, 0, stream>>>(
+      in, in_stride, out, out_stride, static_cast<int32_t>(vocab), params);
   return cudaGetLastError();
 }
 

@@ -111,7 +111,7 @@ PYSAMPLE_HD float probability(float exp_shifted, float inv_sum) { return exp_shi
 // transformers computes softmax in the logits' dtype, where a probability at or below half the dtype's smallest
 // subnormal rounds to 0; top-p with top_p = 1 removes exactly the tokens whose probability is 0. (float32: 0.)
 constexpr float kFloat16ZeroProbability = 2.98023224e-8f;    // 2^-25
-constexpr float kBFloat16ZeroProbability = 3.67341984e-40f;  // 2^-134
+constexpr float kBFloat16ZeroProbability = 4.59177481e-41f;  // 2^-134
 
 // The entropy -sum p log p of a softmax from sum = sum exp(x - max) and moment = sum exp(x - max) * (x - max):
 // log p = (x - max) - log(sum), so the entropy is log(sum) - moment / sum.
