@@ -49,6 +49,19 @@ class _Warper:
         return ops.warp_logits(scores, **self.params())
 
 
+class _Filter(_Warper):
+    """A stage that removes tokens: its parameter is the attribute named `attribute` (as in transformers' class)."""
+
+    attribute: str
+
+    def params(self) -> dict:
+        return {
+            self.stage: float(getattr(self, self.attribute)),
+            "filter_value": self.filter_value,
+            "min_tokens_to_keep": self.min_tokens_to_keep,
+        }
+
+
 class TemperatureLogitsWarper(_Warper):
     """Divides the scores by ``temperature``; replaces ``transformers.TemperatureLogitsWarper``.
 
@@ -111,7 +124,7 @@ class TopKLogitsWarper(_Warper):
         return {"top_k": self.top_k, "filter_value": self.filter_value}
 
 
-class TopPLogitsWarper(_Warper):
+class TopPLogitsWarper(_Filter):
     """Nucleus filtering; replaces ``transformers.TopPLogitsWarper``, without sorting the vocabulary.
 
     Keeps the most probable tokens whose cumulative probability reaches ``top_p`` (at least ``min_tokens_to_keep``);
@@ -133,6 +146,7 @@ class TopPLogitsWarper(_Warper):
     """
 
     stage = "top_p"
+    attribute = "top_p"
 
     def __init__(self, top_p: float, filter_value: float = -_INF, min_tokens_to_keep: int = 1):
         top_p = float(top_p)
@@ -143,11 +157,8 @@ class TopPLogitsWarper(_Warper):
         self.filter_value = filter_value
         self.min_tokens_to_keep = min_tokens_to_keep
 
-    def params(self) -> dict:
-        return {"top_p": self.top_p, "filter_value": self.filter_value, "min_tokens_to_keep": self.min_tokens_to_keep}
 
-
-class MinPLogitsWarper(_Warper):
+class MinPLogitsWarper(_Filter):
     """Removes tokens less probable than ``min_p`` times the top token; replaces ``transformers.MinPLogitsWarper``.
 
     Parameters
@@ -166,6 +177,7 @@ class MinPLogitsWarper(_Warper):
     """
 
     stage = "min_p"
+    attribute = "min_p"
 
     def __init__(self, min_p: float, filter_value: float = -_INF, min_tokens_to_keep: int = 1):
         if not (0 <= min_p <= 1.0):
@@ -175,11 +187,8 @@ class MinPLogitsWarper(_Warper):
         self.filter_value = filter_value
         self.min_tokens_to_keep = min_tokens_to_keep
 
-    def params(self) -> dict:
-        return {"min_p": float(self.min_p), "filter_value": self.filter_value, "min_tokens_to_keep": self.min_tokens_to_keep}
 
-
-class TypicalLogitsWarper(_Warper):
+class TypicalLogitsWarper(_Filter):
     """Typical decoding; replaces ``transformers.TypicalLogitsWarper``, without sorting the vocabulary.
 
     Parameters
@@ -198,6 +207,7 @@ class TypicalLogitsWarper(_Warper):
     """
 
     stage = "typical_p"
+    attribute = "mass"
 
     def __init__(self, mass: float = 0.9, filter_value: float = -_INF, min_tokens_to_keep: int = 1):
         mass = float(mass)
@@ -208,11 +218,8 @@ class TypicalLogitsWarper(_Warper):
         self.filter_value = filter_value
         self.min_tokens_to_keep = min_tokens_to_keep
 
-    def params(self) -> dict:
-        return {"typical_p": self.mass, "filter_value": self.filter_value, "min_tokens_to_keep": self.min_tokens_to_keep}
 
-
-class EpsilonLogitsWarper(_Warper):
+class EpsilonLogitsWarper(_Filter):
     """Removes tokens whose probability is below ``epsilon``; replaces ``transformers.EpsilonLogitsWarper``.
 
     Parameters
@@ -231,6 +238,7 @@ class EpsilonLogitsWarper(_Warper):
     """
 
     stage = "epsilon"
+    attribute = "epsilon"
 
     def __init__(self, epsilon: float, filter_value: float = -_INF, min_tokens_to_keep: int = 1):
         epsilon = float(epsilon)
@@ -245,11 +253,8 @@ class EpsilonLogitsWarper(_Warper):
         self.filter_value = filter_value
         self.min_tokens_to_keep = min_tokens_to_keep
 
-    def params(self) -> dict:
-        return {"epsilon": self.epsilon, "filter_value": self.filter_value, "min_tokens_to_keep": self.min_tokens_to_keep}
 
-
-class EtaLogitsWarper(_Warper):
+class EtaLogitsWarper(_Filter):
     """Eta-sampling; replaces ``transformers.EtaLogitsWarper`` without its host synchronisation.
 
     A row holding NaN is left unfiltered (transformers raises there, from ``torch.distributions``).
@@ -272,6 +277,7 @@ class EtaLogitsWarper(_Warper):
     """
 
     stage = "eta"
+    attribute = "epsilon"
 
     def __init__(self, epsilon: float, filter_value: float = -_INF, min_tokens_to_keep: int = 1, device: str = "cpu"):
         epsilon = float(epsilon)
@@ -285,9 +291,6 @@ class EtaLogitsWarper(_Warper):
         self.epsilon = epsilon
         self.filter_value = filter_value
         self.min_tokens_to_keep = min_tokens_to_keep
-
-    def params(self) -> dict:
-        return {"eta": self.epsilon, "filter_value": self.filter_value, "min_tokens_to_keep": self.min_tokens_to_keep}
 
 
 _PYSAMPLE_WARPERS = {
@@ -312,9 +315,7 @@ def _as_stage(processor) -> Optional[_Warper]:
     if cls is None or not type(processor).__module__.startswith("transformers."):
         return None
     warper = cls.__new__(cls)
-    warper.__dict__.update(processor.__dict__)
-    if cls is EtaLogitsWarper:  # transformers keeps epsilon as a tensor
-        warper.epsilon = float(processor.epsilon)
+    warper.__dict__.update(processor.__dict__)  # same attribute names; params() reads them as floats
     return warper
 
 
