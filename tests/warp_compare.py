@@ -387,7 +387,10 @@ def check_stage(
     return report
 
 
-MAX_ROUNDING_FRACTION = {torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+# Each difference must be explained by the threshold rule above; these caps only say "rare". transformers sums
+# bfloat16 probabilities with an 8-bit mantissa, so with a mass threshold near 1 (typical_p=0.999) every tail token
+# whose cumulative mass is within ~0.4% of it is ambiguous: a few percent of the row (seen: 2.4%).
+MAX_ROUNDING_FRACTION = {torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 
 def assert_report(report: StageReport, numel: int, dtype: torch.dtype = torch.float32, what: str = "") -> None:

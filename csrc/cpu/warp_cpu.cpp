@@ -363,6 +363,7 @@ struct Scratch {
   std::vector<uint8_t> keep;
   std::vector<uint32_t> column_max = std::vector<uint32_t>(kColumns), column_rank;
   std::vector<Elem> elems, spare_elems;
+  int64_t candidates = 0;  // tokens gathered by kth_largest from the columns
 
   void reserve(int64_t vocab) {
     if (static_cast<int64_t>(y.size()) >= vocab) return;
@@ -434,7 +435,23 @@ void visit_columns(const Active& a, const std::vector<uint32_t>& column_max, uin
   }
 }
 
-// The k-th largest active value (NaN largest, as torch.topk) and its key; requires 1 <= k <= a.n.
+// Gathers into scratch.value / scratch.index the tokens of the whole row `a` that can be among its k largest: those
+// at least the k-th largest column maximum (see column_max_keys); returns how many.
+int64_t gather_top_candidates(const Active& a, int64_t k, Scratch& s) {
+  column_max_keys(a.value, a.n, s.column_max.data());
+  s.column_rank.assign(s.column_max.begin(), s.column_max.end());
+  std::nth_element(s.column_rank.begin(), s.column_rank.begin() + (k - 1), s.column_rank.end(),
+                   std::greater<uint32_t>());
+  const uint32_t bound = s.column_rank[k - 1];
+  int64_t n = 0;
+  visit_columns(a, s.column_max, bound, [&](int64_t j) {
+    if (ordered_key(a.value[j]) >= bound) s.value[n] = a.value[j], s.index[n] = static_cast<int32_t>(j), ++n;
+  });
+  return n;
+}
+
+// The k-th largest active value (NaN largest, as torch.topk) and its key; requires 1 <= k <= a.n. When it uses
+// the columns, the candidates stay in scratch.value / scratch.index (scratch.candidates of them).
 Elem kth_largest(const Active& a, int64_t k, Scratch& s) {
   // ~key: descending values become ascending keys.
   if (!select_by_columns(a, k)) {
@@ -442,16 +459,9 @@ Elem kth_largest(const Active& a, int64_t k, Scratch& s) {
         a.n, a.value, [&](int64_t j) { return ~ordered_key(a.value[j]); }, [](int64_t) { return 0u; }, k, s.elems,
         s.spare_elems);
   }
-  column_max_keys(a.value, a.n, s.column_max.data());
-  s.column_rank.assign(s.column_max.begin(), s.column_max.end());
-  std::nth_element(s.column_rank.begin(), s.column_rank.begin() + (k - 1), s.column_rank.end(),
-                   std::greater<uint32_t>());
-  const uint32_t bound = s.column_rank[k - 1];
+  s.candidates = gather_top_candidates(a, k, s);
   s.elems.clear();
-  visit_columns(a, s.column_max, bound, [&](int64_t j) {
-    const uint32_t key = ordered_key(a.value[j]);
-    if (key >= bound) s.elems.push_back({~key, 0, 1.0f, a.value[j]});
-  });
+  for (int64_t j = 0; j < s.candidates; ++j) s.elems.push_back({~ordered_key(s.value[j]), 0, 1.0f, s.value[j]});
   return select_by_weight(s.elems, s.spare_elems, static_cast<double>(k)).elem;
 }
 
@@ -465,11 +475,11 @@ Active top_k_stage(const Active& a, int64_t k, Scratch& s, bool last) {
     mark_key_at_least(a.value, a.n, kth, s.keep.data());
     return narrow(a, s, last);
   }
-  // Every survivor lies in a column whose maximum reaches the k-th largest: only those columns are read.
+  // Every survivor is among the candidates kth_largest gathered.
   int64_t n = 0;
-  visit_columns(a, s.column_max, kth, [&](int64_t j) {
-    if (ordered_key(a.value[j]) >= kth) s.value[n] = a.value[j], s.index[n] = static_cast<int32_t>(j), ++n;
-  });
+  for (int64_t j = 0; j < s.candidates; ++j) {
+    if (ordered_key(s.value[j]) >= kth) s.value[n] = s.value[j], s.index[n] = s.index[j], ++n;
+  }
   return {s.value.data(), s.index.data(), n};
 }
 
