@@ -393,23 +393,20 @@ GENERATE_CASES = [
 ]
 
 
+# generate() flag -> the pysample class replacing its warper, in generate()'s order.
+PYSAMPLE_BY_FLAG = {
+    "temperature": pysample.TemperatureLogitsWarper,
+    "top_k": pysample.TopKLogitsWarper,
+    "top_p": pysample.TopPLogitsWarper,
+    "min_p": pysample.MinPLogitsWarper,
+    "typical_p": pysample.TypicalLogitsWarper,
+    "epsilon_cutoff": pysample.EpsilonLogitsWarper,
+    "eta_cutoff": pysample.EtaLogitsWarper,
+}
+
+
 def pysample_processors(flags) -> list:
-    out = []
-    if "temperature" in flags:
-        out.append(pysample.TemperatureLogitsWarper(flags["temperature"]))
-    if "top_k" in flags:
-        out.append(pysample.TopKLogitsWarper(flags["top_k"]))
-    if "top_p" in flags:
-        out.append(pysample.TopPLogitsWarper(flags["top_p"]))
-    if "min_p" in flags:
-        out.append(pysample.MinPLogitsWarper(flags["min_p"]))
-    if "typical_p" in flags:
-        out.append(pysample.TypicalLogitsWarper(flags["typical_p"]))
-    if "epsilon_cutoff" in flags:
-        out.append(pysample.EpsilonLogitsWarper(flags["epsilon_cutoff"]))
-    if "eta_cutoff" in flags:
-        out.append(pysample.EtaLogitsWarper(flags["eta_cutoff"]))
-    return out
+    return [cls(flags[flag]) for flag, cls in PYSAMPLE_BY_FLAG.items() if flag in flags]
 
 
 @pytest.mark.parametrize("flags", GENERATE_CASES, ids=lambda f: "+".join(f"{k}={v}" for k, v in f.items()))
