@@ -248,6 +248,19 @@ constexpr uint32_t kDigitMask[kRadixLevels] = {0x7FF, 0x7FF, 0x3FF};
 
 inline uint32_t digit(uint32_t key, int level) { return (key >> kDigitShift[level]) & kDigitMask[level]; }
 
+// hist[d] = sum of weight(i) over i in [0, n) with digit(i) == d. Four interleaved histograms, so that a run of
+// one digit (ties, such as a row's many -inf) does not make every add wait on the previous one.
+template <typename T, typename Digit, typename Weight>
+void digit_histogram(int64_t n, Digit digit, Weight weight, T* hist) {
+  T part[4][kRadixDigits] = {};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int l = 0; l < 4; ++l) part[l][digit(i + l)] += weight(i + l);
+  }
+  for (; i < n; ++i) part[0][digit(i)] += weight(i);
+  for (int d = 0; d < kRadixDigits; ++d) hist[d] = (part[0][d] + part[1][d]) + (part[2][d] + part[3][d]);
+}
+
 // The first element at which the running weight, in ascending (key, tie) order, reaches `target` > 0, given the
 // weight `before` of everything ordered before `elems`. Radix select: a histogram of mass per 11-bit digit of the
 // key finds the digit the running weight crosses at, only that digit's elements go on to the next digit; the few
@@ -257,8 +270,10 @@ Found select_by_weight(std::vector<Elem>& elems, std::vector<Elem>& spare, doubl
   std::vector<Elem>* next = &spare;
   double mass[kRadixDigits];
   for (int level = 0; level < kRadixLevels && cur->size() > kSortDirectly; ++level) {
-    std::fill(mass, mass + kRadixDigits, 0.0);
-    for (const Elem& e : *cur) mass[digit(e.key, level)] += e.weight;
+    const Elem* e = cur->data();
+    digit_histogram(
+        static_cast<int64_t>(cur->size()), [&](int64_t i) { return digit(e[i].key, level); },
+        [&](int64_t i) { return static_cast<double>(e[i].weight); }, mass);
     int crossing = -1;
     for (uint32_t d = 0; d <= kDigitMask[level]; ++d) {
       if (mass[d] > 0 && before + mass[d] >= target) {
@@ -274,7 +289,20 @@ Found select_by_weight(std::vector<Elem>& elems, std::vector<Elem>& spare, doubl
     }
     std::swap(cur, next);
   }
-  std::sort(cur->begin(), cur->end(), [](const Elem& a, const Elem& b) { return !(b <= a); });
+  auto in_order = [](const Elem& a, const Elem& b) { return !(b <= a); };
+  if (cur->size() > kSortDirectly) {
+    // The digits cover the whole key: the elements left are ties (one value, one weight), often a row's many -inf.
+    // Only their tie order matters, and only at the element where the running weight crosses: no sort.
+    for (size_t i = 0; i < cur->size(); ++i) {
+      before += (*cur)[i].weight;
+      if (before >= target) {
+        std::nth_element(cur->begin(), cur->begin() + i, cur->end(), in_order);
+        return {true, (*cur)[i]};
+      }
+    }
+    return {false, {}};
+  }
+  std::sort(cur->begin(), cur->end(), in_order);
   for (const Elem& e : *cur) {
     before += e.weight;
     if (before >= target) return {true, e};
@@ -339,8 +367,8 @@ Found select_binned(int64_t n, const uint16_t* bin, const float* weight, const f
 template <typename Key, typename Tie>
 Elem select_by_rank(int64_t n, const float* value, Key key, Tie tie, int64_t rank, std::vector<Elem>& elems,
                     std::vector<Elem>& spare) {
-  int64_t count[kRadixDigits] = {};
-  for (int64_t j = 0; j < n; ++j) ++count[digit(key(j), 0)];
+  int64_t count[kRadixDigits];
+  digit_histogram(n, [&](int64_t j) { return digit(key(j), 0); }, [](int64_t) { return int64_t{1}; }, count);
   int64_t before = 0;
   uint32_t crossing = 0;
   while (before + count[crossing] < rank) before += count[crossing++];
@@ -442,7 +470,8 @@ int64_t gather_top_candidates(const Active& a, int64_t k, Scratch& s) {
   s.column_rank.assign(s.column_max.begin(), s.column_max.end());
   std::nth_element(s.column_rank.begin(), s.column_rank.begin() + (k - 1), s.column_rank.end(),
                    std::greater<uint32_t>());
-  const uint32_t bound = s.column_rank[k - 1];
+  // -inf tokens never need gathering: with fewer than k others, the k-th largest is -inf (see kth_largest).
+  const uint32_t bound = std::max(s.column_rank[k - 1], ordered_key(-kInf) + 1);
   int64_t n = 0;
   visit_columns(a, s.column_max, bound, [&](int64_t j) {
     if (ordered_key(a.value[j]) >= bound) s.value[n] = a.value[j], s.index[n] = static_cast<int32_t>(j), ++n;
@@ -460,6 +489,7 @@ Elem kth_largest(const Active& a, int64_t k, Scratch& s) {
         s.spare_elems);
   }
   s.candidates = gather_top_candidates(a, k, s);
+  if (s.candidates < k) return {~ordered_key(-kInf), 0, 1.0f, -kInf};
   s.elems.clear();
   for (int64_t j = 0; j < s.candidates; ++j) s.elems.push_back({~ordered_key(s.value[j]), 0, 1.0f, s.value[j]});
   return select_by_weight(s.elems, s.spare_elems, static_cast<double>(k)).elem;
@@ -470,7 +500,8 @@ Elem kth_largest(const Active& a, int64_t k, Scratch& s) {
 Active top_k_stage(const Active& a, int64_t k, Scratch& s, bool last) {
   if (k <= 0 || k >= a.n) return a;
   const uint32_t kth = ~kth_largest(a, k, s).key;
-  if (kth == ordered_key(NAN)) return a;  // transformers compares against a NaN k-th value: nothing is removed
+  // Nothing is below a -inf k-th value, and transformers compares against a NaN one: nothing is removed.
+  if (kth == ordered_key(-kInf) || kth == ordered_key(NAN)) return a;
   if (!select_by_columns(a, k)) {
     mark_key_at_least(a.value, a.n, kth, s.keep.data());
     return narrow(a, s, last);
