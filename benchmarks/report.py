@@ -122,26 +122,33 @@ def render(data: dict) -> str:
                     f"| {equal_text} |"
                 )
             out.append("")
-        for row in (row for row in raw if row["info"].get("device") == device):
-            info = row["info"]
+        raw_rows = [row for row in raw if row["info"].get("device") == device]
+        if raw_rows:
             out.append(f"## Raw op `pysample.warp_logits_`, in place, {device}")
             out.append("")
             out.append(
                 "top_k=50, top_p=0.9 on one row, the row restored from a pristine copy before each call (untimed); "
-                "the baseline is transformers' TopK(50) -> TopP(0.9) list on the same row."
+                "the baseline is transformers' TopK(50) -> TopP(0.9) list on the same row. The restore decides "
+                "where the row sits when the call starts: \"timing thread\" copies it on the thread that then runs "
+                "the op (in that core's cache, as in llama.cpp's one-core measurement the bar comes from), "
+                "\"torch copy_\" with torch's copy, which splits the row between the threads' caches."
             )
             out.append("")
-            out.append("| batch x vocab | transformers | pysample | per row | bar | meets bar | ratio |")
-            out.append("|---|---:|---:|---:|---:|---|---:|")
+            out.append("| batch x vocab | restore | transformers | pysample | per row | bar | meets bar | ratio |")
+            out.append("|---|---|---:|---:|---:|---:|---|---:|")
+        for row in raw_rows:
+            info = row["info"]
             pysample_time = row.get("pysample")
             per_row = pysample_time / info["batch"] if pysample_time else None
             bar = info["bar_us_per_row"]
             meets = "—" if per_row is None else ("yes" if per_row * 1e6 <= bar else "**no**")
             out.append(
-                f"| {info['batch']}x{info['vocab']} | {format_time(row.get('transformers'))} "
+                f"| {info['batch']}x{info['vocab']} | {info.get('restore', 'torch copy_')} "
+                f"| {format_time(row.get('transformers'))} "
                 f"| {format_time(pysample_time)} | {format_time(per_row)} | ≤ {bar:g} µs | {meets} "
                 f"| {format_ratio(row.get('transformers'), pysample_time)} |"
             )
+        if raw_rows:
             out.append("")
     if not rows:
         out.append("No pysample/transformers benchmarks in this file.")
