@@ -165,6 +165,88 @@ PYSAMPLE_CPU_CLONES void mass_histogram(const uint16_t* bin, const float* w, int
   for (int b = 0; b < kBins; ++b) mass[b] = (h[0][b] + h[1][b]) + (h[2][b] + h[3][b]);
 }
 
+// Probability mass binned by s = x - max, bins of 1/16: bin b holds s in (-(b+1)/16, -b/16]. There
+// exp(s) = exp(-(b+1)/16) * exp(d) with d = s + (b+1)/16 in (0, 1/16], exact (Sterbenz), and exp(d) is a Taylor
+// polynomial of degree 4 (truncation < 1e-8 relative). A bin's mass is then its table factor times a sum of
+// polynomials: a token costs a few multiply-adds instead of a full exp, and binning comes with it. Bin kMassBins
+// holds s <= -104 (and -inf), where float exp underflows: mass 0.
+constexpr int kMassBins = 1664;
+constexpr float kMassBinsPerUnit = 16.0f;
+
+inline int32_t mass_bin(float s) {
+  const float t = s * -kMassBinsPerUnit;  // >= 0, exact
+  return static_cast<int32_t>(t < static_cast<float>(kMassBins) ? t : static_cast<float>(kMassBins));
+}
+
+// exp(s) / exp(-(bin + 1) / 16) for s in `bin` (0 for the last bin).
+inline float exp_in_bin(float s, int32_t bin) {
+  const float d = s + static_cast<float>(bin + 1) * (1.0f / kMassBinsPerUnit);
+  const float e = 1.0f + d * (1.0f + d * (0.5f + d * (1.0f / 6.0f + d * (1.0f / 24.0f))));
+  return bin < kMassBins ? e : 0.0f;
+}
+
+// exp(-(bin + 1) / 16) for each bin.
+const double* mass_bin_factors() {
+  static const std::vector<double> factors = [] {
+    std::vector<double> f(kMassBins);
+    for (int b = 0; b < kMassBins; ++b) f[b] = std::exp(-(b + 1) / static_cast<double>(kMassBinsPerUnit));
+    return f;
+  }();
+  return factors.data();
+}
+
+// mass[b] = sum of exp(x[i] - max) over the tokens in bin b (see mass_bin), b < kMassBins. Two interleaved double
+// histograms (27 KB, in L1) so that consecutive adds to one bin do not wait on each other; the bins and
+// polynomials are computed kLanes at a time (vectorized), then added one by one.
+PYSAMPLE_CPU_CLONES void exp_mass_histogram(const float* x, int64_t n, float max, double* mass) {
+  double h[2][kMassBins + 1] = {};
+  int32_t bin[kLanes];
+  float e[kLanes];
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float s = x[i + l] - max;
+      bin[l] = mass_bin(s);
+      e[l] = exp_in_bin(s, bin[l]);
+    }
+    for (int l = 0; l < kLanes; l += 2) h[0][bin[l]] += e[l], h[1][bin[l + 1]] += e[l + 1];
+  }
+  for (; i < n; ++i) {
+    const int32_t b = mass_bin(x[i] - max);
+    h[0][b] += exp_in_bin(x[i] - max, b);
+  }
+  const double* factor = mass_bin_factors();
+  for (int b = 0; b < kMassBins; ++b) mass[b] = (h[0][b] + h[1][b]) * factor[b];
+}
+
+// marks[i] = whether mass_bin(x[i] - max) < crossing (a bin of larger values); writes to `members` the i in the
+// crossing bin itself and returns how many. GCC vector types for the members: written as a loop over lanes, the
+// test for a member does not vectorize (and written with vector types, the marks' narrowing to bytes does not).
+PYSAMPLE_CPU_CLONES int64_t mark_mass_bins(const float* x, int64_t n, float max, int32_t crossing, uint8_t* marks,
+                                           int32_t* members) {
+  int64_t count = 0;
+  int64_t i = 0;
+  const Floats8 shift = Floats8{} + max, last = Floats8{} + static_cast<float>(kMassBins);
+  const Ints8 target = Ints8{} + crossing;
+  for (; i + 8 <= n; i += 8) {
+    Floats8 v;
+    std::memcpy(&v, x + i, sizeof v);
+    Floats8 t = (v - shift) * -kMassBinsPerUnit;
+    t = t < last ? t : last;
+    const Ints8 member = __builtin_convertvector(t, Ints8) == target;
+    uint64_t any[4];
+    std::memcpy(any, &member, sizeof any);
+    if ((any[0] | any[1] | any[2] | any[3]) == 0) continue;
+    for (int l = 0; l < 8; ++l) members[count] = static_cast<int32_t>(i + l), count += member[l] != 0;
+  }
+  for (; i < n; ++i) {
+    members[count] = static_cast<int32_t>(i);
+    count += mass_bin(x[i] - max) == crossing;
+  }
+  for (i = 0; i < n; ++i) marks[i] = mass_bin(x[i] - max) < crossing;
+  return count;
+}
+
 // The row seen as a matrix of kColumns columns (token i in column i % kColumns): a lower bound for the k-th
 // largest value is the k-th largest column maximum, since k columns hold a value that large. Column maxima are an
 // element-wise max down the rows, so the loop vectorizes with no horizontal reduction.
@@ -386,7 +468,7 @@ Elem select_by_rank(int64_t n, const float* value, Key key, Tie tie, int64_t ran
 // Scratch buffers of one thread, grown to the vocabulary size once and reused across rows and calls.
 struct Scratch {
   std::vector<float> y, value, spare_value, weight, distance;
-  std::vector<int32_t> index, spare_index;
+  std::vector<int32_t> index, spare_index, members;
   std::vector<uint16_t> bin;
   std::vector<uint8_t> keep;
   std::vector<uint32_t> column_max = std::vector<uint32_t>(kColumns), column_rank;
@@ -396,7 +478,7 @@ struct Scratch {
   void reserve(int64_t vocab) {
     if (static_cast<int64_t>(y.size()) >= vocab) return;
     for (auto* v : {&y, &value, &spare_value, &weight, &distance}) v->resize(vocab);
-    for (auto* v : {&index, &spare_index}) v->resize(vocab);
+    for (auto* v : {&index, &spare_index, &members}) v->resize(vocab);
     bin.resize(vocab);
     keep.resize(vocab);
   }
@@ -514,18 +596,14 @@ Active top_k_stage(const Active& a, int64_t k, Scratch& s, bool last) {
   return {s.value.data(), s.index.data(), n};
 }
 
-// Keeps the tokens up to `boundary` (its value and tie) in the order of values v[j] (descending or ascending),
-// ties by token id in the same direction, and at least the first `min_keep` (counted only when min_keep > 1: a
-// boundary keeps one). In descending order the tie of an element is ~token.
-Active keep_up_to(const Active& a, Scratch& s, bool last, const float* v, bool descending, Found boundary,
-                  int64_t min_keep) {
+// With `marked` the kept tokens are marked in scratch.keep (else none is yet): makes sure at least the first
+// `min_keep` in the order of values v[j] (descending or ascending, ties by token id in the same direction) are kept
+// (counted only when min_keep > 1: a boundary keeps one), and narrows `a` to the kept tokens.
+Active keep_at_least(const Active& a, Scratch& s, bool last, const float* v, bool descending, bool marked,
+                     int64_t min_keep) {
   uint8_t* marks = s.keep.data();
   const uint32_t flip = descending ? ~0u : 0u;
-  int64_t kept = 0;
-  if (boundary.found) {
-    mark_up_to(v, a.index, a.n, descending, boundary.elem.value, boundary.elem.tie ^ flip, marks);
-    kept = min_keep > 1 ? count_marked(marks, a.n) : 1;
-  }
+  const int64_t kept = !marked ? 0 : (min_keep > 1 ? count_marked(marks, a.n) : 1);
   const int64_t at_least = std::min(min_keep, a.n);
   if (kept < at_least) {
     // The removed tokens are -inf: with min_keep >= the active count, transformers' forced tokens cover them all.
@@ -534,37 +612,86 @@ Active keep_up_to(const Active& a, Scratch& s, bool last, const float* v, bool d
         a.n, v, [&](int64_t j) { return ordered_key(v[j]) ^ flip; },
         [&](int64_t j) { return static_cast<uint32_t>(a.token(j)) ^ flip; }, at_least, s.elems, s.spare_elems);
     mark_up_to(v, a.index, a.n, descending, last_kept.value, last_kept.tie ^ flip, marks);
-  } else if (!boundary.found) {
+  } else if (!marked) {
     return a;
   }
   return narrow(a, s, last);
 }
 
+// Keeps the tokens up to `boundary` (its value and tie) in the order of values v[j] (descending or ascending), ties
+// by token id in the same direction (in descending order the tie of an element is ~token), and at least min_keep.
+Active keep_up_to(const Active& a, Scratch& s, bool last, const float* v, bool descending, Found boundary,
+                  int64_t min_keep) {
+  if (boundary.found) {
+    const uint32_t flip = descending ? ~0u : 0u;
+    mark_up_to(v, a.index, a.n, descending, boundary.elem.value, boundary.elem.tie ^ flip, s.keep.data());
+  }
+  return keep_at_least(a, s, last, v, descending, boundary.found, min_keep);
+}
+
+// Marks (in scratch.keep) the tokens top-p keeps before min_tokens_to_keep: in descending (value, token) order, those
+// up to the first at which the mass up to it reaches keep_fraction of the total. The histogram of mass by bin of
+// x - max (exp_mass_histogram) finds the bin the running mass crosses in: the bins above it are kept, and only
+// that bin's tokens are selected exactly. Returns false when rounding kept the mass from ever reaching the goal.
+bool top_p_mark(const Active& a, float max, double keep_fraction, Scratch& s) {
+  double mass[kMassBins];
+  exp_mass_histogram(a.value, a.n, max, mass);
+  double total = 0;
+  for (int b = 0; b < kMassBins; ++b) total += mass[b];
+  const double goal = keep_fraction * total;
+  double before = 0;
+  int32_t crossing = -1;
+  for (int32_t b = 0; b < kMassBins; ++b) {
+    if (mass[b] > 0 && before + mass[b] >= goal) {
+      crossing = b;
+      break;
+    }
+    before += mass[b];
+  }
+  if (crossing < 0) return false;
+  const int64_t count = mark_mass_bins(a.value, a.n, max, crossing, s.keep.data(), s.members.data());
+  const float factor = static_cast<float>(mass_bin_factors()[crossing]);
+  // Descending (value, token) = ascending (~key, ~token).
+  auto elem = [&](int32_t j) -> Elem {
+    const float v = a.value[j];
+    return {~ordered_key(v), ~static_cast<uint32_t>(a.token(j)), factor * exp_in_bin(v - max, crossing), v};
+  };
+  s.elems.clear();
+  for (int64_t m = 0; m < count; ++m) s.elems.push_back(elem(s.members[m]));
+  const Found boundary = select_by_weight(s.elems, s.spare_elems, goal, before);
+  if (!boundary.found) return false;
+  for (int64_t m = 0; m < count; ++m) {
+    const int32_t j = s.members[m];
+    s.keep[j] = elem(j) <= boundary.elem;
+  }
+  return true;
+}
+
 // Top-p: keep, in descending (value, token) order, the tokens while the mass above them is below keep_mass, and at
 // least min_keep of them; never a token whose probability is 0.
 Active top_p_stage(const Active& a, double top_p, int64_t min_keep, float zero_probability, Scratch& s, bool last) {
-  const Softmax sm = softmax_stats(a, s);
-  if (!sm.defined) return a;
   const double keep_fraction = top_p_keep_mass(top_p);
-  // Descending (value, token) = ascending (~key, ~token).
-  auto key = [&](int64_t j) { return ~ordered_key(a.value[j]); };
-  auto tie = [&](int64_t j) { return ~static_cast<uint32_t>(a.token(j)); };
   Found boundary{false, {}};
   if (keep_fraction >= 1.0) {
     // top_p = 1: every token whose probability is not 0 (in the logits' dtype) stays; the last is the smallest.
+    const Softmax sm = softmax_stats(a, s);
+    if (!sm.defined) return a;
     const float inv_sum = static_cast<float>(1.0 / sm.sum);
     float smallest = sm.max;
     for (int64_t j = 0; j < a.n; ++j) {
       smallest = probability(s.weight[j], inv_sum) > zero_probability && a.value[j] < smallest ? a.value[j] : smallest;
     }
     boundary = {true, {~ordered_key(smallest), ~0u, 0, smallest}};  // tie ~0: every token with that value
-  } else if (keep_fraction > 0.0) {
-    // Bins by max - x over the range where exp does not underflow (lower values share the last bin).
-    const float range = std::min(sm.max - sm.min, 104.0f);
-    linear_bins(a.value, a.n, sm.max, range > 0 ? -(kBins - 1) / range : 0.0f, s.bin.data());
-    boundary = select_binned(a.n, s.bin.data(), s.weight.data(), a.value, key, tie,
-                             [&](double total) { return keep_fraction * total; }, s.elems, s.spare_elems);
-    if (!boundary.found) return a;  // rounding: the mass never reached keep_fraction, every token stays
+  } else {
+    float max, min;
+    bool has_nan;
+    value_range(a.value, a.n, &max, &min, &has_nan);
+    // transformers' softmax is NaN for the whole row when a value is NaN or the max is +-inf: its filters keep all.
+    if (has_nan || !std::isfinite(max)) return a;
+    if (keep_fraction > 0.0) {
+      if (!top_p_mark(a, max, keep_fraction, s)) return a;  // rounding: the mass never reached keep_fraction
+      return keep_at_least(a, s, last, a.value, true, true, min_keep);
+    }
   }
   return keep_up_to(a, s, last, a.value, true, boundary, min_keep);
 }
