@@ -6,12 +6,14 @@ what transformers returns. Any of them works in ``model.generate(logits_processo
 
 Semantics notes (the only places where outputs may differ from transformers for float32 scores):
 
-* Top-p, typical, eta, min-p and epsilon compare softmax probabilities against a threshold. pysample computes them
-  without sorting and sums in another order (partly in double where transformers sums in float32), so a token whose
-  probability, cumulative probability or typical distance lies within the float32 accumulation error of the
-  threshold may be decided differently. That error grows with the vocabulary: at 128k tokens transformers' own
-  float32 entropy (typical, eta) is off by about 1e-4 relative. transformers itself decides such tokens differently
-  on CPU and CUDA.
+* Min-p and epsilon are bitwise equal on the CPU (tokens near the threshold are decided with torch's own
+  softmax); on CUDA and for float16/bfloat16 scores they follow the rule below.
+* Top-p, typical and eta (and min-p / epsilon on CUDA) compare softmax probabilities against a threshold. pysample
+  computes them without sorting and sums in another order (partly in double where transformers sums in float32),
+  so a token whose probability, cumulative probability or typical distance lies within the float32 accumulation
+  error of the threshold may be decided differently. That error grows with the vocabulary: at 128k tokens
+  transformers' own float32 entropy (typical, eta) is off by about 1e-4 relative. transformers itself decides such
+  tokens differently on CPU and CUDA.
 * Among tokens with exactly equal scores at the top-p boundary, pysample keeps the higher token ids (the order of
   a stable ascending sort); transformers' unstable CPU sort keeps an arbitrary subset of them. Likewise min-p keeps
   every token tied with the ``min_tokens_to_keep``-th most probable one, where transformers' topk picks some.

@@ -84,7 +84,8 @@ def inputs_for(batch: int, vocab: int, dtype: torch.dtype, seed: int) -> torch.T
 
 def check_against_transformers(device: str, x: torch.Tensor, params, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """The op on `device` against transformers, stage by stage (see W.check_chain); on CUDA also against the CPU op."""
-    out = W.check_chain(device_op(device), x, params, W.hf_stage, min_tokens_to_keep, what=f"[{device}]")
+    out = W.check_chain(device_op(device), x, params, W.hf_stage, min_tokens_to_keep, what=f"[{device}]",
+                        device=device)
     if set(k for k, v in params.items() if v is not None) in ONLY_EXACT_STAGES and x.dtype == torch.float32:
         assert W.bitwise_equal(out, W.hf_chain(x, params)), "temperature/top-k must be bitwise equal to transformers"
     if device != "cpu":
@@ -92,7 +93,8 @@ def check_against_transformers(device: str, x: torch.Tensor, params, min_tokens_
         last = [s for s in W.STAGES if params.get(s) is not None][-1]
         before = pysample.warp_logits(x, **W.op_params(params, upto=W.STAGES[W.STAGES.index(last) - 1]),
                                       min_tokens_to_keep=min_tokens_to_keep) if len(params) > 1 else x
-        W.assert_report(W.check_stage(last, before, params[last], out, cpu), x.numel(), x.dtype, "cuda vs cpu")
+        report = W.check_stage(last, before, params[last], out, cpu, device=device)
+        W.assert_report(report, x.numel(), x.dtype, "cuda vs cpu")
     return out
 
 
@@ -427,6 +429,88 @@ def test_small_rows_property(case):
     # Against transformers (the reference where transformers rejects a value, e.g. top_k=0, epsilon=0).
     out = W.check_chain(device_op("cpu"), x, params, W.hf_stage, keep, what="[property]")
     assert out.shape == x.shape
+
+
+# ---- min-p and epsilon at their thresholds: bitwise on float32 -------------------------------------------------
+
+
+def threshold_rows(stage: str, value: float, batch: int, vocab: int, seed: int, span: int = 12) -> torch.Tensor:
+    """``(batch, vocab)`` float32 logits with 2 * span + 1 tokens per row placed at the threshold of `stage` and at
+    1..span float steps on either side of it (for epsilon, of the probability's log), over a background far below.
+    The top token is 0, so that x - max is the token's value."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, vocab, generator=g, dtype=torch.float64) * 2 - 14
+    x[:, 0] = 0.0
+    steps = list(range(-span, span + 1))
+    placed = torch.randperm(vocab - 1, generator=g)[: len(steps)] + 1
+    v32 = float(torch.tensor(value, dtype=torch.float32))  # torch rounds the Python float to float32
+    if stage == "min_p":
+        center = torch.full((batch,), math.log(v32), dtype=torch.float64)
+    else:  # the placed tokens' own probabilities are part of the normaliser: p = v32 exactly at the center
+        background = x.exp().sum(-1) - x[:, placed].exp().sum(-1)
+        center = torch.log(v32 * background / (1 - len(steps) * v32))
+    center = center.float()
+    for i, k in enumerate(steps):
+        v = center.clone()
+        for _ in range(abs(k)):
+            v = torch.nextafter(v, torch.full_like(v, math.copysign(math.inf, k)))
+        x[:, placed[i]] = v.double()
+    return x.float()
+
+
+def log_space_keeps(stage: str, value: float, x: torch.Tensor) -> torch.Tensor:
+    """The decision in log space without torch's softmax: x - max >= log(min_p), or >= log(epsilon) + log(sum)."""
+    shifted = x - x.amax(-1, keepdim=True)
+    log_sum = 0.0 if stage == "min_p" else torch.logsumexp(x.double(), -1, keepdim=True)
+    return shifted >= (math.log(value) + log_sum).float() if stage != "min_p" else shifted >= math.log(value)
+
+
+# 1e-26 is just above the kernel's smallest threshold decided in log space (2^-90), 1e-30 below it.
+THRESHOLD_CASES = [("min_p", 0.05), ("min_p", 0.3), ("min_p", 1.0), ("min_p", 1e-26), ("min_p", 1e-30),
+                   ("epsilon", 3e-4), ("epsilon", 2e-4), ("epsilon", 0.01), ("epsilon", 1e-26), ("epsilon", 1e-30)]
+
+
+@pytest.mark.parametrize("stage, value", THRESHOLD_CASES)
+@pytest.mark.parametrize("vocab", [64, 4096])
+@pytest.mark.parametrize("min_tokens_to_keep", [1, 3])
+def test_min_p_epsilon_at_threshold_bitwise(seed, stage, value, vocab, min_tokens_to_keep):
+    """Tokens at and a few float steps around the min-p / epsilon threshold are decided as transformers decides
+    them, on the whole row and after top-k (the kernel's compacted path), with and without temperature."""
+    x = threshold_rows(stage, value, 16, vocab, seed)
+    chains = ({stage: value}, {"top_k": 40, stage: value}, {"temperature": 1.0, "top_k": vocab // 2, stage: value})
+    for params in chains:
+        expected = W.hf_chain(x, params, min_tokens_to_keep=min_tokens_to_keep)
+        out = pysample.warp_logits(x, **params, min_tokens_to_keep=min_tokens_to_keep)
+        assert W.bitwise_equal(out, expected), params
+
+
+@pytest.mark.parametrize("stage, value", [("min_p", 0.05), ("min_p", 1.0), ("epsilon", 3e-4), ("epsilon", 0.01)])
+def test_threshold_rows_need_torch_softmax(stage, value):
+    """On these rows a decision in log space differs from transformers (torch's exp and sums round), so the
+    bitwise test above fails without the kernel's fallback to torch's softmax."""
+    x = threshold_rows(stage, value, 64, 4096, seed=0)
+    kept = W.hf_stage(stage, x, value) > -math.inf
+    assert bool((log_space_keeps(stage, value, x) != kept).any())
+    assert W.bitwise_equal(pysample.warp_logits(x, **{stage: value}), W.hf_stage(stage, x, value))
+
+
+def test_min_p_epsilon_edges_bitwise(seed):
+    """min_p 0 and 1, a min_p * top or epsilon in the subnormal range, and rows with only a few finite tokens."""
+    x = W.make_logits(44, 1000, torch.float32, seed, W.FINITE_KINDS)
+    few = torch.full((4, 1000), -math.inf)
+    few[0, :1] = 0.5
+    few[1, :2] = torch.tensor([1.0, -120.0])  # the second token's probability underflows to 0
+    few[2, :3] = torch.tensor([0.0, 0.0, -1e-7])
+    few[3, 10:15] = torch.tensor([3.0, 2.0, 1.0, -80.0, -90.0])
+    x = torch.cat([x, few])
+    for stage, values in (("min_p", [0.0, 1.0, 1e-38, 1e-44, 0.5]), ("epsilon", [1e-40, 1e-30, 0.9, 0.999])):
+        for value in values:
+            for keep in (1, 2):
+                expected = W.hf_stage(stage, x, value, min_tokens_to_keep=keep)
+                out = pysample.warp_logits(x, **{stage: value}, min_tokens_to_keep=keep)
+                report = W.check_stage(stage, x, value, out, expected)
+                W.assert_report(report, x.numel(), what=f"{stage}={value} keep={keep}")
+                assert report.ties == 0 or (stage == "min_p" and keep > 1), report.examples
 
 
 # ---- regressions: minimal cases of op bugs these tests found ------------------------------------------------

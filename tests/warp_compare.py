@@ -1,8 +1,9 @@
 """Test helpers: random logits with hard rows, and the equality rule for warped logits.
 
-The equality rule (see DESIGN.md): temperature and top-k must be bitwise equal to transformers. The stages that
-compare softmax probabilities with a threshold (top-p, min-p, typical, epsilon, eta) may decide a token differently
-only when
+The equality rule (see DESIGN.md): temperature and top-k must be bitwise equal to transformers, and so must min-p and
+epsilon on float32 logits on the CPU (the kernel decides tokens near their threshold with torch's own softmax). The
+stages that compare softmax probabilities with a threshold (top-p, min-p, typical, epsilon, eta) may otherwise decide a
+token differently only when
 
 * the quantity the stage compares, recomputed in float64, lies within rounding of the threshold (top-p: the
   cumulative probability in ascending order vs ``1 - top_p``; min-p: the probability vs ``min_p`` times the top
@@ -29,6 +30,8 @@ from pysample import reference
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PROBABILITY_STAGES = ("top_p", "min_p", "typical_p", "epsilon", "eta")
 STAGES = reference.STAGES  # temperature, top_k, top_p, min_p, typical_p, epsilon, eta
+# Stages with no rounding allowance on float32 logits on the CPU (ties in min_tokens_to_keep's topk stay allowed).
+EXACT_CPU_FLOAT32_STAGES = ("min_p", "epsilon")
 
 # Relative tolerance of "within rounding of the threshold", per dtype: transformers computes the softmax, the
 # cumulative sums and the entropy in the logits' dtype (float16 and bfloat16 with 11 and 8 significant bits).
@@ -333,12 +336,14 @@ def check_stage(
     actual: torch.Tensor,
     expected: torch.Tensor,
     filter_value: float = -math.inf,
+    device: str = "cpu",
 ) -> StageReport:
     """Checks one stage's output `actual` against `expected` (both computed from `x`) by the equality rule.
 
     Temperature and top-k must match bitwise. For the probability stages, a differing position must be a token
     that one side kept (its input value) and the other removed (`filter_value`), explained by a tie or by
-    rounding at the threshold. Returns the report; :func:`assert_report` turns it into assertions.
+    rounding at the threshold (not by rounding for min-p and epsilon on float32 logits when `actual` was computed
+    on the CPU: `device`). Returns the report; :func:`assert_report` turns it into assertions.
     """
     report = StageReport(stage)
     diff = differing(actual, expected)
@@ -353,6 +358,7 @@ def check_stage(
                 f"expected={float(expected[r, t])!r} (must be bitwise equal)")
         return report
     fv = float(torch.tensor(filter_value, dtype=x.dtype))
+    exact = stage in EXACT_CPU_FLOAT32_STAGES and x.dtype == torch.float32 and device == "cpu"
     keys = _tie_key(stage, x)
     kept_actual = ~differing(actual, x)
     kept_expected = ~differing(expected, x)
@@ -364,6 +370,9 @@ def check_stage(
         value_r = float(_row_value(value, r))
         mixed = (_group_mixed(keys[r], kept_expected[r]) | _group_mixed(keys[r], kept_actual[r]))[tokens]
         near, details = _near_threshold(stage, x[r], value_r, x.dtype, tokens)
+        if exact:
+            near = torch.zeros_like(near)
+            details = [f"{d} (must be exact)" for d in details]
         ok = shape_ok[r, tokens]
         rounding = ok & ~mixed & near
         bad = ~ok | (~mixed & ~near)
@@ -425,8 +434,9 @@ def check_chain(
     expected_stage: Callable = hf_stage,
     min_tokens_to_keep: int = 1,
     what: str = "",
+    device: str = "cpu",
 ) -> torch.Tensor:
-    """Checks ``op(x, **params)`` stage by stage against `expected_stage` (transformers by default).
+    """Checks ``op(x, **params)`` (run on `device`) stage by stage against `expected_stage` (transformers by default).
 
     For each enabled stage i, ``op`` run with the stages up to i is compared with `expected_stage` applied to the
     output of ``op`` with the stages before i; every comparison follows the equality rule. So a legitimate
@@ -439,7 +449,8 @@ def check_chain(
         kwargs = op_params(params, upto=stage)
         actual = op(x, **kwargs, min_tokens_to_keep=min_tokens_to_keep)
         expected = expected_stage(stage, previous, params[stage], -math.inf, min_tokens_to_keep)
-        assert_report(check_stage(stage, previous, params[stage], actual, expected), x.numel(), x.dtype, what)
+        report = check_stage(stage, previous, params[stage], actual, expected, device=device)
+        assert_report(report, x.numel(), x.dtype, what)
         previous = actual
     full = op(x, **op_params(params), min_tokens_to_keep=min_tokens_to_keep)
     assert bitwise_equal(full, previous)

@@ -5,6 +5,7 @@
 // probability mass per digit: no sort of the vocabulary. The hot loops are written over fixed lanes so that the
 // compiler vectorizes them, and are cloned per instruction set (SSE2 / AVX2 / AVX-512) and picked at load time.
 #include <ATen/Dispatch.h>
+#include <ATen/Functions.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -285,11 +286,24 @@ PYSAMPLE_CPU_CLONES void mark_key_at_least(const float* v, int64_t n, uint32_t k
   for (int64_t j = 0; j < n; ++j) marks[j] = ordered_key(v[j]) >= key;
 }
 
-// marks[j] = whether x[j] - max >= log_cutoff (the token's probability relative to the top one reaches the cut-off)
-// or x[j] >= protect. No NaN here.
-PYSAMPLE_CPU_CLONES void mark_probable(const float* x, int64_t n, float max, float log_cutoff, float protect,
-                                       uint8_t* marks) {
-  for (int64_t j = 0; j < n; ++j) marks[j] = (x[j] - max >= log_cutoff) | (x[j] >= protect);
+// marks[j] = whether x[j] - max >= cut (the token's probability relative to the top one reaches the cut-off) or
+// x[j] >= protect; returns whether an unprotected token has lo <= x[j] - max < hi. No NaN here.
+PYSAMPLE_CPU_CLONES bool mark_probable(const float* x, int64_t n, float max, float cut, float lo, float hi,
+                                       float protect, uint8_t* marks) {
+  int32_t borderline = 0;  // an OR rather than a count: it stays in 32-bit lanes with the float compares
+  for (int64_t j = 0; j < n; ++j) {
+    const float d = x[j] - max;
+    const bool protected_token = x[j] >= protect;
+    marks[j] = (d >= cut) | protected_token;
+    borderline |= (d >= lo) & (d < hi) & !protected_token;
+  }
+  return borderline != 0;
+}
+
+// marks[j] = whether p[j] is not below threshold (as transformers compares: !(p < threshold)) or x[j] >= protect.
+PYSAMPLE_CPU_CLONES void mark_not_below(const float* p, const float* x, int64_t n, float threshold, float protect,
+                                        uint8_t* marks) {
+  for (int64_t j = 0; j < n; ++j) marks[j] = !(p[j] < threshold) | (x[j] >= protect);
 }
 
 PYSAMPLE_CPU_CLONES int64_t count_marked(const uint8_t* marks, int64_t n) {
@@ -467,7 +481,7 @@ Elem select_by_rank(int64_t n, const float* value, Key key, Tie tie, int64_t ran
 
 // Scratch buffers of one thread, grown to the vocabulary size once and reused across rows and calls.
 struct Scratch {
-  std::vector<float> y, value, spare_value, weight, distance;
+  std::vector<float> y, value, spare_value, weight, distance, row, probs;
   std::vector<int32_t> index, spare_index, members;
   std::vector<uint16_t> bin;
   std::vector<uint8_t> keep;
@@ -477,7 +491,7 @@ struct Scratch {
 
   void reserve(int64_t vocab) {
     if (static_cast<int64_t>(y.size()) >= vocab) return;
-    for (auto* v : {&y, &value, &spare_value, &weight, &distance}) v->resize(vocab);
+    for (auto* v : {&y, &value, &spare_value, &weight, &distance, &row, &probs}) v->resize(vocab);
     for (auto* v : {&index, &spare_index, &members}) v->resize(vocab);
     bin.resize(vocab);
     keep.resize(vocab);
@@ -696,13 +710,67 @@ Active top_p_stage(const Active& a, double top_p, int64_t min_keep, float zero_p
   return keep_up_to(a, s, last, a.value, true, boundary, min_keep);
 }
 
+// The cut-off of min-p, epsilon and eta: keep a token when x - max >= log_cutoff = log(cutoff / p_top). Within `band`
+// of it (log space) the kernel's rounding may decide a token differently from transformers, so a row with a token
+// there is decided by torch's softmax (mark_like_torch); band 0: never (eta), infinite: always. transformers then
+// removes a token when probs < factor * (relative_to_top ? probs.max() : 1), in float32.
+struct Cutoff {
+  double log_cutoff, band;
+  float factor;
+  bool relative_to_top;
+};
+
+// The band, for float32 logits. u = 2^-24. torch's CPU softmax computes e = exp(x - max) (Sleef, <= 1 ulp; 4 ulp,
+// relative 2^-21, allowed here) from the same fl(x - max) as the kernel, their float sum S, and p = e * fl(1 / S)
+// (or e / S): each rounding relative <= u. The kernel's side is exact but for log(cutoff), in double.
+// - Min-p compares p_i with fl(min_p * p_top): the normaliser cancels, leaving the two exps and three roundings,
+//   |error| <= 2 * 2^-21 + 3u < 2^-19 (for the top, max p may be another token's rounding up to e_top's bound).
+// - Epsilon compares p_i with epsilon: besides e_i and two roundings, torch's float sum of n positive terms, in
+//   whatever order, is within (n - 1) u / (1 - (n - 1) u) of the exact sum of its terms (each within 2^-21); and
+//   the kernel's own log(sum) (exp_nonpos within 2 ulp = 2^-22, summed over kLanes float lanes of n / kLanes terms)
+//   errs by 2^-22 + (n / kLanes + 1) u. Subnormal exps err by ~2^-147 each, nothing against S >= 1. The 10% covers
+//   the second-order terms and log(1 + x) <= x.
+// Both assume normal probabilities near the threshold: a threshold below 2^-90 (p_top >= 1 / n > 2^-31) is decided
+// by torch. The -inf entries and exps under 2^-90 are far below such a threshold on both sides.
+constexpr double kUnit = 0x1p-24;
+constexpr double kMinPBand = 0x1p-19;
+constexpr float kSmallestThreshold = 0x1p-90f;
+
+double epsilon_band(int64_t n) {
+  const double sums = static_cast<double>(n + n / kLanes + 4) * kUnit;
+  return sums < 0.01 ? 1.1 * (sums + 0x1p-20 + 0x1p-22) : kInf;
+}
+
+// transformers' decision, made on torch's own softmax of the row exactly as its warper sees it (the stage's input:
+// the active values at their tokens, -inf elsewhere), so that torch's exp and summation order decide the tokens at
+// the threshold. The factor is float32 as torch rounds a Python float against a float32 tensor.
+void mark_like_torch(const Active& a, int64_t vocab, const Cutoff& c, float protect, Scratch& s) {
+  const float* row = a.value;
+  if (a.index != nullptr) {
+    std::fill(s.row.begin(), s.row.begin() + vocab, -kInf);
+    for (int64_t j = 0; j < a.n; ++j) s.row[a.index[j]] = a.value[j];
+    row = s.row.data();
+  }
+  const auto options = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor probs = at::from_blob(s.probs.data(), {1, vocab}, options);
+  at::_softmax_out(probs, at::from_blob(const_cast<float*>(row), {1, vocab}, options), 1, false);
+  const float* p = s.probs.data();
+  const float top = c.relative_to_top ? *std::max_element(p, p + vocab) : 1.0f;
+  if (a.index != nullptr) {
+    for (int64_t j = 0; j < a.n; ++j) s.weight[j] = p[a.index[j]];
+    p = s.weight.data();
+  }
+  mark_not_below(p, a.value, a.n, c.factor * top, protect, s.keep.data());
+}
+
 // Min-p, epsilon and eta: remove tokens whose probability is below a cut-off unless they are among the min_keep
 // largest values. The comparison is made in log space, p / p_top = exp(x - max) >= cutoff / p_top, so that only the
-// stages whose cut-off depends on the softmax normaliser (epsilon, eta) need a pass of exp. `log_cutoff(max, a)`
-// returns log(cutoff / p_top). For min-p transformers keeps the min_keep largest *probabilities* through topk, whose
-// choice among tied values is unspecified; here every value tied with the min_keep-th largest is kept.
-template <typename LogCutoff>
-Active probability_stage(const Active& a, int64_t min_keep, Scratch& s, bool last, LogCutoff log_cutoff) {
+// stages whose cut-off depends on the softmax normaliser (epsilon, eta) need a pass of exp; rows with a token near
+// the cut-off are decided by torch (see Cutoff). `cutoff(a, max)` returns the Cutoff. For min-p transformers keeps
+// the min_keep largest *probabilities* through topk, whose choice among tied values is unspecified; here every value
+// tied with the min_keep-th largest is kept.
+template <typename MakeCutoff>
+Active probability_stage(const Active& a, int64_t vocab, int64_t min_keep, Scratch& s, bool last, MakeCutoff cutoff) {
   float max, min;
   bool has_nan;
   value_range(a.value, a.n, &max, &min, &has_nan);
@@ -711,7 +779,18 @@ Active probability_stage(const Active& a, int64_t min_keep, Scratch& s, bool las
   // With fewer active tokens than min_keep, the min_keep-th largest is a removed (-inf) token: nothing goes.
   if (min_keep > a.n) return a;
   const float protect = min_keep == 1 ? max : kth_largest(a, min_keep, s).value;
-  mark_probable(a.value, a.n, max, log_cutoff(a, max), protect, s.keep.data());
+  const Cutoff c = cutoff(a, max);
+  if (c.band == kInf) {
+    mark_like_torch(a, vocab, c, protect, s);
+    return narrow(a, s, last);
+  }
+  // Float bounds rounded outwards, so that a token outside [lo, hi) is outside the band (empty for band 0).
+  float lo = static_cast<float>(c.log_cutoff - c.band), hi = static_cast<float>(c.log_cutoff + c.band);
+  if (c.band > 0 && lo > c.log_cutoff - c.band) lo = std::nextafter(lo, -kInf);
+  if (c.band > 0 && hi < c.log_cutoff + c.band) hi = std::nextafter(hi, kInf);
+  if (mark_probable(a.value, a.n, max, static_cast<float>(c.log_cutoff), lo, hi, protect, s.keep.data())) {
+    mark_like_torch(a, vocab, c, protect, s);
+  }
   return narrow(a, s, last);
 }
 
@@ -781,24 +860,31 @@ void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, con
                                                                             : 0.0f;
     a = top_p_stage(a, p.top_p.at(row), min_keep, zero_probability, s, last == kTopP);
   }
+  // float32 rows decide min-p and epsilon exactly as transformers (see Cutoff); half types in log space only.
+  constexpr bool exact = std::is_same_v<scalar_t, float>;
   if (enabled[kMinP]) {
     // p / p_top >= min_p.
-    const float log_min_p = static_cast<float>(std::log(p.min_p.at(row)));
-    a = probability_stage(a, min_keep, s, last == kMinP, [&](const Active&, float) { return log_min_p; });
+    const float min_p = static_cast<float>(p.min_p.at(row));
+    const double band = !exact ? 0.0 : min_p < kSmallestThreshold ? kInf : kMinPBand;
+    a = probability_stage(a, vocab, min_keep, s, last == kMinP,
+                          [&](const Active&, float) { return Cutoff{std::log(double{min_p}), band, min_p, true}; });
   }
   if (enabled[kTypical]) a = typical_stage(a, p.typical_p.at(row), min_keep, s, last == kTypical);
   if (enabled[kEpsilon]) {
-    // p >= epsilon, i.e. p / p_top >= epsilon * sum.
-    const double log_epsilon = std::log(p.epsilon.at(row));
-    a = probability_stage(a, min_keep, s, last == kEpsilon, [&](const Active& active, float max) {
-      return static_cast<float>(log_epsilon + softmax_entropy(active, max).log_sum);
+    // p >= epsilon, i.e. p / p_top >= epsilon * sum. On the whole row the float sum's band would hold many tokens,
+    // and torch's softmax costs about what the kernel's own pass of exp does: torch decides it.
+    const float epsilon = static_cast<float>(p.epsilon.at(row));
+    a = probability_stage(a, vocab, min_keep, s, last == kEpsilon, [&](const Active& active, float max) {
+      if (exact && (active.index == nullptr || epsilon < kSmallestThreshold)) return Cutoff{0, kInf, epsilon, false};
+      const double log_cutoff = std::log(double{epsilon}) + softmax_entropy(active, max).log_sum;
+      return Cutoff{log_cutoff, exact ? epsilon_band(active.n) : 0.0, epsilon, false};
     });
   }
   if (enabled[kEta]) {
     const double eta = p.eta.at(row);
-    a = probability_stage(a, min_keep, s, last == kEta, [&](const Active& active, float max) {
+    a = probability_stage(a, vocab, min_keep, s, last == kEta, [&](const Active& active, float max) {
       const Entropy h = softmax_entropy(active, max);
-      return static_cast<float>(std::log(static_cast<double>(eta_cutoff(eta, h.entropy))) + h.log_sum);
+      return Cutoff{std::log(static_cast<double>(eta_cutoff(eta, h.entropy))) + h.log_sum, 0.0, 0.0f, false};
     });
   }
 
