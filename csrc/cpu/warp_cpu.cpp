@@ -32,6 +32,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 // the compiler does not vectorize a NaN-aware max over an array on its own.
 typedef float Floats8 __attribute__((vector_size(32)));
 typedef int32_t Ints8 __attribute__((vector_size(32)));
+typedef double Doubles4 __attribute__((vector_size(32)));
 PYSAMPLE_CPU_CLONES void value_range(const float* x, int64_t n, float* max, float* min, bool* has_nan) {
   Floats8 hi, lo;
   Ints8 nan = {};
@@ -115,21 +116,29 @@ PYSAMPLE_CPU_CLONES void exp_moments(const float* x, int64_t n, float max, doubl
   for (int l = 0; l < kLanes; ++l) *sum += acc[l], *moment += mom[l];
 }
 
-// d[i] = typical_distance(x[i]); returns the largest finite distance.
+// d[i] = typical_distance(x[i]); returns the largest finite distance. GCC vector types: as a loop over lanes, the
+// running maximum does not vectorize.
 PYSAMPLE_CPU_CLONES float typical_distances(const float* x, int64_t n, float max, float log_sum, float entropy,
                                             float* d) {
-  float acc[kLanes] = {};
+  const Floats8 shift = Floats8{} + max, log_sum8 = Floats8{} + log_sum, entropy8 = Floats8{} + entropy;
+  const Floats8 inf = Floats8{} + kInf;
+  Floats8 widest = {};
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const float v = typical_distance(x[i + l], max, log_sum, entropy);
-      d[i + l] = v;
-      acc[l] = v > acc[l] && v < kInf ? v : acc[l];
-    }
+  for (; i + 8 <= n; i += 8) {
+    Floats8 v;
+    std::memcpy(&v, x + i, sizeof v);
+    Floats8 t = -((v - shift) - log_sum8) - entropy8;  // typical_distance, lane-wise (no NaN here)
+    t = t < 0 ? -t : t;
+    std::memcpy(d + i, &t, sizeof t);
+    widest = t > widest && t < inf ? t : widest;
   }
-  for (; i < n; ++i) d[i] = typical_distance(x[i], max, log_sum, entropy), acc[0] = d[i] > acc[0] && d[i] < kInf ? d[i] : acc[0];
-  for (int l = 1; l < kLanes; ++l) acc[0] = acc[l] > acc[0] ? acc[l] : acc[0];
-  return acc[0];
+  float result = 0;
+  for (int l = 0; l < 8; ++l) result = widest[l] > result ? widest[l] : result;
+  for (; i < n; ++i) {
+    d[i] = typical_distance(x[i], max, log_sum, entropy);
+    result = d[i] > result && d[i] < kInf ? d[i] : result;
+  }
+  return result;
 }
 
 // y[i] = x[i] / temperature (float32 logits; half types round in their own loop).
@@ -201,16 +210,27 @@ const double* mass_bin_factors() {
 // polynomials are computed kLanes at a time (vectorized), then added one by one.
 PYSAMPLE_CPU_CLONES void exp_mass_histogram(const float* x, int64_t n, float max, double* mass) {
   double h[2][kMassBins + 1] = {};
-  int32_t bin[kLanes];
-  float e[kLanes];
+  int32_t bin[8];
+  double e[8];
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const float s = x[i + l] - max;
-      bin[l] = mass_bin(s);
-      e[l] = exp_in_bin(s, bin[l]);
-    }
-    for (int l = 0; l < kLanes; l += 2) h[0][bin[l]] += e[l], h[1][bin[l + 1]] += e[l + 1];
+  // 8 lanes in GCC vector types, the exps widened to double there, so that the adds below only load.
+  const Floats8 shift = Floats8{} + max, last = Floats8{} + static_cast<float>(kMassBins);
+  for (; i + 8 <= n; i += 8) {
+    Floats8 v;
+    std::memcpy(&v, x + i, sizeof v);
+    const Floats8 s = v - shift;
+    Floats8 t = s * -kMassBinsPerUnit;
+    t = t < last ? t : last;
+    const Ints8 b = __builtin_convertvector(t, Ints8);
+    const Floats8 d = s + __builtin_convertvector(b + 1, Floats8) * (1.0f / kMassBinsPerUnit);
+    Floats8 p = 1.0f + d * (1.0f + d * (0.5f + d * (1.0f / 6.0f + d * (1.0f / 24.0f))));
+    p = b < static_cast<int32_t>(kMassBins) ? p : Floats8{};
+    const Doubles4 low = __builtin_convertvector(__builtin_shufflevector(p, p, 0, 1, 2, 3), Doubles4);
+    const Doubles4 high = __builtin_convertvector(__builtin_shufflevector(p, p, 4, 5, 6, 7), Doubles4);
+    std::memcpy(bin, &b, sizeof b);
+    std::memcpy(e, &low, sizeof low);
+    std::memcpy(e + 4, &high, sizeof high);
+    for (int l = 0; l < 8; l += 2) h[0][bin[l]] += e[l], h[1][bin[l + 1]] += e[l + 1];
   }
   for (; i < n; ++i) {
     const int32_t b = mass_bin(x[i] - max);

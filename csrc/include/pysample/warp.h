@@ -77,13 +77,12 @@ PYSAMPLE_HD float exp_nonpos(float x) {
   const float n = (x * 1.44269504088896341f + round_magic) - round_magic;
   float r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
+  // Estrin's scheme: independent pairs of terms, a shorter dependency chain than Horner's.
+  const float r2 = r * r;
+  const float c01 = 5.0000001201e-1f + 1.6666665459e-1f * r;
+  const float c23 = 4.1665795894e-2f + 8.3334519073e-3f * r;
+  const float c45 = 1.3981999507e-3f + 1.9875691500e-4f * r;
+  const float p = (c01 + r2 * (c23 + r2 * c45)) * r2 + r + 1.0f;
   // 2^n with n in [-150, 0], as two normal powers of two so the product underflows gradually.
   const int32_t ni = static_cast<int32_t>(n);
   const int32_t half = ni / 2;
