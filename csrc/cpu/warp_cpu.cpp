@@ -116,29 +116,10 @@ PYSAMPLE_CPU_CLONES void exp_moments(const float* x, int64_t n, float max, doubl
   for (int l = 0; l < kLanes; ++l) *sum += acc[l], *moment += mom[l];
 }
 
-// d[i] = typical_distance(x[i]); returns the largest finite distance. GCC vector types: as a loop over lanes, the
-// running maximum does not vectorize.
-PYSAMPLE_CPU_CLONES float typical_distances(const float* x, int64_t n, float max, float log_sum, float entropy,
-                                            float* d) {
-  const Floats8 shift = Floats8{} + max, log_sum8 = Floats8{} + log_sum, entropy8 = Floats8{} + entropy;
-  const Floats8 inf = Floats8{} + kInf;
-  Floats8 widest = {};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    Floats8 v;
-    std::memcpy(&v, x + i, sizeof v);
-    Floats8 t = -((v - shift) - log_sum8) - entropy8;  // typical_distance, lane-wise (no NaN here)
-    t = t < 0 ? -t : t;
-    std::memcpy(d + i, &t, sizeof t);
-    widest = t > widest && t < inf ? t : widest;
-  }
-  float result = 0;
-  for (int l = 0; l < 8; ++l) result = widest[l] > result ? widest[l] : result;
-  for (; i < n; ++i) {
-    d[i] = typical_distance(x[i], max, log_sum, entropy);
-    result = d[i] > result && d[i] < kInf ? d[i] : result;
-  }
-  return result;
+// d[i] = typical_distance(x[i]).
+PYSAMPLE_CPU_CLONES void typical_distances(const float* x, int64_t n, float max, float log_sum, float entropy,
+                                           float* d) {
+  for (int64_t i = 0; i < n; ++i) d[i] = typical_distance(x[i], max, log_sum, entropy);
 }
 
 // y[i] = x[i] / temperature (float32 logits; half types round in their own loop).
@@ -146,115 +127,130 @@ PYSAMPLE_CPU_CLONES void divide(const float* x, int64_t n, float temperature, fl
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] / temperature;
 }
 
-// Bins of a linear histogram: bin[i] = clamp((v[i] - origin) * scale, 0, kBins - 1). Monotone in v (every step
-// rounds monotonically), so the bins are ordered like the values and equal values share a bin. 1024 bins keep
-// mass_histogram's four double histograms (32 KB) in L1.
-constexpr int kBins = 1024;
-PYSAMPLE_CPU_CLONES void linear_bins(const float* v, int64_t n, float origin, float scale, uint16_t* bin) {
-  for (int64_t i = 0; i < n; ++i) {
-    float b = (v[i] - origin) * scale;
-    b = b > 0.0f ? b : 0.0f;
-    b = b < static_cast<float>(kBins - 1) ? b : static_cast<float>(kBins - 1);
-    bin[i] = static_cast<uint16_t>(static_cast<int32_t>(b));
-  }
+// ---- histograms of mass by distance -------------------------------------------------------------------------
+
+// Top-p and typical decoding both keep the tokens nearest a point, up to a mass: top-p by max - x, typical decoding
+// by |-(log p) - entropy|. Both distances are typical_distance(x, max, a, b) = |-((x - max) - a) - b|, with a = b = 0
+// for top-p and a = log(sum), b = entropy for typical decoding. Their histograms bin the distance by 1/16
+// (bin = floor(16 d), monotone, so the bins are ordered like the distances and equal distances share a bin) up
+// to kDistanceBins, where the last bin holds every farther token (+inf included): more than 104 away, the max's
+// distance from a token whose float exp underflows, and typical decoding's from a token of nonzero mass. A stage finds the bin its running
+// mass crosses in, keeps the bins before it and selects exactly among the tokens of the crossing bin.
+constexpr int kDistanceBins = 1664;
+constexpr float kBinsPerUnit = 16.0f;
+
+struct DistanceBins {
+  float max, a, b;
+  bool centered;  // false: a = b = 0, where the distance is max - x exactly (fewer operations)
+};
+
+inline float distance_of(float x, const DistanceBins& d) {
+  return d.centered ? typical_distance(x, d.max, d.a, d.b) : d.max - x;
 }
 
-// mass[b] = sum of w[i] over bin[i] == b. Four histograms, one per element modulo 4, so that consecutive adds to
-// one bin do not wait on each other; in double, since a bin can hold thousands of tokens (ties) whose float sum
-// would drift past the accuracy the boundary needs.
-PYSAMPLE_CPU_CLONES void mass_histogram(const uint16_t* bin, const float* w, int64_t n, double* mass) {
-  double h[4][kBins] = {};
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    h[0][bin[i]] += w[i];
-    h[1][bin[i + 1]] += w[i + 1];
-    h[2][bin[i + 2]] += w[i + 2];
-    h[3][bin[i + 3]] += w[i + 3];
-  }
-  for (; i < n; ++i) h[0][bin[i]] += w[i];
-  for (int b = 0; b < kBins; ++b) mass[b] = (h[0][b] + h[1][b]) + (h[2][b] + h[3][b]);
+inline int32_t bin_of(float distance) {
+  const float t = distance * kBinsPerUnit;  // exact
+  return static_cast<int32_t>(t < static_cast<float>(kDistanceBins) ? t : static_cast<float>(kDistanceBins));
 }
 
-// Probability mass binned by s = x - max, bins of 1/16: bin b holds s in (-(b+1)/16, -b/16]. There
-// exp(s) = exp(-(b+1)/16) * exp(d) with d = s + (b+1)/16 in (0, 1/16], exact (Sterbenz), and exp(d) is a Taylor
-// polynomial of degree 4 (truncation < 1e-8 relative). A bin's mass is then its table factor times a sum of
-// polynomials: a token costs a few multiply-adds instead of a full exp, and binning comes with it. Bin kMassBins
-// holds s <= -104 (and -inf), where float exp underflows: mass 0.
-constexpr int kMassBins = 1664;
-constexpr float kMassBinsPerUnit = 16.0f;
-
-inline int32_t mass_bin(float s) {
-  const float t = s * -kMassBinsPerUnit;  // >= 0, exact
-  return static_cast<int32_t>(t < static_cast<float>(kMassBins) ? t : static_cast<float>(kMassBins));
+// The same on 8 lanes, in GCC vector types (the same operations, so the same bits).
+inline Floats8 distance_of(Floats8 x, const DistanceBins& d) {
+  if (!d.centered) return (Floats8{} + d.max) - x;
+  const Floats8 t = -((x - (Floats8{} + d.max)) - (Floats8{} + d.a)) - (Floats8{} + d.b);
+  return t < Floats8{} ? -t : t;  // no NaN here
 }
 
-// exp(s) / exp(-(bin + 1) / 16) for s in `bin` (0 for the last bin).
-inline float exp_in_bin(float s, int32_t bin) {
-  const float d = s + static_cast<float>(bin + 1) * (1.0f / kMassBinsPerUnit);
+inline Ints8 bin_of(Floats8 distance) {
+  const Floats8 t = distance * kBinsPerUnit, last = Floats8{} + static_cast<float>(kDistanceBins);
+  return __builtin_convertvector(t < last ? t : last, Ints8);
+}
+
+// Top-p's mass without an exp per token: in bin b, s = x - max = -distance lies in (-(b+1)/16, -b/16], so
+// exp(s) = exp(-(b+1)/16) * exp(d) with d = (b+1)/16 - distance in (0, 1/16] (exact, Sterbenz), and exp(d) is a
+// Taylor polynomial of degree 4 (truncation < 1e-8 relative). exp_in_bin gives exp(d) (0 in the last bin),
+// bin_exp_factors the exp(-(b+1)/16).
+inline float exp_in_bin(float distance, int32_t bin) {
+  const float d = static_cast<float>(bin + 1) * (1.0f / kBinsPerUnit) - distance;
   const float e = 1.0f + d * (1.0f + d * (0.5f + d * (1.0f / 6.0f + d * (1.0f / 24.0f))));
-  return bin < kMassBins ? e : 0.0f;
+  return bin < kDistanceBins ? e : 0.0f;
 }
 
-// exp(-(bin + 1) / 16) for each bin.
-const double* mass_bin_factors() {
+inline Floats8 exp_in_bin(Floats8 distance, Ints8 bin) {
+  const Floats8 d = __builtin_convertvector(bin + 1, Floats8) * (1.0f / kBinsPerUnit) - distance;
+  const Floats8 e = 1.0f + d * (1.0f + d * (0.5f + d * (1.0f / 6.0f + d * (1.0f / 24.0f))));
+  return bin < kDistanceBins ? e : Floats8{};
+}
+
+const double* bin_exp_factors() {
   static const std::vector<double> factors = [] {
-    std::vector<double> f(kMassBins);
-    for (int b = 0; b < kMassBins; ++b) f[b] = std::exp(-(b + 1) / static_cast<double>(kMassBinsPerUnit));
+    std::vector<double> f(kDistanceBins);
+    for (int b = 0; b < kDistanceBins; ++b) f[b] = std::exp(-(b + 1) / static_cast<double>(kBinsPerUnit));
     return f;
   }();
   return factors.data();
 }
 
-// mass[b] = sum of exp(x[i] - max) over the tokens in bin b (see mass_bin), b < kMassBins. Two interleaved double
-// histograms (27 KB, in L1) so that consecutive adds to one bin do not wait on each other; the bins and
-// polynomials are computed kLanes at a time (vectorized), then added one by one.
-PYSAMPLE_CPU_CLONES void exp_mass_histogram(const float* x, int64_t n, float max, double* mass) {
-  double h[2][kMassBins + 1] = {};
+// Adds e to histogram h[lane % 2] at bins b, lane by lane. Two interleaved double histograms (27 KB, in L1) so that
+// consecutive adds to one bin do not wait on each other; in double, since a bin can hold thousands of tokens whose
+// float sum would drift past the accuracy the boundary needs. The weights are widened to double on the vector
+// lanes, so that the adds only load.
+inline void add_to_histograms(Ints8 b, Floats8 e, double (*h)[kDistanceBins + 1]) {
   int32_t bin[8];
-  double e[8];
-  int64_t i = 0;
-  // 8 lanes in GCC vector types, the exps widened to double there, so that the adds below only load.
-  const Floats8 shift = Floats8{} + max, last = Floats8{} + static_cast<float>(kMassBins);
-  for (; i + 8 <= n; i += 8) {
-    Floats8 v;
-    std::memcpy(&v, x + i, sizeof v);
-    const Floats8 s = v - shift;
-    Floats8 t = s * -kMassBinsPerUnit;
-    t = t < last ? t : last;
-    const Ints8 b = __builtin_convertvector(t, Ints8);
-    const Floats8 d = s + __builtin_convertvector(b + 1, Floats8) * (1.0f / kMassBinsPerUnit);
-    Floats8 p = 1.0f + d * (1.0f + d * (0.5f + d * (1.0f / 6.0f + d * (1.0f / 24.0f))));
-    p = b < static_cast<int32_t>(kMassBins) ? p : Floats8{};
-    const Doubles4 low = __builtin_convertvector(__builtin_shufflevector(p, p, 0, 1, 2, 3), Doubles4);
-    const Doubles4 high = __builtin_convertvector(__builtin_shufflevector(p, p, 4, 5, 6, 7), Doubles4);
-    std::memcpy(bin, &b, sizeof b);
-    std::memcpy(e, &low, sizeof low);
-    std::memcpy(e + 4, &high, sizeof high);
-    for (int l = 0; l < 8; l += 2) h[0][bin[l]] += e[l], h[1][bin[l + 1]] += e[l + 1];
-  }
-  for (; i < n; ++i) {
-    const int32_t b = mass_bin(x[i] - max);
-    h[0][b] += exp_in_bin(x[i] - max, b);
-  }
-  const double* factor = mass_bin_factors();
-  for (int b = 0; b < kMassBins; ++b) mass[b] = (h[0][b] + h[1][b]) * factor[b];
+  double weight[8];
+  const Doubles4 low = __builtin_convertvector(__builtin_shufflevector(e, e, 0, 1, 2, 3), Doubles4);
+  const Doubles4 high = __builtin_convertvector(__builtin_shufflevector(e, e, 4, 5, 6, 7), Doubles4);
+  std::memcpy(bin, &b, sizeof b);
+  std::memcpy(weight, &low, sizeof low);
+  std::memcpy(weight + 4, &high, sizeof high);
+  for (int l = 0; l < 8; l += 2) h[0][bin[l]] += weight[l], h[1][bin[l + 1]] += weight[l + 1];
 }
 
-// marks[i] = whether mass_bin(x[i] - max) < crossing (a bin of larger values); writes to `members` the i in the
-// crossing bin itself and returns how many. GCC vector types for the members: written as a loop over lanes, the
-// test for a member does not vectorize (and written with vector types, the marks' narrowing to bytes does not).
-PYSAMPLE_CPU_CLONES int64_t mark_mass_bins(const float* x, int64_t n, float max, int32_t crossing, uint8_t* marks,
-                                           int32_t* members) {
-  int64_t count = 0;
+// mass[b] = sum of exp(x[i] - max) over the tokens i in distance bin b < kDistanceBins, for top-p (a = b = 0).
+PYSAMPLE_CPU_CLONES void exp_distance_histogram(const float* x, int64_t n, DistanceBins bins, double* mass) {
+  double h[2][kDistanceBins + 1] = {};
   int64_t i = 0;
-  const Floats8 shift = Floats8{} + max, last = Floats8{} + static_cast<float>(kMassBins);
-  const Ints8 target = Ints8{} + crossing;
   for (; i + 8 <= n; i += 8) {
     Floats8 v;
     std::memcpy(&v, x + i, sizeof v);
-    Floats8 t = (v - shift) * -kMassBinsPerUnit;
-    t = t < last ? t : last;
-    const Ints8 member = __builtin_convertvector(t, Ints8) == target;
+    const Floats8 distance = distance_of(v, bins);
+    const Ints8 b = bin_of(distance);
+    add_to_histograms(b, exp_in_bin(distance, b), h);
+  }
+  for (; i < n; ++i) {
+    const float distance = distance_of(x[i], bins);
+    const int32_t b = bin_of(distance);
+    h[0][b] += exp_in_bin(distance, b);
+  }
+  const double* factor = bin_exp_factors();
+  for (int b = 0; b < kDistanceBins; ++b) mass[b] = (h[0][b] + h[1][b]) * factor[b];
+}
+
+// mass[b] = sum of w[i] over the tokens i in distance bin b < kDistanceBins.
+PYSAMPLE_CPU_CLONES void weight_distance_histogram(const float* x, const float* w, int64_t n, DistanceBins bins,
+                                                   double* mass) {
+  double h[2][kDistanceBins + 1] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    Floats8 v, e;
+    std::memcpy(&v, x + i, sizeof v);
+    std::memcpy(&e, w + i, sizeof e);
+    add_to_histograms(bin_of(distance_of(v, bins)), e, h);
+  }
+  for (; i < n; ++i) h[0][bin_of(distance_of(x[i], bins))] += w[i];
+  for (int b = 0; b < kDistanceBins; ++b) mass[b] = h[0][b] + h[1][b];
+}
+
+// marks[i] = whether token i's distance bin comes before `crossing`; writes to `members` the i in the crossing bin
+// and returns how many. GCC vector types for the members (as a loop over lanes, the test for a member does not
+// vectorize); a plain loop for the marks (in vector types, their narrowing to bytes does not).
+PYSAMPLE_CPU_CLONES int64_t mark_bins_before(const float* x, int64_t n, DistanceBins bins, int32_t crossing,
+                                             uint8_t* marks, int32_t* members) {
+  int64_t count = 0;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    Floats8 v;
+    std::memcpy(&v, x + i, sizeof v);
+    const Ints8 member = bin_of(distance_of(v, bins)) == crossing;
     uint64_t any[4];
     std::memcpy(any, &member, sizeof any);
     if ((any[0] | any[1] | any[2] | any[3]) == 0) continue;
@@ -262,10 +258,21 @@ PYSAMPLE_CPU_CLONES int64_t mark_mass_bins(const float* x, int64_t n, float max,
   }
   for (; i < n; ++i) {
     members[count] = static_cast<int32_t>(i);
-    count += mass_bin(x[i] - max) == crossing;
+    count += bin_of(distance_of(x[i], bins)) == crossing;
   }
-  for (i = 0; i < n; ++i) marks[i] = mass_bin(x[i] - max) < crossing;
+  for (i = 0; i < n; ++i) marks[i] = bin_of(distance_of(x[i], bins)) < crossing;
   return count;
+}
+
+// The bin in which the running mass first reaches `goal`, and the mass of the bins before it in `before`; -1 when
+// it never does (rounding).
+int32_t crossing_bin(const double* mass, double goal, double* before) {
+  *before = 0;
+  for (int32_t b = 0; b < kDistanceBins; ++b) {
+    if (mass[b] > 0 && *before + mass[b] >= goal) return b;
+    *before += mass[b];
+  }
+  return -1;
 }
 
 // The row seen as a matrix of kColumns columns (token i in column i % kColumns): a lower bound for the k-th
@@ -426,58 +433,6 @@ Found select_by_weight(std::vector<Elem>& elems, std::vector<Elem>& spare, doubl
   return {false, {}};
 }
 
-// Calls visit(i) for every i with bin[i] == wanted; blocks of 32 bins with no match are skipped by a vectorized test.
-template <typename Visit>
-void gather_bin(const uint16_t* bin, int64_t n, uint16_t wanted, Visit visit) {
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    int32_t any = 0;
-    for (int l = 0; l < 32; ++l) any |= bin[i + l] == wanted;
-    if (!any) continue;
-    for (int l = 0; l < 32; ++l) {
-      if (bin[i + l] == wanted) visit(i + l);
-    }
-  }
-  for (; i < n; ++i) {
-    if (bin[i] == wanted) visit(i);
-  }
-}
-
-// The first element at which the running weight reaches target(total weight), in ascending (key(j), tie(j))
-// order over j in [0, n). `bin` holds linear histogram bins ordered like the keys (linear_bins): a histogram of
-// weight per bin finds the bin the running weight crosses at, and only that bin's elements are gathered and
-// selected exactly.
-template <typename Key, typename Tie, typename Target>
-Found select_binned(int64_t n, const uint16_t* bin, const float* weight, const float* value, Key key, Tie tie,
-                    Target target, std::vector<Elem>& elems, std::vector<Elem>& spare) {
-  if (n <= static_cast<int64_t>(kSortDirectly)) {
-    elems.clear();
-    double total = 0;
-    for (int64_t i = 0; i < n; ++i) elems.push_back({key(i), tie(i), weight[i], value[i]}), total += weight[i];
-    return select_by_weight(elems, spare, target(total));
-  }
-  double mass[kBins];
-  mass_histogram(bin, weight, n, mass);
-  double total = 0;
-  for (int b = 0; b < kBins; ++b) total += mass[b];
-  const double goal = target(total);
-  double before = 0;
-  int crossing = -1;
-  for (int b = 0; b < kBins; ++b) {
-    if (mass[b] > 0 && before + mass[b] >= goal) {
-      crossing = b;
-      break;
-    }
-    before += mass[b];
-  }
-  if (crossing < 0) return {false, {}};
-  elems.clear();
-  gather_bin(bin, n, static_cast<uint16_t>(crossing), [&](int64_t i) {
-    elems.push_back({key(i), tie(i), weight[i], value[i]});
-  });
-  return select_by_weight(elems, spare, goal, before);
-}
-
 // The element of rank `rank` (1-based, <= n) in ascending (key(j), tie(j)) order over j in [0, n): radix select with
 // the first level read through the functions, so no element array is written for the whole row.
 template <typename Key, typename Tie>
@@ -503,7 +458,6 @@ Elem select_by_rank(int64_t n, const float* value, Key key, Tie tie, int64_t ran
 struct Scratch {
   std::vector<float> y, value, spare_value, weight, distance, row, probs;
   std::vector<int32_t> index, spare_index, members;
-  std::vector<uint16_t> bin;
   std::vector<uint8_t> keep;
   std::vector<uint32_t> column_max = std::vector<uint32_t>(kColumns), column_rank;
   std::vector<Elem> elems, spare_elems;
@@ -513,7 +467,6 @@ struct Scratch {
     if (static_cast<int64_t>(y.size()) >= vocab) return;
     for (auto* v : {&y, &value, &spare_value, &weight, &distance, &row, &probs}) v->resize(vocab);
     for (auto* v : {&index, &spare_index, &members}) v->resize(vocab);
-    bin.resize(vocab);
     keep.resize(vocab);
   }
 };
@@ -664,40 +617,31 @@ Active keep_up_to(const Active& a, Scratch& s, bool last, const float* v, bool d
 }
 
 // Marks (in scratch.keep) the tokens top-p keeps before min_tokens_to_keep: in descending (value, token) order, those
-// up to the first at which the mass up to it reaches keep_fraction of the total. The histogram of mass by bin of
-// x - max (exp_mass_histogram) finds the bin the running mass crosses in: the bins above it are kept, and only
-// that bin's tokens are selected exactly. Returns false when rounding kept the mass from ever reaching the goal.
+// up to the first at which the mass up to it reaches keep_fraction of the total (see exp_in_bin).
+// Returns false when rounding kept the mass from ever reaching the goal.
 bool top_p_mark(const Active& a, float max, double keep_fraction, Scratch& s) {
-  double mass[kMassBins];
-  exp_mass_histogram(a.value, a.n, max, mass);
+  const DistanceBins bins{max, 0.0f, 0.0f, false};
+  double mass[kDistanceBins];
+  exp_distance_histogram(a.value, a.n, bins, mass);
   double total = 0;
-  for (int b = 0; b < kMassBins; ++b) total += mass[b];
+  for (int b = 0; b < kDistanceBins; ++b) total += mass[b];
   const double goal = keep_fraction * total;
-  double before = 0;
-  int32_t crossing = -1;
-  for (int32_t b = 0; b < kMassBins; ++b) {
-    if (mass[b] > 0 && before + mass[b] >= goal) {
-      crossing = b;
-      break;
-    }
-    before += mass[b];
-  }
+  double before;
+  const int32_t crossing = crossing_bin(mass, goal, &before);
   if (crossing < 0) return false;
-  const int64_t count = mark_mass_bins(a.value, a.n, max, crossing, s.keep.data(), s.members.data());
-  const float factor = static_cast<float>(mass_bin_factors()[crossing]);
+  const int64_t count = mark_bins_before(a.value, a.n, bins, crossing, s.keep.data(), s.members.data());
+  const float factor = static_cast<float>(bin_exp_factors()[crossing]);
   // Descending (value, token) = ascending (~key, ~token).
   auto elem = [&](int32_t j) -> Elem {
     const float v = a.value[j];
-    return {~ordered_key(v), ~static_cast<uint32_t>(a.token(j)), factor * exp_in_bin(v - max, crossing), v};
+    const float weight = factor * exp_in_bin(distance_of(v, bins), crossing);
+    return {~ordered_key(v), ~static_cast<uint32_t>(a.token(j)), weight, v};
   };
   s.elems.clear();
   for (int64_t m = 0; m < count; ++m) s.elems.push_back(elem(s.members[m]));
   const Found boundary = select_by_weight(s.elems, s.spare_elems, goal, before);
   if (!boundary.found) return false;
-  for (int64_t m = 0; m < count; ++m) {
-    const int32_t j = s.members[m];
-    s.keep[j] = elem(j) <= boundary.elem;
-  }
+  for (int64_t m = 0; m < count; ++m) s.keep[s.members[m]] = elem(s.members[m]) <= boundary.elem;
   return true;
 }
 
@@ -832,18 +776,30 @@ Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratc
   if (!sm.defined) return a;
   const float log_sum = static_cast<float>(std::log(sm.sum));
   const float ent = static_cast<float>(entropy_from_moments(sm.sum, shift_moment(a.value, s.weight.data(), a.n, sm.max)));
-  const float* distance = s.distance.data();
-  const float widest = typical_distances(a.value, a.n, sm.max, log_sum, ent, s.distance.data());
-  linear_bins(distance, a.n, 0.0f, widest > 0 ? (kBins - 1) / widest : 0.0f, s.bin.data());
-  auto key = [&](int64_t j) { return ordered_key(distance[j]); };
-  auto tie = [&](int64_t j) { return static_cast<uint32_t>(a.token(j)); };
-  Found boundary = select_binned(a.n, s.bin.data(), s.weight.data(), distance, key, tie,
-                                 [&](double total) { return typical_p * total; }, s.elems, s.spare_elems);
-  // Every token tied with the boundary distance stays; when the mass never reaches typical_p, transformers
-  // clamps to the last token: everything stays.
-  boundary.elem.tie = ~0u;
-  if (!boundary.found) boundary = {true, {~0u, ~0u, 0, kInf}};
-  return keep_up_to(a, s, last, distance, false, boundary, min_keep);
+  const DistanceBins bins{sm.max, log_sum, ent, true};
+  double mass[kDistanceBins];
+  weight_distance_histogram(a.value, s.weight.data(), a.n, bins, mass);
+  double total = 0;
+  for (int b = 0; b < kDistanceBins; ++b) total += mass[b];
+  const double goal = typical_p * total;
+  double before;
+  const int32_t crossing = crossing_bin(mass, goal, &before);
+  // When the mass never reaches typical_p, transformers clamps to the last token: everything stays.
+  if (crossing < 0) return a;
+  const int64_t count = mark_bins_before(a.value, a.n, bins, crossing, s.keep.data(), s.members.data());
+  auto elem = [&](int32_t j) -> Elem {
+    const float distance = distance_of(a.value[j], bins);
+    return {ordered_key(distance), static_cast<uint32_t>(a.token(j)), s.weight[j], distance};
+  };
+  s.elems.clear();
+  for (int64_t m = 0; m < count; ++m) s.elems.push_back(elem(s.members[m]));
+  const Found boundary = select_by_weight(s.elems, s.spare_elems, goal, before);
+  if (!boundary.found) return a;
+  // Every token tied with the boundary distance stays.
+  for (int64_t m = 0; m < count; ++m) s.keep[s.members[m]] = elem(s.members[m]).key <= boundary.elem.key;
+  // min_keep counts tokens in order of distance: only then are the distances needed one by one.
+  if (min_keep > 1) typical_distances(a.value, a.n, sm.max, log_sum, ent, s.distance.data());
+  return keep_at_least(a, s, last, s.distance.data(), false, true, min_keep);
 }
 
 template <typename scalar_t>
