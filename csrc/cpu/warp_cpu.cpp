@@ -60,40 +60,32 @@ PYSAMPLE_CPU_CLONES void value_range(const float* x, int64_t n, float* max, floa
   *has_nan = nan[0] != 0;
 }
 
-// e[i] = exp(x[i] - max); returns the sum of e (lanes in float, combined in double).
-PYSAMPLE_CPU_CLONES double exp_shifted(const float* x, int64_t n, float max, float* e) {
-  float acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const float v = exp_nonpos(x[i + l] - max);
-      e[i + l] = v;
-      acc[l] += v;
-    }
-  }
-  for (; i < n; ++i) e[i] = exp_nonpos(x[i] - max), acc[0] += e[i];
-  double sum = 0;
-  for (int l = 0; l < kLanes; ++l) sum += acc[l];
-  return sum;
-}
-
-// sum of e[i] * (x[i] - max), with 0 for -inf logits (weight 0) rather than 0 * -inf.
-PYSAMPLE_CPU_CLONES double shift_moment(const float* x, const float* e, int64_t n, float max) {
-  float acc[kLanes] = {};
+// e[i] = exp(x[i] - max); the sum of e and the moment sum e[i] * (x[i] - max), with 0 for -inf logits (weight 0)
+// rather than 0 * -inf (lanes in float, combined in double).
+PYSAMPLE_CPU_CLONES void exp_shifted(const float* x, int64_t n, float max, float* e, double* sum, double* moment) {
+  float acc[kLanes] = {}, mom[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
       const float shift = x[i + l] - max;
-      acc[l] += e[i + l] * (shift > -kInf ? shift : 0.0f);
+      const float v = exp_nonpos(shift);
+      e[i + l] = v;
+      acc[l] += v;
+      mom[l] += v * (shift > -kInf ? shift : 0.0f);
     }
   }
-  for (; i < n; ++i) acc[0] += e[i] * (x[i] - max > -kInf ? x[i] - max : 0.0f);
-  double sum = 0;
-  for (int l = 0; l < kLanes; ++l) sum += acc[l];
-  return sum;
+  for (; i < n; ++i) {
+    const float shift = x[i] - max;
+    e[i] = exp_nonpos(shift);
+    acc[0] += e[i];
+    mom[0] += e[i] * (shift > -kInf ? shift : 0.0f);
+  }
+  *sum = 0;
+  *moment = 0;
+  for (int l = 0; l < kLanes; ++l) *sum += acc[l], *moment += mom[l];
 }
 
-// The sum of exp(x - max) and shift_moment, computing exp on the fly (nothing stored).
+// The sum and moment of exp_shifted, computing exp on the fly (nothing stored).
 PYSAMPLE_CPU_CLONES void exp_moments(const float* x, int64_t n, float max, double* sum, double* moment) {
   float acc[kLanes] = {}, mom[kLanes] = {};
   int64_t i = 0;
@@ -499,12 +491,12 @@ Active narrow(const Active& a, Scratch& s, bool last) {
   return {s.value.data(), s.index.data(), n};
 }
 
-// Softmax statistics of the active tokens: whether the softmax is defined (no NaN, finite max), max, min, and
-// the sum of exp(x - max), with exp(x - max) per token in `scratch.weight`.
+// Softmax statistics of the active tokens: whether the softmax is defined (no NaN, finite max), max, min, the sum
+// of exp(x - max) and its moment (see exp_shifted), with exp(x - max) per token in `scratch.weight`.
 struct Softmax {
   bool defined;
   float max, min;
-  double sum;
+  double sum, moment;
 };
 
 Softmax softmax_stats(const Active& a, Scratch& s) {
@@ -513,7 +505,7 @@ Softmax softmax_stats(const Active& a, Scratch& s) {
   value_range(a.value, a.n, &sm.max, &sm.min, &has_nan);
   // transformers' softmax is NaN for the whole row when a value is NaN or the max is +-inf: its filters keep all.
   sm.defined = !has_nan && std::isfinite(sm.max);
-  if (sm.defined) sm.sum = exp_shifted(a.value, a.n, sm.max, s.weight.data());
+  if (sm.defined) exp_shifted(a.value, a.n, sm.max, s.weight.data(), &sm.sum, &sm.moment);
   return sm;
 }
 
@@ -775,7 +767,7 @@ Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratc
   const Softmax sm = softmax_stats(a, s);
   if (!sm.defined) return a;
   const float log_sum = static_cast<float>(std::log(sm.sum));
-  const float ent = static_cast<float>(entropy_from_moments(sm.sum, shift_moment(a.value, s.weight.data(), a.n, sm.max)));
+  const float ent = static_cast<float>(entropy_from_moments(sm.sum, sm.moment));
   const DistanceBins bins{sm.max, log_sum, ent, true};
   double mass[kDistanceBins];
   weight_distance_histogram(a.value, s.weight.data(), a.n, bins, mass);
