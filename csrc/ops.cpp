@@ -18,6 +18,13 @@ TORCH_LIBRARY(pysample, m) {
       "int? top_k, Tensor? top_p_rows, float? top_p, Tensor? min_p_rows, float? min_p, Tensor? typical_p_rows, "
       "float? typical_p, Tensor? epsilon_rows, float? epsilon, Tensor? eta_rows, float? eta, "
       "int min_tokens_to_keep, float filter_value) -> Tensor");
+  // One token per draw and row, (batch, n) int64, from logits (batch, vocab): temperature (0: greedy) -> top-k ->
+  // top-p -> min-p, then a draw from the kept tokens' softmax with per-row seed and step (int64 (batch,) tensors)
+  // through Philox4x32-10. Rules in csrc/include/pysample/sample.h; -1 for a row whose softmax is undefined.
+  m.def(
+      "sample(Tensor logits, Tensor? temperature_rows, float? temperature, Tensor? top_k_rows, int? top_k, "
+      "Tensor? top_p_rows, float? top_p, Tensor? min_p_rows, float? min_p, Tensor seed, Tensor step, int n) "
+      "-> Tensor");
 }
 
 // `import pysample._C` runs the registrations above; the module itself has no Python functions.

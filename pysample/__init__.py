@@ -1,7 +1,7 @@
 """pysample: fused C++/CUDA kernels for the hot loop of LLM decoding, drop-in for transformers' logits processors."""
 
 from . import ops
-from .ops import warp_logits, warp_logits_
+from .ops import sample, warp_logits, warp_logits_
 from .processors import (
     EpsilonLogitsWarper,
     EtaLogitsWarper,
@@ -25,6 +25,7 @@ __all__ = [
     "TypicalLogitsWarper",
     "fuse",
     "ops",
+    "sample",
     "warp_logits",
     "warp_logits_",
 ]

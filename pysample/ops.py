@@ -145,6 +145,100 @@ def warp_logits(
     return torch.ops.pysample.warp_logits(logits, *_warp_arguments(logits, params), min_tokens_to_keep, filter_value)
 
 
+_SAMPLE_STAGES = _WARP_STAGES[:4]  # temperature, top_k, top_p, min_p
+_INT64_MIN, _UINT64_END = -(2**63), 2**64
+
+
+def _per_row_int64(name: str, value, logits: torch.Tensor) -> torch.Tensor:
+    """seed / step as the op takes them: an int64 ``(batch,)`` tensor on the logits' device."""
+    batch = logits.shape[0]
+    if isinstance(value, torch.Tensor):
+        if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor, got {value.dtype}")
+        if value.device != logits.device:
+            raise ValueError(f"{name} must be on the logits' device {logits.device}, got {value.device}")
+        if value.dim() == 0:
+            value = value.reshape(1).expand(batch)
+        return value.to(torch.int64).contiguous()
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or an integer tensor, got {type(value).__name__}")
+    if not _INT64_MIN <= value < _UINT64_END:
+        raise ValueError(f"{name} must fit in 64 bits, got {value}")
+    if value >= 2**63:  # a uint64 seed: the same bits as int64
+        value -= _UINT64_END
+    return torch.full((batch,), value, dtype=torch.int64, device=logits.device)
+
+
+def sample(
+    logits: torch.Tensor,
+    *,
+    temperature: FloatParam = 1.0,
+    top_k: IntParam = None,
+    top_p: FloatParam = None,
+    min_p: FloatParam = None,
+    seed: Union[int, torch.Tensor, None] = None,
+    step: Union[int, torch.Tensor] = 0,
+    n: int = 1,
+) -> torch.Tensor:
+    """Draws token ids from ``logits`` after temperature, top-k, top-p and min-p, in one call per batch.
+
+    Each row keeps the tokens that transformers' Temperature -> TopK -> TopP -> MinP warpers keep (up to the
+    rounding at a top-p or min-p threshold: weights are exact fixed-point numbers, see
+    ``csrc/include/pysample/sample.h``) and draws from their softmax. No sort of the vocabulary, no softmax written
+    out, no host synchronisation. A row's draw depends only on its logits, its parameters, its seed and its step:
+    not on the batch it is in, its position there or the device (the same token on CPU and CUDA).
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(batch, vocab)`` float32, float16 or bfloat16.
+    temperature : float or Tensor
+        Divides the logits (>= 0); 0 is greedy: the first token of largest logit.
+    top_k : int or Tensor, optional
+        Keeps the ``top_k`` largest logits and every one tied with the last; 0 keeps everything, 1 is greedy.
+    top_p : float or Tensor, optional
+        Keeps the most probable tokens while the probability before them is below ``top_p`` (in [0, 1]).
+    min_p : float or Tensor, optional
+        Removes tokens less probable than ``min_p`` times the most probable one.
+    seed : int or Tensor, optional
+        The Philox key per row (64 bits). ``None`` draws one per row from torch's default generator of the
+        logits' device (one ``torch.randint`` call, so ``torch.manual_seed`` makes it reproducible).
+    step : int or Tensor
+        The Philox counter per row, e.g. the decoding step: the same seed with another step draws anew.
+    n : int
+        Draws per row, with replacement.
+
+    Every parameter but ``n`` is a Python scalar, a ``(batch,)`` tensor with one value per row, or a 0-d tensor;
+    tensors for ``seed`` and ``step`` let a captured CUDA graph replay with new values.
+
+    Returns
+    -------
+    torch.Tensor
+        int64 token ids, ``(batch,)`` for ``n == 1``, else ``(batch, n)``; -1 for a row whose softmax is undefined
+        (a NaN logit, a +inf one, or all -inf).
+
+    Examples
+    --------
+    >>> logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 3.0]])
+    >>> pysample.sample(logits, temperature=0)
+    tensor([1, 0])
+    >>> pysample.sample(logits, top_k=1, seed=7, n=3)
+    tensor([[1, 1, 1],
+            [0, 0, 0]])
+    """
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if seed is None:
+        seed = torch.randint(_INT64_MIN, 2**63 - 1, (logits.shape[0],), dtype=torch.int64, device=logits.device)
+    args = []
+    params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    for name, dtype in _SAMPLE_STAGES:
+        args.extend(_split(name, params[name], dtype, logits))
+    tokens = torch.ops.pysample.sample(logits, *args, _per_row_int64("seed", seed, logits),
+                                       _per_row_int64("step", step, logits), n)
+    return tokens[:, 0] if n == 1 else tokens
+
+
 def _check_fake_arguments(logits: torch.Tensor, args: tuple) -> None:
     """The checks of the real kernels that fake tensors allow: shapes, dtypes and devices."""
     torch._check(logits.dim() == 2, lambda: f"logits must be 2-D (batch, vocab), got shape {tuple(logits.shape)}")
@@ -170,3 +264,16 @@ def _warp_logits_inplace_fake(logits, *args):
 def _warp_logits_fake(logits, *args):
     _check_fake_arguments(logits, args)
     return torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("pysample::sample")
+def _sample_fake(logits, temperature_rows, temperature, top_k_rows, top_k, top_p_rows, top_p, min_p_rows, min_p,
+                 seed, step, n):
+    _check_fake_arguments(logits, (temperature_rows, temperature, top_k_rows, top_k, top_p_rows, top_p, min_p_rows,
+                                   min_p))
+    for name, rows in (("seed", seed), ("step", step)):
+        torch._check(rows.dim() == 1 and rows.shape[0] == logits.shape[0],
+                     lambda: f"{name} must have shape (batch,), got {tuple(rows.shape)}")
+        torch._check(rows.dtype == torch.int64, lambda: f"{name} must be torch.int64, got {rows.dtype}")
+    torch._check(n >= 1, lambda: f"n must be >= 1, got {n}")
+    return logits.new_empty((logits.shape[0], n), dtype=torch.int64)

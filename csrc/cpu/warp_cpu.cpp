@@ -1,64 +1,17 @@
 // CPU kernel of the fused warper. Rows run in parallel; within a row every stage works on the "active" tokens,
 // the ones earlier stages kept, and after a stage removes tokens the survivors are compacted so that later stages
 // only touch them (after top-k, top-p and min-p cost nothing). Selections (the k-th value, the top-p and typical
-// boundaries) use a three-level radix select over order-preserving float keys with a histogram of counts or
-// probability mass per digit: no sort of the vocabulary. The hot loops are written over fixed lanes so that the
-// compiler vectorizes them, and are cloned per instruction set (SSE2 / AVX2 / AVX-512) and picked at load time.
-#include <ATen/Dispatch.h>
-#include <ATen/Functions.h>
-#include <ATen/Parallel.h>
+// boundaries) use histograms of mass by distance and radix select over order-preserving float keys: no sort of the
+// vocabulary (row_kernels.h).
 #include <torch/library.h>
 
-#include <algorithm>
-#include <vector>
-
 #include "../warp_args.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define PYSAMPLE_CPU_CLONES __attribute__((target_clones("default", "avx2", "avx512f")))
-#else
-#define PYSAMPLE_CPU_CLONES
-#endif
+#include "row_kernels.h"
 
 namespace pysample {
 namespace {
 
-constexpr int kLanes = 16;
-constexpr float kInf = std::numeric_limits<float>::infinity();
-
-// ---- vectorized loops over contiguous floats ---------------------------------------------------------------
-
-// Largest and smallest value, ignoring NaN; `has_nan` tells whether there was one. Written with GCC vector types:
-// the compiler does not vectorize a NaN-aware max over an array on its own.
-typedef float Floats8 __attribute__((vector_size(32)));
-typedef int32_t Ints8 __attribute__((vector_size(32)));
-typedef double Doubles4 __attribute__((vector_size(32)));
-PYSAMPLE_CPU_CLONES void value_range(const float* x, int64_t n, float* max, float* min, bool* has_nan) {
-  Floats8 hi, lo;
-  Ints8 nan = {};
-  for (int l = 0; l < 8; ++l) hi[l] = -kInf, lo[l] = kInf;
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    Floats8 v;
-    std::memcpy(&v, x + i, sizeof v);
-    hi = v > hi ? v : hi;
-    lo = v < lo ? v : lo;
-    nan |= v != v;
-  }
-  for (int l = 0; i < n; ++i, ++l) {
-    hi[l] = x[i] > hi[l] ? x[i] : hi[l];
-    lo[l] = x[i] < lo[l] ? x[i] : lo[l];
-    nan[l] |= x[i] != x[i];
-  }
-  for (int l = 1; l < 8; ++l) {
-    hi[0] = hi[l] > hi[0] ? hi[l] : hi[0];
-    lo[0] = lo[l] < lo[0] ? lo[l] : lo[0];
-    nan[0] |= nan[l];
-  }
-  *max = hi[0];
-  *min = lo[0];
-  *has_nan = nan[0] != 0;
-}
+// ---- the warper's loops ----------------------------------------------------------------------------------
 
 // e[i] = exp(x[i] - max); the sum of e and the moment sum e[i] * (x[i] - max), with 0 for -inf logits (weight 0)
 // rather than 0 * -inf (lanes in float, combined in double).
@@ -117,44 +70,6 @@ PYSAMPLE_CPU_CLONES void typical_distances(const float* x, int64_t n, float max,
 // y[i] = x[i] / temperature (float32 logits; half types round in their own loop).
 PYSAMPLE_CPU_CLONES void divide(const float* x, int64_t n, float temperature, float* y) {
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] / temperature;
-}
-
-// ---- histograms of mass by distance -------------------------------------------------------------------------
-
-// Top-p and typical decoding both keep the tokens nearest a point, up to a mass: top-p by max - x, typical decoding
-// by |-(log p) - entropy|. Both distances are typical_distance(x, max, a, b) = |-((x - max) - a) - b|, with a = b = 0
-// for top-p and a = log(sum), b = entropy for typical decoding. Their histograms bin the distance by 1/16
-// (bin = floor(16 d), monotone, so the bins are ordered like the distances and equal distances share a bin) up
-// to kDistanceBins, where the last bin holds every farther token (+inf included): more than 104 away, the max's
-// distance from a token whose float exp underflows, and typical decoding's from a token of nonzero mass. A stage finds the bin its running
-// mass crosses in, keeps the bins before it and selects exactly among the tokens of the crossing bin.
-constexpr int kDistanceBins = 1664;
-constexpr float kBinsPerUnit = 16.0f;
-
-struct DistanceBins {
-  float max, a, b;
-  bool centered;  // false: a = b = 0, where the distance is max - x exactly (fewer operations)
-};
-
-inline float distance_of(float x, const DistanceBins& d) {
-  return d.centered ? typical_distance(x, d.max, d.a, d.b) : d.max - x;
-}
-
-inline int32_t bin_of(float distance) {
-  const float t = distance * kBinsPerUnit;  // exact
-  return static_cast<int32_t>(t < static_cast<float>(kDistanceBins) ? t : static_cast<float>(kDistanceBins));
-}
-
-// The same on 8 lanes, in GCC vector types (the same operations, so the same bits).
-inline Floats8 distance_of(Floats8 x, const DistanceBins& d) {
-  if (!d.centered) return (Floats8{} + d.max) - x;
-  const Floats8 t = -((x - (Floats8{} + d.max)) - (Floats8{} + d.a)) - (Floats8{} + d.b);
-  return t < Floats8{} ? -t : t;  // no NaN here
-}
-
-inline Ints8 bin_of(Floats8 distance) {
-  const Floats8 t = distance * kBinsPerUnit, last = Floats8{} + static_cast<float>(kDistanceBins);
-  return __builtin_convertvector(t < last ? t : last, Ints8);
 }
 
 // Top-p's mass without an exp per token: in bin b, s = x - max = -distance lies in (-(b+1)/16, -b/16], so
@@ -232,30 +147,6 @@ PYSAMPLE_CPU_CLONES void weight_distance_histogram(const float* x, const float* 
   for (int b = 0; b < kDistanceBins; ++b) mass[b] = h[0][b] + h[1][b];
 }
 
-// marks[i] = whether token i's distance bin comes before `crossing`; writes to `members` the i in the crossing bin
-// and returns how many. GCC vector types for the members (as a loop over lanes, the test for a member does not
-// vectorize); a plain loop for the marks (in vector types, their narrowing to bytes does not).
-PYSAMPLE_CPU_CLONES int64_t mark_bins_before(const float* x, int64_t n, DistanceBins bins, int32_t crossing,
-                                             uint8_t* marks, int32_t* members) {
-  int64_t count = 0;
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    Floats8 v;
-    std::memcpy(&v, x + i, sizeof v);
-    const Ints8 member = bin_of(distance_of(v, bins)) == crossing;
-    uint64_t any[4];
-    std::memcpy(any, &member, sizeof any);
-    if ((any[0] | any[1] | any[2] | any[3]) == 0) continue;
-    for (int l = 0; l < 8; ++l) members[count] = static_cast<int32_t>(i + l), count += member[l] != 0;
-  }
-  for (; i < n; ++i) {
-    members[count] = static_cast<int32_t>(i);
-    count += bin_of(distance_of(x[i], bins)) == crossing;
-  }
-  for (i = 0; i < n; ++i) marks[i] = bin_of(distance_of(x[i], bins)) < crossing;
-  return count;
-}
-
 // The bin in which the running mass first reaches `goal`, and the mass of the bins before it in `before`; -1 when
 // it never does (rounding).
 int32_t crossing_bin(const double* mass, double goal, double* before) {
@@ -265,22 +156,6 @@ int32_t crossing_bin(const double* mass, double goal, double* before) {
     *before += mass[b];
   }
   return -1;
-}
-
-// The row seen as a matrix of kColumns columns (token i in column i % kColumns): a lower bound for the k-th
-// largest value is the k-th largest column maximum, since k columns hold a value that large. Column maxima are an
-// element-wise max down the rows, so the loop vectorizes with no horizontal reduction.
-constexpr int64_t kColumns = 1024;
-PYSAMPLE_CPU_CLONES void column_max_keys(const float* x, int64_t n, uint32_t* column_max) {
-  for (int64_t c = 0; c < kColumns; ++c) column_max[c] = 0;
-  int64_t i = 0;
-  for (; i + kColumns <= n; i += kColumns) {
-    for (int64_t c = 0; c < kColumns; ++c) {
-      const uint32_t k = ordered_key(x[i + c]);
-      column_max[c] = k > column_max[c] ? k : column_max[c];
-    }
-  }
-  for (int64_t c = 0; i + c < n; ++c) column_max[c] = std::max(column_max[c], ordered_key(x[i + c]));
 }
 
 // marks[j] = whether token j comes at or before the bound in descending (value, token) order (`descending`) or in
@@ -298,11 +173,6 @@ PYSAMPLE_CPU_CLONES void mark_up_to(const float* v, const int32_t* index, int64_
   } else {
     for (int64_t j = 0; j < n; ++j) marks[j] = mark(j, static_cast<uint32_t>(index[j]));
   }
-}
-
-// marks[j] = whether ordered_key(v[j]) >= key: the values at least the key's value, NaN above all.
-PYSAMPLE_CPU_CLONES void mark_key_at_least(const float* v, int64_t n, uint32_t key, uint8_t* marks) {
-  for (int64_t j = 0; j < n; ++j) marks[j] = ordered_key(v[j]) >= key;
 }
 
 // marks[j] = whether x[j] - max >= cut (the token's probability relative to the top one reaches the cut-off) or
@@ -336,161 +206,6 @@ PYSAMPLE_CPU_CLONES void write_marked(const float* y, const uint8_t* marks, int6
   for (int64_t j = 0; j < n; ++j) out[j] = marks[j] ? y[j] : fill;
 }
 
-// ---- selection ---------------------------------------------------------------------------------------------
-
-// An element of a selection, ordered by ascending (key, tie); `weight` is its probability mass (1 when selecting
-// by rank) and `value` the float its key was made from.
-struct Elem {
-  uint32_t key;
-  uint32_t tie;
-  float weight;
-  float value;
-};
-
-struct Found {
-  bool found;  // false when the weights never reach the target
-  Elem elem;
-};
-
-// Branch-free, so that loops marking the elements up to a bound vectorize.
-bool operator<=(const Elem& a, const Elem& b) { return (a.key < b.key) | ((a.key == b.key) & (a.tie <= b.tie)); }
-
-constexpr int kRadixLevels = 3;
-constexpr int kRadixDigits = 2048;      // 11-bit digits
-constexpr size_t kSortDirectly = 256;  // below this many elements a sort beats a histogram of the digits
-constexpr int kDigitShift[kRadixLevels] = {21, 10, 0};
-constexpr uint32_t kDigitMask[kRadixLevels] = {0x7FF, 0x7FF, 0x3FF};
-
-inline uint32_t digit(uint32_t key, int level) { return (key >> kDigitShift[level]) & kDigitMask[level]; }
-
-// hist[d] = sum of weight(i) over i in [0, n) with digit(i) == d. Four interleaved histograms, so that a run of
-// one digit (ties, such as a row's many -inf) does not make every add wait on the previous one.
-template <typename T, typename Digit, typename Weight>
-void digit_histogram(int64_t n, Digit digit, Weight weight, T* hist) {
-  T part[4][kRadixDigits] = {};
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    for (int l = 0; l < 4; ++l) part[l][digit(i + l)] += weight(i + l);
-  }
-  for (; i < n; ++i) part[0][digit(i)] += weight(i);
-  for (int d = 0; d < kRadixDigits; ++d) hist[d] = (part[0][d] + part[1][d]) + (part[2][d] + part[3][d]);
-}
-
-// The first element at which the running weight, in ascending (key, tie) order, reaches `target` > 0, given the
-// weight `before` of everything ordered before `elems`. Radix select: a histogram of mass per 11-bit digit of the
-// key finds the digit the running weight crosses at, only that digit's elements go on to the next digit; the few
-// left at the end are sorted.
-Found select_by_weight(std::vector<Elem>& elems, std::vector<Elem>& spare, double target, double before = 0) {
-  std::vector<Elem>* cur = &elems;
-  std::vector<Elem>* next = &spare;
-  double mass[kRadixDigits];
-  for (int level = 0; level < kRadixLevels && cur->size() > kSortDirectly; ++level) {
-    const Elem* e = cur->data();
-    digit_histogram(
-        static_cast<int64_t>(cur->size()), [&](int64_t i) { return digit(e[i].key, level); },
-        [&](int64_t i) { return static_cast<double>(e[i].weight); }, mass);
-    int crossing = -1;
-    for (uint32_t d = 0; d <= kDigitMask[level]; ++d) {
-      if (mass[d] > 0 && before + mass[d] >= target) {
-        crossing = static_cast<int>(d);
-        break;
-      }
-      before += mass[d];
-    }
-    if (crossing < 0) return {false, {}};
-    next->clear();
-    for (const Elem& e : *cur) {
-      if (digit(e.key, level) == static_cast<uint32_t>(crossing)) next->push_back(e);
-    }
-    std::swap(cur, next);
-  }
-  auto in_order = [](const Elem& a, const Elem& b) { return !(b <= a); };
-  if (cur->size() > kSortDirectly) {
-    // The digits cover the whole key: the elements left are ties (one value, one weight), often a row's many -inf.
-    // Only their tie order matters, and only at the element where the running weight crosses: no sort.
-    for (size_t i = 0; i < cur->size(); ++i) {
-      before += (*cur)[i].weight;
-      if (before >= target) {
-        std::nth_element(cur->begin(), cur->begin() + i, cur->end(), in_order);
-        return {true, (*cur)[i]};
-      }
-    }
-    return {false, {}};
-  }
-  std::sort(cur->begin(), cur->end(), in_order);
-  for (const Elem& e : *cur) {
-    before += e.weight;
-    if (before >= target) return {true, e};
-  }
-  return {false, {}};
-}
-
-// The element of rank `rank` (1-based, <= n) in ascending (key(j), tie(j)) order over j in [0, n): radix select with
-// the first level read through the functions, so no element array is written for the whole row.
-template <typename Key, typename Tie>
-Elem select_by_rank(int64_t n, const float* value, Key key, Tie tie, int64_t rank, std::vector<Elem>& elems,
-                    std::vector<Elem>& spare) {
-  int64_t count[kRadixDigits];
-  digit_histogram(n, [&](int64_t j) { return digit(key(j), 0); }, [](int64_t) { return int64_t{1}; }, count);
-  int64_t before = 0;
-  uint32_t crossing = 0;
-  while (before + count[crossing] < rank) before += count[crossing++];
-  elems.clear();
-  for (int64_t j = 0; j < n; ++j) {
-    const uint32_t k = key(j);
-    if (digit(k, 0) == crossing) elems.push_back({k, tie(j), 1.0f, value[j]});
-  }
-  // Within the digit, unit weights: the running weight reaches `rank` exactly at the wanted element.
-  return select_by_weight(elems, spare, static_cast<double>(rank), static_cast<double>(before)).elem;
-}
-
-// ---- one row ------------------------------------------------------------------------------------------------
-
-// Scratch buffers of one thread, grown to the vocabulary size once and reused across rows and calls.
-struct Scratch {
-  std::vector<float> y, value, spare_value, weight, distance, row, probs;
-  std::vector<int32_t> index, spare_index, members;
-  std::vector<uint8_t> keep;
-  std::vector<uint32_t> column_max = std::vector<uint32_t>(kColumns), column_rank;
-  std::vector<Elem> elems, spare_elems;
-  int64_t candidates = 0;  // tokens gathered by kth_largest from the columns
-
-  void reserve(int64_t vocab) {
-    if (static_cast<int64_t>(y.size()) >= vocab) return;
-    for (auto* v : {&y, &value, &spare_value, &weight, &distance, &row, &probs}) v->resize(vocab);
-    for (auto* v : {&index, &spare_index, &members}) v->resize(vocab);
-    keep.resize(vocab);
-  }
-};
-
-// The tokens still kept: `value[j]` of token `index[j]`, or with `index == nullptr` the whole row (the j-th value
-// is token j) where, if `keep` is set, only tokens with keep[j] != 0 are kept (the last stage marks rather than
-// compacts the whole row).
-struct Active {
-  const float* value;
-  const int32_t* index;
-  int64_t n;
-  const uint8_t* keep = nullptr;
-  int32_t token(int64_t j) const { return index ? index[j] : static_cast<int32_t>(j); }
-};
-
-// Narrows `a` to the tokens whose mark in `scratch.keep` is set: compacted into scratch, or left marked when
-// `last` and `a` is the whole row (the output pass then reads the marks).
-Active narrow(const Active& a, Scratch& s, bool last) {
-  const uint8_t* marks = s.keep.data();
-  if (last && a.index == nullptr) return {a.value, nullptr, a.n, marks};
-  float* value = s.spare_value.data();
-  int32_t* index = s.spare_index.data();
-  int64_t n = 0;
-  for (int64_t j = 0; j < a.n; ++j) {
-    if (marks[j]) value[n] = a.value[j], index[n] = a.token(j), ++n;
-  }
-  if (n == a.n) return a;
-  std::swap(s.value, s.spare_value);
-  std::swap(s.index, s.spare_index);
-  return {s.value.data(), s.index.data(), n};
-}
-
 // Softmax statistics of the active tokens: whether the softmax is defined (no NaN, finite max), max, min, the sum
 // of exp(x - max) and its moment (see exp_shifted), with exp(x - max) per token in `scratch.weight`.
 struct Softmax {
@@ -507,72 +222,6 @@ Softmax softmax_stats(const Active& a, Scratch& s) {
   sm.defined = !has_nan && std::isfinite(sm.max);
   if (sm.defined) exp_shifted(a.value, a.n, sm.max, s.weight.data(), &sm.sum, &sm.moment);
   return sm;
-}
-
-// Whether the k-th largest of `a` is searched among the columns whose maximum reaches the k-th largest column
-// maximum (see column_max_keys): worth it for small k on a whole row.
-bool select_by_columns(const Active& a, int64_t k) {
-  return a.index == nullptr && k * 4 <= kColumns && a.n >= 16 * kColumns;
-}
-
-// Calls visit(j) for each token j of the columns whose maximum (in `column_max`) is at least `bound`.
-template <typename Visit>
-void visit_columns(const Active& a, const std::vector<uint32_t>& column_max, uint32_t bound, Visit visit) {
-  for (int64_t c = 0; c < kColumns; ++c) {
-    if (column_max[c] < bound) continue;
-    for (int64_t j = c; j < a.n; j += kColumns) visit(j);
-  }
-}
-
-// Gathers into scratch.value / scratch.index the tokens of the whole row `a` that can be among its k largest: those
-// at least the k-th largest column maximum (see column_max_keys); returns how many.
-int64_t gather_top_candidates(const Active& a, int64_t k, Scratch& s) {
-  column_max_keys(a.value, a.n, s.column_max.data());
-  s.column_rank.assign(s.column_max.begin(), s.column_max.end());
-  std::nth_element(s.column_rank.begin(), s.column_rank.begin() + (k - 1), s.column_rank.end(),
-                   std::greater<uint32_t>());
-  // -inf tokens never need gathering: with fewer than k others, the k-th largest is -inf (see kth_largest).
-  const uint32_t bound = std::max(s.column_rank[k - 1], ordered_key(-kInf) + 1);
-  int64_t n = 0;
-  visit_columns(a, s.column_max, bound, [&](int64_t j) {
-    if (ordered_key(a.value[j]) >= bound) s.value[n] = a.value[j], s.index[n] = static_cast<int32_t>(j), ++n;
-  });
-  return n;
-}
-
-// The k-th largest active value (NaN largest, as torch.topk) and its key; requires 1 <= k <= a.n. When it uses
-// the columns, the candidates stay in scratch.value / scratch.index (scratch.candidates of them).
-Elem kth_largest(const Active& a, int64_t k, Scratch& s) {
-  // ~key: descending values become ascending keys.
-  if (!select_by_columns(a, k)) {
-    return select_by_rank(
-        a.n, a.value, [&](int64_t j) { return ~ordered_key(a.value[j]); }, [](int64_t) { return 0u; }, k, s.elems,
-        s.spare_elems);
-  }
-  s.candidates = gather_top_candidates(a, k, s);
-  if (s.candidates < k) return {~ordered_key(-kInf), 0, 1.0f, -kInf};
-  s.elems.clear();
-  for (int64_t j = 0; j < s.candidates; ++j) s.elems.push_back({~ordered_key(s.value[j]), 0, 1.0f, s.value[j]});
-  return select_by_weight(s.elems, s.spare_elems, static_cast<double>(k)).elem;
-}
-
-// Top-k: keep values >= the k-th largest (all ties with it). Nothing to do when k >= the active count (the
-// removed tokens are -inf, so the k-th largest would be -inf).
-Active top_k_stage(const Active& a, int64_t k, Scratch& s, bool last) {
-  if (k <= 0 || k >= a.n) return a;
-  const uint32_t kth = ~kth_largest(a, k, s).key;
-  // Nothing is below a -inf k-th value, and transformers compares against a NaN one: nothing is removed.
-  if (kth == ordered_key(-kInf) || kth == ordered_key(NAN)) return a;
-  if (!select_by_columns(a, k)) {
-    mark_key_at_least(a.value, a.n, kth, s.keep.data());
-    return narrow(a, s, last);
-  }
-  // Every survivor is among the candidates kth_largest gathered.
-  int64_t n = 0;
-  for (int64_t j = 0; j < s.candidates; ++j) {
-    if (ordered_key(s.value[j]) >= kth) s.value[n] = s.value[j], s.index[n] = s.index[j], ++n;
-  }
-  return {s.value.data(), s.index.data(), n};
 }
 
 // With `marked` the kept tokens are marked in scratch.keep (else none is yet): makes sure at least the first
@@ -870,17 +519,6 @@ void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, con
   } else {
     std::fill(out, out + vocab, fill);
     for (int64_t j = 0; j < a.n; ++j) out[a.index[j]] = static_cast<scalar_t>(a.value[j]);
-  }
-}
-
-// Per-row parameter tensors are read here before any row runs, so that a bad value raises instead of being used.
-template <typename Stored, typename Value, typename Valid>
-void check_row_values(const RowParam<Stored, Value>& param, int64_t batch, const char* name, const char* rule,
-                      Valid valid) {
-  if (param.rows == nullptr) return;
-  for (int64_t r = 0; r < batch; ++r) {
-    const Value v = param.at(r);
-    TORCH_CHECK_VALUE(valid(v), name, "[", r, "] must be ", rule, ", got ", v);
   }
 }
 
