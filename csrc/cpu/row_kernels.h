@@ -99,8 +99,8 @@ inline Ints8 bin_of(Floats8 distance) {
   return __builtin_convertvector(t < last ? t : last, Ints8);
 }
 
-// marks[i] = whether token i's distance bin comes before `crossing`; writes to `members` the i in the crossing bin
-// and returns how many. GCC vector types for the members (as a loop over lanes, the test for a member does not
+// marks[i] = whether token i's distance bin comes before `crossing` (unless marks is null); writes to `members` the
+// i in the crossing bin and returns how many. GCC vector types for the members (as a loop over lanes, the test for a member does not
 // vectorize); a plain loop for the marks (in vector types, their narrowing to bytes does not).
 PYSAMPLE_CPU_CLONES int64_t mark_bins_before(const float* x, int64_t n, DistanceBins bins, int32_t crossing,
                                              uint8_t* marks, int32_t* members) {
@@ -119,7 +119,9 @@ PYSAMPLE_CPU_CLONES int64_t mark_bins_before(const float* x, int64_t n, Distance
     members[count] = static_cast<int32_t>(i);
     count += bin_of(distance_of(x[i], bins)) == crossing;
   }
-  for (i = 0; i < n; ++i) marks[i] = bin_of(distance_of(x[i], bins)) < crossing;
+  if (marks != nullptr) {
+    for (i = 0; i < n; ++i) marks[i] = bin_of(distance_of(x[i], bins)) < crossing;
+  }
   return count;
 }
 

@@ -36,15 +36,74 @@ PYSAMPLE_CPU_CLONES void weight_histogram(const float* x, const uint64_t* w, int
   for (int b = 0; b <= kDistanceBins; ++b) mass[b] = h[0][b] + h[1][b];
 }
 
-// keep[j] &= (w[j] >= min_p * kWeightScale), as min_p_keeps.
-PYSAMPLE_CPU_CLONES void keep_min_p(const uint64_t* w, int64_t n, double min_p, uint8_t* keep) {
-  for (int64_t j = 0; j < n; ++j) keep[j] &= min_p_keeps(w[j], min_p);
-}
-
 // Sum of w[j] over the kept j.
 PYSAMPLE_CPU_CLONES uint64_t kept_weight(const uint64_t* w, const uint8_t* keep, int64_t n) {
   uint64_t total = 0;
   for (int64_t j = 0; j < n; ++j) total += keep[j] ? w[j] : 0;
+  return total;
+}
+
+// The weights (sample_weight) of up to kChunk tokens, as doubles (integers below 2^41, exact) and, where `bins` is
+// given, whether each token's top-p bin comes before `crossing` (1 or 0). Plain loops over arrays, one quantity at a
+// time, which the compiler vectorizes (exp_nonpos included).
+constexpr int64_t kChunk = 256;
+
+struct ChunkWeights {
+  float e[kChunk], before[kChunk];
+  double w[kChunk];
+};
+
+inline void chunk_weights(const float* x, int64_t n, DistanceBins bins, int32_t crossing, ChunkWeights& c) {
+  for (int64_t i = 0; i < n; ++i) c.e[i] = exp_nonpos(x[i] - bins.max);
+  for (int64_t i = 0; i < n; ++i) c.w[i] = (static_cast<double>(c.e[i]) * kWeightScale + kRoundingShift) - kRoundingShift;
+  for (int64_t i = 0; i < n; ++i) c.before[i] = bin_of(distance_of(x[i], bins)) < crossing ? 1.0f : 0.0f;
+}
+
+// Sum of the weights of the tokens x[i] whose top-p bin (distance max - x) comes before `crossing` and whose weight
+// is at least min_p_scale = min_p * kWeightScale (min_p_keeps); nothing stored. Sums of up to 2^11 weights are exact
+// in double whatever the order, so each chunk is summed on double lanes (vectorized), the chunks in uint64.
+PYSAMPLE_CPU_CLONES uint64_t kept_weight_before(const float* x, int64_t n, DistanceBins bins, int32_t crossing,
+                                                double min_p_scale) {
+  ChunkWeights c;
+  uint64_t total = 0;
+  for (int64_t begin = 0; begin < n; begin += kChunk) {
+    const int64_t len = std::min(kChunk, n - begin);
+    chunk_weights(x + begin, len, bins, crossing, c);
+    double acc[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= len; i += kLanes) {
+      for (int l = 0; l < kLanes; ++l) {
+        const double w = c.w[i + l];
+        acc[l] += (w >= min_p_scale ? w : 0.0) * static_cast<double>(c.before[i + l]);
+      }
+    }
+    for (; i < len; ++i) acc[0] += (c.w[i] >= min_p_scale ? c.w[i] : 0.0) * static_cast<double>(c.before[i]);
+    double sum = 0;
+    for (int l = 0; l < kLanes; ++l) sum += acc[l];
+    total += static_cast<uint64_t>(sum);
+  }
+  return total;
+}
+
+// mass[b] = sum of the weights of the tokens in top-p bin b <= kDistanceBins, computed on the fly; returns their
+// total. Two interleaved histograms so that consecutive adds to one bin do not wait on each other.
+PYSAMPLE_CPU_CLONES uint64_t weight_histogram_of_row(const float* x, int64_t n, DistanceBins bins, uint64_t* mass) {
+  uint64_t h[2][kDistanceBins + 1] = {};
+  ChunkWeights c;
+  int32_t bin[kChunk];
+  for (int64_t begin = 0; begin < n; begin += kChunk) {
+    const int64_t len = std::min(kChunk, n - begin);
+    chunk_weights(x + begin, len, bins, 0, c);
+    for (int64_t i = 0; i < len; ++i) bin[i] = bin_of(distance_of(x[begin + i], bins));
+    int64_t i = 0;
+    for (; i + 2 <= len; i += 2) {
+      h[0][bin[i]] += static_cast<uint64_t>(c.w[i]);
+      h[1][bin[i + 1]] += static_cast<uint64_t>(c.w[i + 1]);
+    }
+    if (i < len) h[0][bin[i]] += static_cast<uint64_t>(c.w[i]);
+  }
+  uint64_t total = 0;
+  for (int b = 0; b <= kDistanceBins; ++b) mass[b] = h[0][b] + h[1][b], total += mass[b];
   return total;
 }
 
@@ -53,6 +112,7 @@ struct SampleScratch {
   std::vector<uint64_t> weight;                       // per active token
   std::vector<int32_t> order;                         // active positions in token order, after top-k
   std::vector<std::pair<uint64_t, int64_t>> targets;  // (target, draw), ascending
+  std::vector<int32_t> kept_members;                  // the kept tokens of top-p's crossing bin, ascending
 
   void reserve(int64_t vocab) {
     row.reserve(vocab);
@@ -84,6 +144,100 @@ void top_p_marks(const Active& a, const uint64_t* weight, uint64_t total, float 
   }
 }
 
+// The draws' targets for the kept weight `kept`, ascending, with the draw each belongs to.
+void draw_targets(const SampleParams& p, int64_t row, uint64_t kept, SampleScratch& ss) {
+  const uint64_t seed = static_cast<uint64_t>(p.seed[row]), step = static_cast<uint64_t>(p.step[row]);
+  ss.targets.clear();
+  for (int64_t d = 0; d < p.draws; ++d) {
+    ss.targets.push_back({draw_target(draw_bits(seed, step, static_cast<uint32_t>(d)), kept), d});
+  }
+  std::sort(ss.targets.begin(), ss.targets.end());
+}
+
+// Sampling among the candidates top-k gathered (few): their weights are stored and put in token order.
+void sample_candidates(const Active& a, float max, double top_p, double min_p_scale, const SampleParams& p,
+                       int64_t row, SampleScratch& ss, int64_t* tokens) {
+  uint64_t* weight = ss.weight.data();
+  const uint64_t total = sample_weights(a.value, a.n, max, weight);
+  uint8_t* keep = ss.row.keep.data();
+  if (top_p < 1.0) {
+    top_p_marks(a, weight, total, max, top_p, ss);
+  } else {
+    std::fill(keep, keep + a.n, 1);
+  }
+  for (int64_t j = 0; j < a.n; ++j) keep[j] &= static_cast<double>(weight[j]) >= min_p_scale;
+  draw_targets(p, row, kept_weight(weight, keep, a.n), ss);
+  int32_t* order = ss.order.data();
+  for (int64_t j = 0; j < a.n; ++j) order[j] = static_cast<int32_t>(j);
+  std::sort(order, order + a.n, [&](int32_t i, int32_t j) { return a.index[i] < a.index[j]; });
+  uint64_t upto = 0;
+  size_t next = 0;
+  for (int64_t i = 0; i < a.n && next < ss.targets.size(); ++i) {
+    upto += keep[order[i]] ? weight[order[i]] : 0;
+    for (; next < ss.targets.size() && ss.targets[next].first < upto; ++next) {
+      tokens[ss.targets[next].second] = a.index[order[i]];
+    }
+  }
+}
+
+// Sampling from the whole row with nothing stored per token. Top-p's histogram of weight by distance from the max
+// finds the bin where its boundary lies; only that bin's tokens are put in order (kept_members). A token is then
+// kept when its bin comes before that one or it is a kept member, and its weight passes min-p. The draws walk the
+// row in blocks, skipping those whose kept weight (vectorized, computed again) does not reach the next target.
+void sample_whole_row(const float* y, int64_t vocab, float max, double top_p, double min_p_scale,
+                      const SampleParams& p, int64_t row, SampleScratch& ss, int64_t* tokens) {
+  const DistanceBins bins{max, 0.0f, 0.0f, false};
+  int32_t crossing = kDistanceBins + 1;  // without top-p every bin comes before it
+  std::vector<int32_t>& members = ss.kept_members;
+  members.clear();
+  uint64_t kept = 0;
+  if (top_p < 1.0) {
+    uint64_t mass[kDistanceBins + 1];
+    const uint64_t total = weight_histogram_of_row(y, vocab, bins, mass);
+    const double goal = top_p * static_cast<double>(total);
+    crossing = 0;
+    while (crossing < kDistanceBins && static_cast<double>(kept + mass[crossing]) < goal) kept += mass[crossing++];
+    int32_t* in_bin = ss.row.members.data();
+    const int64_t count = mark_bins_before(y, vocab, bins, crossing, nullptr, in_bin);
+    // Descending y, ties by ascending token id; once one goes, the rest do (the weight before them only grows).
+    std::sort(in_bin, in_bin + count, [&](int32_t i, int32_t j) { return y[i] > y[j] || (y[i] == y[j] && i < j); });
+    for (int64_t m = 0; m < count && top_p_keeps(kept, total, top_p); ++m) {
+      members.push_back(in_bin[m]);
+      kept += sample_weight(y[in_bin[m]], max);
+    }
+    std::sort(members.begin(), members.end());
+  }
+  if (top_p >= 1.0 || min_p_scale > 0) {
+    auto fails_min_p = [&](int32_t j) { return static_cast<double>(sample_weight(y[j], max)) < min_p_scale; };
+    members.erase(std::remove_if(members.begin(), members.end(), fails_min_p), members.end());
+    kept = kept_weight_before(y, vocab, bins, crossing, min_p_scale);
+    for (const int32_t j : members) kept += sample_weight(y[j], max);
+  }
+  draw_targets(p, row, kept, ss);
+
+  constexpr int64_t kBlock = 256;
+  uint64_t upto = 0;
+  size_t next = 0, member = 0;
+  for (int64_t begin = 0; begin < vocab && next < ss.targets.size(); begin += kBlock) {
+    const int64_t end = std::min(begin + kBlock, vocab);
+    size_t block_end = member;
+    uint64_t block = kept_weight_before(y + begin, end - begin, bins, crossing, min_p_scale);
+    for (; block_end < members.size() && members[block_end] < end; ++block_end) block += sample_weight(y[members[block_end]], max);
+    if (upto + block <= ss.targets[next].first) {
+      upto += block;
+      member = block_end;
+      continue;
+    }
+    for (int64_t i = begin; i < end && next < ss.targets.size(); ++i) {
+      const uint64_t w = sample_weight(y[i], max);
+      bool keep = bin_of(distance_of(y[i], bins)) < crossing && static_cast<double>(w) >= min_p_scale;
+      if (member < members.size() && members[member] == i) keep = true, ++member;
+      upto += keep ? w : 0;
+      for (; next < ss.targets.size() && ss.targets[next].first < upto; ++next) tokens[ss.targets[next].second] = i;
+    }
+  }
+}
+
 template <typename scalar_t>
 void sample_row(const scalar_t* in, int64_t vocab, int64_t row, const SampleParams& p, SampleScratch& ss,
                 int64_t* tokens) {
@@ -112,57 +266,13 @@ void sample_row(const scalar_t* in, int64_t vocab, int64_t row, const SamplePara
     std::fill(tokens, tokens + p.draws, std::find(y, y + vocab, max) - y);
     return;
   }
-
+  const double top_p = p.top_p.enabled ? p.top_p.at(row) : 1.0;
+  // min_p_keeps as a bound on the weight; 0 keeps every token.
+  const double min_p_scale = p.min_p.enabled ? p.min_p.at(row) * kWeightScale : 0.0;
   Active a{y, nullptr, vocab};
   if (top_k > 0) a = top_k_stage(a, top_k, s, false);
-  uint64_t* weight = ss.weight.data();
-  const uint64_t total = sample_weights(a.value, a.n, max, weight);
-  uint8_t* keep = s.keep.data();
-  const double top_p = p.top_p.enabled ? p.top_p.at(row) : 1.0;
-  if (top_p < 1.0) {
-    top_p_marks(a, weight, total, max, top_p, ss);
-  } else {
-    std::fill(keep, keep + a.n, 1);
-  }
-  if (p.min_p.enabled) keep_min_p(weight, a.n, p.min_p.at(row), keep);
-  const uint64_t kept = kept_weight(weight, keep, a.n);
-
-  // The draws, in ascending target: one walk over the kept tokens in token order.
-  const uint64_t seed = static_cast<uint64_t>(p.seed[row]), step = static_cast<uint64_t>(p.step[row]);
-  ss.targets.clear();
-  for (int64_t d = 0; d < p.draws; ++d) {
-    ss.targets.push_back({draw_target(draw_bits(seed, step, static_cast<uint32_t>(d)), kept), d});
-  }
-  std::sort(ss.targets.begin(), ss.targets.end());
-  // After top-k the active tokens are out of order: sort their positions by token.
-  int32_t* order = ss.order.data();
-  if (a.index != nullptr) {
-    for (int64_t j = 0; j < a.n; ++j) order[j] = static_cast<int32_t>(j);
-    std::sort(order, order + a.n, [&](int32_t i, int32_t j) { return a.index[i] < a.index[j]; });
-  }
-  uint64_t upto = 0;
-  size_t next = 0;
-  auto walk = [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end && next < ss.targets.size(); ++i) {
-      const int64_t j = a.index != nullptr ? order[i] : i;
-      upto += keep[j] ? weight[j] : 0;
-      for (; next < ss.targets.size() && ss.targets[next].first < upto; ++next) {
-        tokens[ss.targets[next].second] = a.token(j);
-      }
-    }
-  };
-  if (a.index != nullptr) return walk(0, a.n);
-  // On the whole row, blocks whose weight does not reach the next target are skipped by their vectorized sum.
-  constexpr int64_t kBlock = 256;
-  for (int64_t begin = 0; begin < a.n && next < ss.targets.size(); begin += kBlock) {
-    const int64_t end = std::min(begin + kBlock, a.n);
-    const uint64_t block = kept_weight(weight + begin, keep + begin, end - begin);
-    if (upto + block <= ss.targets[next].first) {
-      upto += block;
-    } else {
-      walk(begin, end);
-    }
-  }
+  if (a.index != nullptr) return sample_candidates(a, max, top_p, min_p_scale, p, row, ss, tokens);
+  sample_whole_row(y, vocab, max, top_p, min_p_scale, p, row, ss, tokens);
 }
 
 void check_row_values(const SampleParams& p, int64_t batch) {
