@@ -170,7 +170,32 @@ struct Selection {
   int group;          // active elements of its key (1 once ties are resolved)
 };
 
-__device__ inline int bit_width(uint32_t v) {
+// Adds one token (count and mass) to its digit's bin in shared memory (the sampler shares it). The lanes of a warp
+// that share a digit are summed first, a pairwise tree over their ranks: shared memory has no native 64-bit atomic
+// add (it is a compare-and-swap loop) and most tokens fall in a few digits. Every lane of the warp must call it.
+__device__ inline void add_to_bin(int* bin_count, unsigned long long* bin_mass, bool candidate, uint32_t digit,
+                                  unsigned long long units) {
+  const unsigned lane = threadIdx.x % 32;
+  const unsigned lane_bit = 1u << lane;
+  const unsigned same_digit = __match_any_sync(kFullWarp, candidate ? digit : kDigits + lane);
+  const bool leader = (same_digit & (lane_bit - 1)) == 0;
+  unsigned rank = __popc(same_digit & (lane_bit - 1));
+  unsigned higher = same_digit & ~(lane_bit | (lane_bit - 1));  // the peers above this lane still summing
+  while (__any_sync(kFullWarp, higher != 0)) {
+    const int next = higher != 0 ? __ffs(higher) - 1 : static_cast<int>(lane);
+    const unsigned long long partial = __shfl_sync(kFullWarp, units, next);
+    if (higher != 0) units += partial;
+    // The peers at odd ranks of this round have been added to their predecessor: they drop out.
+    higher &= ~__ballot_sync(kFullWarp, rank & 1);
+    rank >>= 1;
+  }
+  if (candidate && leader) {
+    atomicAdd(&bin_count[digit], __popc(same_digit));
+    atomicAdd(&bin_mass[digit], units);
+  }
+}
+
+PYSAMPLE_HD int bit_width(uint32_t v) {
   int bits = 0;
   for (; v != 0; v >>= 1) ++bits;
   return bits;
@@ -486,28 +511,8 @@ class RowWarper {
     __syncthreads();
   }
 
-  // Adds one token (count and mass) to its digit's bin. The lanes of a warp that share a digit are summed first, a
-  // pairwise tree over their ranks: shared memory has no native 64-bit atomic add (it is a compare-and-swap loop)
-  // and most tokens fall in a few digits. Every lane of the warp must call it.
   __device__ void add_mass(bool candidate, uint32_t digit, unsigned long long units) {
-    const unsigned lane = threadIdx.x % 32;
-    const unsigned lane_bit = 1u << lane;
-    const unsigned same_digit = __match_any_sync(kFullWarp, candidate ? digit : kDigits + lane);
-    const bool leader = (same_digit & (lane_bit - 1)) == 0;
-    unsigned rank = __popc(same_digit & (lane_bit - 1));
-    unsigned higher = same_digit & ~(lane_bit | (lane_bit - 1));  // the peers above this lane still summing
-    while (__any_sync(kFullWarp, higher != 0)) {
-      const int next = higher != 0 ? __ffs(higher) - 1 : static_cast<int>(lane);
-      const unsigned long long partial = __shfl_sync(kFullWarp, units, next);
-      if (higher != 0) units += partial;
-      // The peers at odd ranks of this round have been added to their predecessor: they drop out.
-      higher &= ~__ballot_sync(kFullWarp, rank & 1);
-      rank >>= 1;
-    }
-    if (candidate && leader) {
-      atomicAdd(&shared_.bin_count[digit], __popc(same_digit));
-      atomicAdd(&shared_.bin_mass[digit], units);
-    }
+    add_to_bin(shared_.bin_count, shared_.bin_mass, candidate, digit, units);
   }
 
   // The composite of the only active element matching `prefix` under `mask`.

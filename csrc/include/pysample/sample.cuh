@@ -1,0 +1,459 @@
+// CUDA kernel of pysample.sample: the rules of pysample/sample.h, the same token as the CPU kernel
+// (csrc/cpu/sample_cpu.cpp) for the same logits, parameters, seed and step. Framework-free: raw pointers, sizes and
+// a stream; no torch header.
+//
+// One thread block per row, reading the row in global memory on every pass (the scaled logits are recomputed
+// rather than stored: no scratch buffer) with no sort of the vocabulary, no allocation and no host synchronisation.
+// What top-k and top-p keep is a prefix of one order, descending (value, then ascending token id), so both are one
+// upper bound on the composite ((~key) << 32 | id) of a token (`RowView::bound`); min-p is a test of each token's
+// weight. The boundaries are found by the radix select of warp.cuh (8-bit digits of the composite, shared-memory
+// histograms of counts or of fixed-point weights, a block scan for the digit where the running count or weight
+// reaches the goal), here on the integer weights of sample.h: top-p keeps up to the first token at which
+// double(running weight) >= top_p * double(total), the complement of top_p_keeps on the weight before the next one,
+// so the boundary is exactly the CPU's. Each draw is then a search of the running kept weight in token order: every
+// warp sums a contiguous segment of the row, and the warp whose segment holds the draw's target walks it, 32 tokens
+// at a time with a warp scan. Every sum is of integers, so no order of additions changes a result.
+//
+// The per-row logic (`sample_row`, `select`) is written once over a `Block` of primitives (a reduction, a digit
+// histogram with its crossing, a search), __host__ __device__, so that a host emulation of the primitives can run
+// it against the CPU kernel; `DeviceBlock` is the CUDA implementation.
+//
+// Ideas taken from others, code our own: radix select over order-preserving keys (FlashInfer's RadixTopK, vLLM's
+// csrc/topk.cuh, PyTorch's sortingRadixSelect.cuh, as in warp.cuh) and the sampling of a token by a search of the
+// running mass in token order (FlashInfer's SamplingFromProb), here on exact integer masses.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <limits>
+
+#include "pysample/sample.h"
+#include "pysample/warp.cuh"
+
+namespace pysample {
+namespace sample_gpu {
+
+using warp_cuda::Bin;
+using warp_cuda::BlockScan;
+using warp_cuda::kDigitBits;
+using warp_cuda::kDigits;
+using warp_cuda::kFullWarp;
+using warp_cuda::kInf;
+using warp_cuda::kNoDigit;
+using warp_cuda::kThreads;
+using warp_cuda::Token;
+
+constexpr int kWarps = kThreads / 32;
+
+// ---- a row's parameters -------------------------------------------------------------------------------------
+
+// What a row does. Per-row values the CPU rejects cannot raise on the GPU (that needs a host sync), so they are
+// made usable instead: a temperature that is not 0 nor a finite number > 0 is taken as 1 (usable_temperature; 0 is
+// greedy), a negative top_k as 0 (no top-k), a NaN top_p or min_p skips its stage, and other top_p / min_p are
+// clamped to [0, 1] (clamp_unit).
+struct RowPlan {
+  bool greedy;        // temperature 0 or top_k 1: the first token of the largest value
+  bool scale;         // y = apply_temperature(x, temperature), else y = x
+  float temperature;
+  int64_t top_k;      // 0: no top-k
+  double top_p;       // 1: no top-p
+  bool min_p_enabled;
+  double min_p;
+  uint64_t seed;
+  uint64_t step;
+};
+
+__host__ __device__ inline RowPlan plan_row(const SampleParams& p, int64_t row) {
+  RowPlan plan{};
+  const double temperature = p.temperature.enabled ? p.temperature.at(row) : 1.0;
+  const int64_t top_k = p.top_k.enabled ? p.top_k.at(row) : 0;
+  plan.top_k = top_k > 0 ? top_k : 0;
+  plan.greedy = temperature == 0 || plan.top_k == 1;
+  const double usable = usable_temperature(temperature);
+  plan.scale = !plan.greedy && usable != 1.0;  // as the CPU: the temperature is compared in double
+  plan.temperature = static_cast<float>(usable);
+  const double top_p = p.top_p.enabled ? p.top_p.at(row) : 1.0;
+  plan.top_p = top_p == top_p ? clamp_unit(top_p) : 1.0;
+  const double min_p = p.min_p.enabled ? p.min_p.at(row) : 0.0;
+  plan.min_p_enabled = p.min_p.enabled && min_p == min_p;
+  plan.min_p = clamp_unit(min_p);
+  plan.seed = static_cast<uint64_t>(p.seed[row]);
+  plan.step = static_cast<uint64_t>(p.step[row]);
+  return plan;
+}
+
+// ---- a row and its kept tokens ------------------------------------------------------------------------------
+
+// The row as the stages see it: the scaled logits y, the weights once the max is known, and the tokens kept so far.
+template <typename T>
+struct RowView {
+  const T* logits;
+  int32_t vocab;
+  bool scale;
+  float temperature;
+  int first_tie_shift;  // the highest 8-bit digit of a token id that can be nonzero
+  float max = 0.0f;
+  uint64_t bound = ~uint64_t{0};  // top-k and top-p keep the composites <= bound (all tokens at first)
+  bool min_p_enabled = false;
+  double min_p = 0.0;
+
+  __host__ __device__ RowView(const T* logits_, int32_t vocab_, const RowPlan& plan)
+      : logits(logits_), vocab(vocab_), scale(plan.scale), temperature(plan.temperature) {
+    const int tie_bits = warp_cuda::bit_width(static_cast<uint32_t>(vocab > 1 ? vocab - 1 : 1));
+    first_tie_shift = (tie_bits + kDigitBits - 1) / kDigitBits * kDigitBits - kDigitBits;
+  }
+
+  // The scaled logit y of token i, with the CPU's operations (sample_cpu.cpp).
+  __host__ __device__ float value(int32_t i) const {
+    const float x = static_cast<float>(logits[i]);
+    return scale ? apply_temperature<T>(x, temperature) : x;
+  }
+  __host__ __device__ Token token(int32_t i) const {
+    const float y = value(i);
+    return {y, i, ordered_key(y)};
+  }
+  // Position in descending (value, ascending token id), the order of top-k and top-p, as an ascending integer.
+  __host__ __device__ static uint64_t composite(const Token& t) {
+    return (static_cast<uint64_t>(~t.key) << 32) | static_cast<uint32_t>(t.id);
+  }
+  __host__ __device__ uint64_t weight(const Token& t) const { return sample_weight(t.value, max); }
+  // Kept by top-k and top-p (the weight is not needed).
+  __host__ __device__ bool in_bound(const Token& t) const { return composite(t) <= bound; }
+  // The token's weight if every stage keeps it, else 0: what the draws add up.
+  __host__ __device__ uint64_t kept_weight(const Token& t) const {
+    if (!in_bound(t)) return 0;
+    const uint64_t w = weight(t);
+    return !min_p_enabled || min_p_keeps(w, min_p) ? w : 0;
+  }
+};
+
+// ---- selection ----------------------------------------------------------------------------------------------
+
+// What a selection looks for: the first element, in ascending composite order over the tokens in bound, whose
+// running count reaches `value` (a rank), or (by_mass) whose running weight, converted to double, reaches `value`,
+// times the total weight when `of_total` (a fraction; the first digit's histogram sees every element).
+struct Goal {
+  bool by_mass;
+  double value;
+  bool of_total;
+
+  __host__ __device__ double target(const Bin& all) const {
+    return of_total ? value * static_cast<double>(all.mass) : value;
+  }
+  // Whether the running count or weight (integers, converted as the CPU does) reaches the target.
+  __host__ __device__ bool reached(const Bin& running, double target) const {
+    return (by_mass ? static_cast<double>(running.mass) : static_cast<double>(running.count)) >= target;
+  }
+};
+
+__host__ __device__ inline Bin add(const Bin& a, const Bin& b) { return {a.count + b.count, a.mass + b.mass}; }
+
+// One digit of a selection: the first digit whose bin is not empty and at which the running weight reaches the
+// target (kNoDigit if none), the bins below it and its own, and the total over every digit.
+struct DigitCrossing {
+  int digit;
+  Bin below;
+  Bin bin;
+  Bin all;
+};
+
+struct Selection {
+  bool found;
+  uint64_t composite;  // the element's composite (its key digits only unless ties were resolved)
+};
+
+// Radix select, 8-bit digits from the top of the composite: only the elements of the crossing digit go on to the
+// next digit. The tie digits (token id) are read only when resolve_ties asks and several elements share the key;
+// once one element is left its whole composite is read. warp.cuh's RowWarper::select, over a Block.
+#pragma nv_exec_check_disable
+template <typename Block, typename View>
+__host__ __device__ Selection select(Block& block, const View& view, Goal goal, bool resolve_ties) {
+  uint64_t prefix = 0;  // the digits fixed so far
+  uint64_t mask = 0;
+  Bin before{0, 0ull};  // the elements below the candidates
+  const int last_shift = resolve_ties ? 0 : 32;
+  for (int shift = 64 - kDigitBits;;) {
+    const DigitCrossing c = block.cross(view, prefix, mask, shift, goal, before);
+    if (c.digit == kNoDigit) return {false, 0};  // the weights never reach the target
+    goal = {goal.by_mass, goal.target(c.all), false};  // fixed by the first digit's total
+    before = add(before, c.below);
+    prefix |= static_cast<uint64_t>(c.digit) << shift;
+    mask |= static_cast<uint64_t>(kDigits - 1) << shift;
+    if (c.bin.count == 1 && shift > last_shift) return {true, block.find_lone(view, prefix, mask)};
+    if (shift == last_shift) return {true, prefix};
+    // After the key, the tie's digits: only those below the vocabulary's width can differ.
+    shift = shift == 32 ? view.first_tie_shift : shift - kDigitBits;
+  }
+}
+
+// Not inlined: it has two callers per dtype, and one copy per caller multiplies the compile time (as warp.cuh).
+template <typename Block, typename View>
+__host__ __device__ __noinline__ Selection block_select(Block& block, const View& view, Goal goal,
+                                                       bool resolve_ties) {
+  return select(block, view, goal, resolve_ties);
+}
+
+// ---- a row --------------------------------------------------------------------------------------------------
+
+// Largest value (NaN ignored) and whether there is a NaN.
+struct RowStats {
+  float max;
+  bool has_nan;
+};
+
+// Samples `draws` tokens of one row into tokens[0, draws): the rules of sample.h with the CPU kernel's operations.
+// Every thread of the block calls it with the same arguments.
+#pragma nv_exec_check_disable
+template <typename Block, typename T>
+__host__ __device__ void sample_row(Block& block, RowView<T> view, const RowPlan& plan, int64_t* tokens,
+                                    int64_t draws) {
+  const RowStats stats = block.stats(view);
+  if (stats.has_nan || !(stats.max > -kInf && stats.max < kInf)) {  // the softmax is undefined (or vocab 0)
+    block.fill(tokens, draws, -1);
+    return;
+  }
+  if (plan.greedy) {
+    block.fill(tokens, draws, block.first_index_of(view, stats.max));
+    return;
+  }
+  view.max = stats.max;
+  // Top-k: the k-th smallest composite's key; keep every value at least its (all ties). Nothing to do when
+  // k >= vocab, or when the k-th largest is -inf (nothing is below it).
+  if (plan.top_k > 0 && plan.top_k < view.vocab) {
+    const Selection kth = block_select(block, view, Goal{false, static_cast<double>(plan.top_k), false}, false);
+    const uint32_t kth_sort_key = static_cast<uint32_t>(kth.composite >> 32);
+    if (~kth_sort_key != ordered_key(-kInf)) view.bound = (static_cast<uint64_t>(kth_sort_key) << 32) | 0xFFFFFFFFu;
+  }
+  // Top-p over the tokens top-k keeps: keep up to the first token at which double(running weight) >= top_p *
+  // double(total); the token after it has that weight before it, which top_p_keeps rejects, and every one before
+  // it is kept (the max comes first with a weight > 0, so "before == 0" changes nothing). Always found, since
+  // top_p < 1; checked anyway.
+  if (plan.top_p < 1.0) {
+    const Selection last = block_select(block, view, Goal{true, plan.top_p, true}, true);
+    if (last.found && last.composite < view.bound) view.bound = last.composite;
+  }
+  view.min_p_enabled = plan.min_p_enabled;
+  view.min_p = plan.min_p;
+  // The max's first token stays through every stage (weight 2^40, min-p <= 1), so the kept weight is > 0.
+  const uint64_t kept = block.kept_weight(view);
+  block.draw(view, kept, plan.seed, plan.step, tokens, draws);
+}
+
+// ---- the CUDA block -----------------------------------------------------------------------------------------
+
+struct Shared {
+  int bin_count[kDigits];
+  unsigned long long bin_mass[kDigits];
+  int crossing_digit;
+  Bin before_crossing;  // the bins below the crossing digit
+  Bin crossing_bin;
+  uint64_t lone_composite;
+  warp_cuda::Totals totals;
+  int first_index;
+  unsigned long long segment_weight[kWarps];
+  unsigned long long segment_start[kWarps + 1];  // running kept weight before each warp's segment
+  union {
+    typename cub::BlockReduce<warp_cuda::Totals, kThreads>::TempStorage reduce;
+    typename BlockScan<Bin>::TempStorage bin_scan;
+  } temp;
+};
+
+// Each warp's segment of the row in the draws: about vocab / kWarps tokens, a multiple of 32.
+struct Segment {
+  int32_t begin;
+  int32_t end;
+};
+
+__host__ __device__ inline Segment warp_segment(int32_t vocab, int warp) {
+  const int32_t length = (vocab + kWarps * 32 - 1) / (kWarps * 32) * 32;
+  const int64_t begin = static_cast<int64_t>(warp) * length;
+  const int32_t b = begin < vocab ? static_cast<int32_t>(begin) : vocab;
+  return {b, b + length < vocab ? b + length : vocab};
+}
+
+// The primitives of sample_row on one thread block of kThreads threads; every thread calls each of them.
+class DeviceBlock {
+ public:
+  __device__ explicit DeviceBlock(Shared& shared) : shared_(shared) {}
+
+  template <typename View>
+  __device__ RowStats stats(const View& view) {
+    warp_cuda::Totals mine = warp_cuda::no_totals();
+    for (int32_t i = threadIdx.x; i < view.vocab; i += kThreads) {
+      const float y = view.value(i);
+      mine.max = fmaxf(mine.max, y);  // NaN ignored
+      mine.has_nan |= y != y;
+    }
+    const warp_cuda::Totals all =
+        cub::BlockReduce<warp_cuda::Totals, kThreads>(shared_.temp.reduce).Reduce(mine, warp_cuda::CombineTotals{});
+    if (threadIdx.x == 0) shared_.totals = all;
+    __syncthreads();
+    const RowStats result{shared_.totals.max, shared_.totals.has_nan != 0};
+    __syncthreads();  // before the storage is used again
+    return result;
+  }
+
+  template <typename View>
+  __device__ int32_t first_index_of(const View& view, float max) {
+    if (threadIdx.x == 0) shared_.first_index = view.vocab;
+    __syncthreads();
+    for (int32_t i = threadIdx.x; i < view.vocab; i += kThreads) {
+      if (view.value(i) == max) {  // this thread's first: the block's first is the smallest of them
+        atomicMin(&shared_.first_index, i);
+        break;
+      }
+    }
+    __syncthreads();
+    return shared_.first_index;
+  }
+
+  __device__ void fill(int64_t* tokens, int64_t draws, int64_t token) {
+    for (int64_t d = threadIdx.x; d < draws; d += kThreads) tokens[d] = token;
+  }
+
+  // The histogram of the digit at `shift` of the tokens in bound whose composite matches `prefix` under `mask`
+  // (counts, and weights when by_mass), then its crossing.
+  template <typename View>
+  __device__ DigitCrossing cross(const View& view, uint64_t prefix, uint64_t mask, int shift, const Goal& goal,
+                                 const Bin& before) {
+    __syncthreads();  // the previous histogram has been read
+    for (int d = threadIdx.x; d < kDigits; d += kThreads) {
+      shared_.bin_count[d] = 0;
+      shared_.bin_mass[d] = 0;
+    }
+    if (threadIdx.x == 0) shared_.crossing_digit = kNoDigit;
+    __syncthreads();
+    // Every lane of a warp runs the same iterations: add_to_bin is warp-wide.
+    for (int32_t base = 0; base < view.vocab; base += kThreads) {
+      const int32_t i = base + static_cast<int32_t>(threadIdx.x);
+      bool candidate = false;
+      uint32_t digit = 0;
+      Token t{0.0f, 0, 0u};
+      if (i < view.vocab) {
+        t = view.token(i);
+        const uint64_t c = View::composite(t);
+        candidate = view.in_bound(t) && (c & mask) == prefix;
+        digit = static_cast<uint32_t>(c >> shift) & (kDigits - 1);
+      }
+      if (goal.by_mass) {
+        warp_cuda::add_to_bin(shared_.bin_count, shared_.bin_mass, candidate, digit,
+                              candidate ? view.weight(t) : 0ull);
+      } else if (candidate) {
+        atomicAdd(&shared_.bin_count[digit], 1);
+      }
+    }
+    __syncthreads();
+    const Bin bin = threadIdx.x < kDigits ? Bin{shared_.bin_count[threadIdx.x], shared_.bin_mass[threadIdx.x]}
+                                         : Bin{0, 0ull};
+    Bin below;
+    Bin all;
+    BlockScan<Bin>(shared_.temp.bin_scan).ExclusiveScan(bin, below, Bin{0, 0ull}, warp_cuda::AddBins{}, all);
+    const double target = goal.target(all);
+    if (bin.count > 0 && goal.reached(add(add(before, below), bin), target)) {
+      atomicMin(&shared_.crossing_digit, static_cast<int>(threadIdx.x));
+    }
+    __syncthreads();
+    const int digit = shared_.crossing_digit;
+    if (static_cast<int>(threadIdx.x) == digit) {
+      shared_.before_crossing = below;
+      shared_.crossing_bin = bin;
+    }
+    __syncthreads();
+    return {digit, shared_.before_crossing, shared_.crossing_bin, all};
+  }
+
+  // The composite of the only token in bound matching `prefix` under `mask`.
+  template <typename View>
+  __device__ uint64_t find_lone(const View& view, uint64_t prefix, uint64_t mask) {
+    for (int32_t i = threadIdx.x; i < view.vocab; i += kThreads) {
+      const Token t = view.token(i);
+      const uint64_t c = View::composite(t);
+      if (view.in_bound(t) && (c & mask) == prefix) shared_.lone_composite = c;
+    }
+    __syncthreads();
+    return shared_.lone_composite;
+  }
+
+  // The total kept weight; each warp's segment's share of it goes to shared memory for the draws.
+  template <typename View>
+  __device__ uint64_t kept_weight(const View& view) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const Segment s = warp_segment(view.vocab, warp);
+    unsigned long long sum = 0;
+    for (int32_t i = s.begin + lane; i < s.end; i += 32) sum += view.kept_weight(view.token(i));
+    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(kFullWarp, sum, offset);
+    if (lane == 0) shared_.segment_weight[warp] = sum;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      shared_.segment_start[0] = 0;
+      for (int w = 0; w < kWarps; ++w) {
+        shared_.segment_start[w + 1] = shared_.segment_start[w] + shared_.segment_weight[w];
+      }
+    }
+    __syncthreads();
+    return shared_.segment_start[kWarps];
+  }
+
+  // Draw d picks the first kept token, in token order, whose running weight exceeds its target: the warp whose
+  // segment's running weight holds the target walks the segment 32 tokens at a time, with a warp scan. Warps
+  // resolve their draws independently; every lane of a warp takes the same branches.
+  template <typename View>
+  __device__ void draw(const View& view, uint64_t kept, uint64_t seed, uint64_t step, int64_t* tokens,
+                       int64_t draws) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const Segment s = warp_segment(view.vocab, warp);
+    const uint64_t start = shared_.segment_start[warp], end = shared_.segment_start[warp + 1];
+    for (int64_t d = 0; d < draws; ++d) {
+      const uint64_t target = draw_target(draw_bits(seed, step, static_cast<uint32_t>(d)), kept);
+      if (target < start || target >= end) continue;
+      unsigned long long running = start;
+      for (int32_t base = s.begin; base < s.end; base += 32) {
+        const int32_t i = base + lane;
+        unsigned long long inclusive = i < s.end ? view.kept_weight(view.token(i)) : 0ull;
+        for (int offset = 1; offset < 32; offset *= 2) {
+          const unsigned long long lower = __shfl_up_sync(kFullWarp, inclusive, offset);
+          if (lane >= offset) inclusive += lower;
+        }
+        inclusive += running;
+        const unsigned over = __ballot_sync(kFullWarp, inclusive > target);
+        if (over != 0) {  // the first such lane: the weight before it is <= target
+          if (lane == __ffs(over) - 1) tokens[d] = i;
+          break;
+        }
+        running = __shfl_sync(kFullWarp, inclusive, 31);
+      }
+    }
+  }
+
+ private:
+  Shared& shared_;
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    sample_kernel(const T* logits, int64_t stride, int32_t vocab, SampleParams params, int64_t* tokens) {
+  __shared__ Shared shared;
+  const int64_t row = blockIdx.x;
+  const RowPlan plan = plan_row(params, row);
+  DeviceBlock block(shared);
+  sample_row(block, RowView<T>(logits + row * stride, vocab, plan), plan, tokens + row * params.draws,
+             params.draws);
+}
+
+}  // namespace sample_gpu
+
+// Samples params.draws tokens per row of `batch` rows of `vocab` logits (row stride `stride` elements) into
+// `tokens` (batch, draws) int64. Per-row parameters, seed and step in `params` point to device memory. T is float
+// or a 16-bit float type convertible to and from float. Returns the launch's error.
+template <typename T>
+cudaError_t launch_sample(const T* logits, int64_t stride, int64_t batch, int64_t vocab, const SampleParams& params,
+                          int64_t* tokens, cudaStream_t stream) {
+  if (batch == 0) return cudaSuccess;
+  if (batch > std::numeric_limits<int32_t>::max() || vocab > kMaxSampleVocab) return cudaErrorInvalidValue;
+  sample_gpu::sample_kernel<T><<<static_cast<unsigned>(batch), sample_gpu::kThreads, 0, stream>>>(
+      logits, stride, static_cast<int32_t>(vocab), params, tokens);
+  return cudaGetLastError();
+}
+
+}  // namespace pysample
