@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional, Union
 
+import numpy as np
 import torch
 
 Param = Union[float, int, torch.Tensor]
@@ -42,6 +43,14 @@ __all__ = [
     "eta",
     "warp_logits",
     "STAGES",
+    "philox4x32_10",
+    "draw_bits",
+    "draw_bits_array",
+    "draw_target",
+    "exp_nonpos",
+    "sample_weight",
+    "sample",
+    "sample_distribution",
 ]
 
 
@@ -487,3 +496,275 @@ def warp_logits(
         removed |= mask
         work = work.masked_fill(mask, -math.inf)
     return scaled.masked_fill(removed, filter_value)
+
+
+# ---- sampling: pysample.sample, bit for bit ------------------------------------------------------------------
+#
+# A statement in Python of the rules of csrc/include/pysample/sample.h (the header's comment lists them): the same
+# Philox4x32-10 counter-based generator, the same float32 exp in the same order of operations (numpy float32
+# arithmetic is IEEE single precision, one rounding per operation, no fused multiply-add), the same fixed-point
+# weights and the same keep rules, so that :func:`sample` returns the op's tokens exactly. It sorts the vocabulary
+# where the kernel does not: it is a reference, not a kernel.
+
+_MASK32 = 0xFFFFFFFF
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57  # multipliers of counter words 0 and 2
+PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85  # Weyl increments of key words 0 and 1
+#: Fixed-point scale of the weights (the max's weight) and the shift whose addition rounds a double to an integer.
+WEIGHT_SCALE = 2.0**40
+ROUNDING_SHIFT = 2.0**52
+_ROUNDING_SHIFT_BITS = int(np.float64(ROUNDING_SHIFT).view(np.uint64))
+
+
+def philox4x32_10(counter, key):
+    """Philox4x32-10 of Random123 on Python ints: ``counter`` four 32-bit words, ``key`` two; returns four words.
+
+    Examples
+    --------
+    >>> [hex(w) for w in philox4x32_10((0, 0, 0, 0), (0, 0))]
+    ['0x6627e8d5', '0xe169c58d', '0xbc57ac4c', '0x9b00dbd8']
+    """
+    x0, x1, x2, x3 = (int(w) & _MASK32 for w in counter)
+    k0, k1 = (int(w) & _MASK32 for w in key)
+    for _ in range(10):
+        p0, p1 = PHILOX_M0 * x0, PHILOX_M1 * x2
+        x0, x1, x2, x3 = (p1 >> 32) ^ x1 ^ k0, p1 & _MASK32, (p0 >> 32) ^ x3 ^ k1, p0 & _MASK32
+        k0, k1 = (k0 + PHILOX_W0) & _MASK32, (k1 + PHILOX_W1) & _MASK32
+    return x0, x1, x2, x3
+
+
+def draw_bits(seed: int, step: int, draw: int) -> int:
+    """The 64 random bits of draw ``draw`` of a row: Philox of counter (draw, 0, step low, step high) under the key
+    (seed low, seed high), words 0 and 1 as the high and low halves. ``seed`` and ``step`` are taken modulo 2^64 (an
+    int64 tensor's negative values are the same bits)."""
+    seed, step = int(seed) & _MASK64, int(step) & _MASK64
+    r = philox4x32_10((int(draw) & _MASK32, 0, step & _MASK32, step >> 32), (seed & _MASK32, seed >> 32))
+    return (r[0] << 32) | r[1]
+
+
+def _mulhilo_np(multiplier: int, x: np.ndarray):
+    product = np.uint64(multiplier) * x.astype(np.uint64)  # < 2^64: exact
+    return (product >> np.uint64(32)).astype(np.uint32), (product & np.uint64(_MASK32)).astype(np.uint32)
+
+
+def draw_bits_array(seed: int, step: int, draws) -> np.ndarray:
+    """:func:`draw_bits` for many draws of one row at once (numpy uint64 array), the same values."""
+    seed, step = int(seed) & _MASK64, int(step) & _MASK64
+    x0 = np.asarray(draws, dtype=np.uint32)
+    x1 = np.zeros_like(x0)
+    x2 = np.full_like(x0, step & _MASK32)
+    x3 = np.full_like(x0, step >> 32)
+    k0, k1 = seed & _MASK32, seed >> 32
+    for _ in range(10):
+        h0, l0 = _mulhilo_np(PHILOX_M0, x0)
+        h1, l1 = _mulhilo_np(PHILOX_M1, x2)
+        x0, x1, x2, x3 = h1 ^ x1 ^ np.uint32(k0), l1, h0 ^ x3 ^ np.uint32(k1), l0
+        k0, k1 = (k0 + PHILOX_W0) & _MASK32, (k1 + PHILOX_W1) & _MASK32
+    return (x0.astype(np.uint64) << np.uint64(32)) | x1.astype(np.uint64)
+
+
+def draw_target(bits: int, total: int) -> int:
+    """The draw's point in ``[0, total)``: the high 64 bits of ``bits * total``."""
+    return (int(bits) * int(total)) >> 64
+
+
+_F = np.float32
+
+
+def exp_nonpos(x) -> np.ndarray:
+    """``exp(x)`` for ``x <= 0`` in float32, bit for bit ``exp_nonpos`` of ``csrc/include/pysample/warp.h``.
+
+    Every step is one float32 numpy operation, in the header's order; ``-inf`` gives 0 (clamped to -104 first).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        x = np.where(x < _F(-104.0), _F(-104.0), x).astype(np.float32)
+        magic = _F(12582912.0)
+        n = (x * _F(1.44269504088896341) + magic) - magic
+        r = x - n * _F(0.693359375)
+        r = r - n * _F(-2.12194440e-4)
+        r2 = r * r
+        c01 = _F(5.0000001201e-1) + _F(1.6666665459e-1) * r
+        c23 = _F(4.1665795894e-2) + _F(8.3334519073e-3) * r
+        c45 = _F(1.3981999507e-3) + _F(1.9875691500e-4) * r
+        p = (((c01 + r2 * (c23 + r2 * c45)) * r2) + r) + _F(1.0)
+        ni = n.astype(np.int32)
+        half = np.trunc(ni / 2).astype(np.int32)  # C's integer division truncates toward 0
+        scale_a = ((half + 127).astype(np.uint32) << np.uint32(23)).view(np.float32)
+        scale_b = ((ni - half + 127).astype(np.uint32) << np.uint32(23)).view(np.float32)
+        return ((p * scale_a) * scale_b).astype(np.float32)
+
+
+def sample_weight(y, max_value) -> np.ndarray:
+    """A token's fixed-point weight, as ``sample_weight`` of ``sample.h``: ``exp_nonpos(y - max)`` times 2^40, rounded
+    to the nearest integer (ties to even) by adding 2^52 in double; numpy uint64 array."""
+    y = np.asarray(y, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = exp_nonpos((y - _F(max_value)).astype(np.float32)).astype(np.float64)
+    shifted = np.asarray(e * WEIGHT_SCALE + ROUNDING_SHIFT, dtype=np.float64)
+    return shifted.view(np.uint64) - np.uint64(_ROUNDING_SHIFT_BITS)
+
+
+def _row_values(value, batch: int, dtype: torch.dtype) -> list:
+    """One parameter's value per row as the op reads it: a Python number for every row (the op takes a scalar float
+    in double), or a tensor's values converted to the op's storage type (float32 / int64) first; None when absent."""
+    if value is None:
+        return [None] * batch
+    if isinstance(value, torch.Tensor):
+        rows = value.detach().to("cpu", dtype).reshape(-1)
+        if rows.numel() == 1:
+            rows = rows.expand(batch)
+        if rows.numel() != batch:
+            raise ValueError(f"a per-row parameter must have shape ({batch},), got {tuple(value.shape)}")
+        return rows.tolist()
+    return [value] * batch
+
+
+def _seed_rows(value, batch: int) -> list:
+    if isinstance(value, torch.Tensor):
+        rows = value.detach().to("cpu", torch.int64).reshape(-1)
+        return (rows.expand(batch) if rows.numel() == 1 else rows).tolist()
+    return [int(value)] * batch
+
+
+def _scaled_row(row: torch.Tensor, temperature: float) -> np.ndarray:
+    """The row's scaled logits y as float32: logits / float32(temperature) in float32, rounded to the logits' dtype
+    (the logits themselves for temperature 0, greedy, and 1)."""
+    x = row.detach().to("cpu")
+    if temperature == 0 or temperature == 1.0:
+        return x.float().numpy()
+    y = (x.float() / torch.tensor(temperature, dtype=torch.float32)).to(x.dtype)
+    return y.float().numpy()
+
+
+def _row_weights(y: np.ndarray, top_k: int, top_p: Optional[float], min_p: Optional[float]):
+    """(weight, keep) of one row whose softmax is defined, neither greedy: numpy uint64 and bool arrays."""
+    vocab = y.shape[0]
+    m = y.max()
+    active = np.ones(vocab, dtype=bool)
+    if 0 < top_k < vocab:
+        kth = np.sort(y)[vocab - top_k]  # the k-th largest
+        active = y >= kth
+    weight = np.where(active, sample_weight(y, m), np.uint64(0)).astype(np.uint64)
+    total = int(weight.sum(dtype=np.uint64))
+    keep = active.copy()
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-y, kind="stable")  # descending y, ties by ascending id (-0.0 == +0.0)
+        order = order[active[order]]
+        w = weight[order]
+        before = np.concatenate([[np.uint64(0)], np.cumsum(w, dtype=np.uint64)[:-1]]).astype(np.uint64)
+        keep_sorted = (before == 0) | (before.astype(np.float64) < float(top_p) * float(total))
+        keep[:] = False
+        keep[order] = keep_sorted
+    if min_p is not None:
+        keep &= weight.astype(np.float64) >= float(min_p) * WEIGHT_SCALE
+    return weight, keep
+
+
+def _row_setup(logits: torch.Tensor, temperature, top_k, top_p, min_p):
+    """Per row: ('undefined', None), ('greedy', token) or ('draw', (weight, keep))."""
+    batch, vocab = logits.shape
+    temps = _row_values(temperature, batch, torch.float32)
+    ks = _row_values(top_k, batch, torch.int64)
+    ps = _row_values(top_p, batch, torch.float32)
+    mps = _row_values(min_p, batch, torch.float32)
+    out = []
+    for r in range(batch):
+        t = 1.0 if temps[r] is None else float(temps[r])
+        k = 0 if ks[r] is None else int(ks[r])
+        greedy = t == 0 or k == 1
+        # sample.h, rule 1: greedy takes the first largest *scaled* logit y (for top_k = 1 with a temperature, the
+        # division rounded to the logits' dtype may tie tokens, or overflow to +inf: an undefined row).
+        y = _scaled_row(logits[r], t)
+        if vocab == 0 or np.isnan(y).any() or not (-np.inf < y.max() < np.inf):
+            out.append(("undefined", None))
+        elif greedy:
+            out.append(("greedy", int(np.argmax(y))))  # the first of the largest
+        else:
+            out.append(("draw", _row_weights(y, k, ps[r], mps[r])))
+    return out
+
+
+def sample(
+    logits: torch.Tensor,
+    temperature: Optional[Param] = 1.0,
+    top_k: Optional[Param] = None,
+    top_p: Optional[Param] = None,
+    min_p: Optional[Param] = None,
+    seed: Union[int, torch.Tensor] = 0,
+    step: Union[int, torch.Tensor] = 0,
+    n: int = 1,
+) -> torch.Tensor:
+    """Reference for :func:`pysample.sample`: the same tokens, bit for bit, for the same arguments.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(batch, vocab)`` float32, float16 or bfloat16.
+    temperature, top_k, top_p, min_p : number or torch.Tensor, optional
+        As :func:`pysample.sample`: a Python number for every row (read in double, as the op's scalar arguments),
+        a 0-d or ``(batch,)`` tensor (its values converted to float32 / int64 first, as the op stores them), or None.
+    seed, step : int or torch.Tensor
+        Per-row (or common) Philox key and counter; the seed is required here (``None`` draws are the wrapper's).
+    n : int
+        Draws per row.
+
+    Returns
+    -------
+    torch.Tensor
+        int64 ``(batch,)`` for ``n == 1``, else ``(batch, n)``; -1 for rows whose softmax is undefined.
+
+    Examples
+    --------
+    >>> sample(torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 3.0]]), temperature=0)
+    tensor([1, 0])
+    """
+    batch = logits.shape[0]
+    seeds, steps = _seed_rows(seed, batch), _seed_rows(step, batch)
+    tokens = torch.full((batch, n), -1, dtype=torch.int64)
+    for r, (kind, value) in enumerate(_row_setup(logits, temperature, top_k, top_p, min_p)):
+        if kind == "greedy":
+            tokens[r] = value
+        elif kind == "draw":
+            weight, keep = value
+            running = np.cumsum(np.where(keep, weight, np.uint64(0)), dtype=np.uint64)
+            kept = int(running[-1])
+            bits = draw_bits_array(seeds[r], steps[r], np.arange(n))
+            targets = np.array([draw_target(int(b), kept) for b in bits], dtype=np.uint64)
+            # The first token whose running kept weight exceeds the target.
+            tokens[r] = torch.from_numpy(np.searchsorted(running, targets, side="right").astype(np.int64))
+    return tokens[:, 0] if n == 1 else tokens
+
+
+def sample_distribution(
+    logits: torch.Tensor,
+    temperature: Optional[Param] = 1.0,
+    top_k: Optional[Param] = None,
+    top_p: Optional[Param] = None,
+    min_p: Optional[Param] = None,
+):
+    """The kept set and the exact drawing probabilities of :func:`pysample.sample`, per row.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        ``keep`` ``(batch, vocab)`` bool: the tokens the rules keep (a kept token of weight 0, below 2^-41 of the
+        max's, is never drawn); ``probs`` ``(batch, vocab)`` float64: the kept weights over their total, the
+        probability of each token in a draw (up to 2^-64); a greedy row is one-hot, an undefined row all NaN.
+    """
+    batch, vocab = logits.shape
+    keep = torch.zeros((batch, vocab), dtype=torch.bool)
+    probs = torch.zeros((batch, vocab), dtype=torch.float64)
+    for r, (kind, value) in enumerate(_row_setup(logits, temperature, top_k, top_p, min_p)):
+        if kind == "undefined":
+            probs[r] = math.nan
+        elif kind == "greedy":
+            keep[r, value] = True
+            probs[r, value] = 1.0
+        else:
+            weight, kept = value
+            w = np.where(kept, weight, np.uint64(0))
+            total = int(w.sum(dtype=np.uint64))
+            keep[r] = torch.from_numpy(kept.copy())
+            probs[r] = torch.tensor([int(v) / total for v in w], dtype=torch.float64)
+    return keep, probs
