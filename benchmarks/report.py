@@ -5,7 +5,9 @@ Usage::
     python benchmarks/report.py bench.json [-o benchmarks/RESULTS.md]
 
 Per benchmark group (case, shape, device): the median time of transformers, of pysample, and their ratio
-(transformers / pysample, so 10x means pysample takes a tenth of the time), all measured in the same run.
+(transformers / pysample, so 10x means pysample takes a tenth of the time), all measured in the same run. Groups
+of ``test_bench_sample.py`` (``extra_info["kind"] == "sample"``) also hold plain ``torch.multinomial`` and go to
+the "Sampling" tables.
 """
 
 from __future__ import annotations
@@ -35,20 +37,44 @@ def format_ratio(transformers: Optional[float], pysample: Optional[float]) -> st
     return f"{ratio:.0f}x" if ratio >= 100 else f"{ratio:.1f}x"
 
 
+IMPLS = ("pysample", "transformers", "multinomial")
+# extra_info of the pysample benchmark of a group that describes its output, not the group
+CHECKS = ("rows_equal", "tokens_in_kept", "tokens_checked")
+
+
+def format_bar(ratio: Optional[float], bar: Optional[float]) -> str:
+    """`ratio`'s verdict against a minimum speed-up `bar` (empty when there is none)."""
+    if bar is None:
+        return ""
+    if ratio is None:
+        return f" (bar ≥ {bar:g}x)"
+    return f" (bar ≥ {bar:g}x: yes)" if ratio >= bar else f" (bar ≥ {bar:g}x: **no**)"
+
+
+def format_fraction(row: dict) -> str:
+    fraction = row.get("tokens_in_kept")
+    if fraction is None:
+        return "—"
+    checked = row.get("tokens_checked")
+    text = f"{fraction:.4f}" if fraction < 1.0 else "1.0"
+    return f"{text} of {checked}" if checked else text
+
+
 def collect(benchmarks: List[dict]) -> List[dict]:
     """One row per group: its extra_info and each implementation's median (s) and rounds."""
     groups: Dict[str, dict] = defaultdict(dict)
     for bench in benchmarks:
         info = bench.get("extra_info", {})
         impl = info.get("impl")
-        if impl not in ("pysample", "transformers"):
+        if impl not in IMPLS:
             continue
         row = groups[bench["group"]]
-        row.setdefault("info", {}).update({k: v for k, v in info.items() if k not in ("impl", "rows_equal")})
+        row.setdefault("info", {}).update({k: v for k, v in info.items() if k not in ("impl",) + CHECKS})
         row[impl] = bench["stats"]["median"]
         row[impl + "_rounds"] = bench["stats"]["rounds"]
-        if "rows_equal" in info:
-            row["rows_equal"] = info["rows_equal"]
+        for check in CHECKS:
+            if check in info:
+                row[check] = info[check]
     rows = list(groups.values())
     rows.sort(key=lambda row: row["info"].get("order", 0))
     return rows
@@ -84,6 +110,38 @@ def machine_lines(data: dict) -> List[str]:
     return lines
 
 
+def sampling_table(device: str, rows: List[dict]) -> List[str]:
+    out = [f"## Sampling `pysample.sample`, {device}", ""]
+    out.append(
+        "One token per row from the logits. \"transformers path\": the case's warpers as a LogitsProcessorList "
+        "(Temperature -> TopK -> TopP -> MinP, as `generate()` applies them), then `torch.softmax` and "
+        "`torch.multinomial(num_samples=1)`; \"torch.multinomial\": `torch.softmax` + `torch.multinomial` on the raw "
+        "logits, no filter (the same work in every case of a shape). pysample gets a fixed (batch,) int64 seed "
+        "tensor and step 0. Ratios are that implementation's time / pysample's. \"In kept set\": the fraction of "
+        "pysample's draws (16 steps per row, checked once, untimed) that lie in the set transformers' warpers "
+        "keep; below 1 only where a token lies at a top-p / min-p threshold (fixed-point weights)."
+    )
+    out.append("")
+    out.append(
+        "| case | batch x vocab | transformers path | torch.multinomial | pysample "
+        "| ratio vs transformers | ratio vs multinomial | in kept set |"
+    )
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        info = row["info"]
+        pysample_time, transformers_time = row.get("pysample"), row.get("transformers")
+        ratio = transformers_time / pysample_time if transformers_time and pysample_time else None
+        out.append(
+            f"| {info['case']} | {info['batch']}x{info['vocab']} | {format_time(transformers_time)} "
+            f"| {format_time(row.get('multinomial'))} | {format_time(pysample_time)} "
+            f"| {format_ratio(transformers_time, pysample_time)}"
+            f"{format_bar(ratio, info.get('bar_ratio_vs_transformers'))} "
+            f"| {format_ratio(row.get('multinomial'), pysample_time)} | {format_fraction(row)} |"
+        )
+    out.append("")
+    return out
+
+
 def render(data: dict) -> str:
     rows = collect(data.get("benchmarks", []))
     out = ["# Benchmark results", ""]
@@ -98,10 +156,12 @@ def render(data: dict) -> str:
     out.extend(machine_lines(data))
     out.append("")
 
+    sampling = [row for row in rows if row["info"].get("kind") == "sample"]
+    rows = [row for row in rows if row["info"].get("kind") != "sample"]
     raw = [row for row in rows if "bar_us_per_row" in row["info"]]
     warpers = [row for row in rows if "bar_us_per_row" not in row["info"]]
     devices = []
-    for row in warpers + raw:
+    for row in warpers + raw + sampling:
         if row["info"].get("device") not in devices:
             devices.append(row["info"].get("device"))
 
@@ -150,8 +210,11 @@ def render(data: dict) -> str:
             )
         if raw_rows:
             out.append("")
-    if not rows:
-        out.append("No pysample/transformers benchmarks in this file.")
+        sampling_rows = [row for row in sampling if row["info"].get("device") == device]
+        if sampling_rows:
+            out.extend(sampling_table(device, sampling_rows))
+    if not rows and not sampling:
+        out.append("No pysample benchmarks in this file.")
     return "\n".join(out).rstrip() + "\n"
 
 
