@@ -618,10 +618,6 @@ def test_reference_top_k_1_greedy_reads_the_scaled_logits():
     assert R.sample(OVERFLOW_BY_TEMPERATURE, temperature=0).tolist() == [1]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: with top_k = 1 and a temperature other than 0 or 1 the kernel takes the "
-                   "greedy token from the unscaled logits, sample.h rule 1 from the scaled ones y = logits / "
-                   "temperature (rounded to the logits' dtype): different where the rounding ties two tokens or "
-                   "overflows to +inf")
 def test_top_k_1_greedy_reads_the_scaled_logits(device):
     assert run(device, TIED_BY_TEMPERATURE, temperature=0.7, top_k=1, seed=0).tolist() == [0]
     assert run(device, OVERFLOW_BY_TEMPERATURE, temperature=0.001, top_k=1, seed=0).tolist() == [-1]

@@ -245,11 +245,13 @@ void sample_row(const scalar_t* in, int64_t vocab, int64_t row, const SamplePara
   const double temperature = p.temperature.enabled ? p.temperature.at(row) : 1.0;
   const int64_t top_k = p.top_k.enabled ? p.top_k.at(row) : 0;
   const bool greedy = temperature == 0 || top_k == 1;
-  // The scaled logits: float32 ones are read where they are unless a temperature divides them.
+  // The scaled logits (greedy by top_k 1 included: rule 1); float32 ones are read where they are unless a
+  // temperature divides them.
+  const bool scaled = temperature != 0 && temperature != 1.0;
   const float* y = s.y.data();
-  if (std::is_same_v<scalar_t, float> && (greedy || temperature == 1.0)) {
+  if (std::is_same_v<scalar_t, float> && !scaled) {
     y = reinterpret_cast<const float*>(in);
-  } else if (greedy || temperature == 1.0) {
+  } else if (!scaled) {
     for (int64_t i = 0; i < vocab; ++i) s.y[i] = static_cast<float>(in[i]);
   } else {
     const float t = static_cast<float>(temperature);

@@ -71,7 +71,8 @@ __host__ __device__ inline RowPlan plan_row(const SampleParams& p, int64_t row) 
   plan.top_k = top_k > 0 ? top_k : 0;
   plan.greedy = temperature == 0 || plan.top_k == 1;
   const double usable = usable_temperature(temperature);
-  plan.scale = !plan.greedy && usable != 1.0;  // as the CPU: the temperature is compared in double
+  // Greedy by top_k 1 still reads the scaled logits (rule 1); the temperature is compared in double, as the CPU.
+  plan.scale = temperature != 0 && usable != 1.0;
   plan.temperature = static_cast<float>(usable);
   const double top_p = p.top_p.enabled ? p.top_p.at(row) : 1.0;
   plan.top_p = top_p == top_p ? clamp_unit(top_p) : 1.0;
