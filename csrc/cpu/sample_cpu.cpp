@@ -53,22 +53,27 @@ struct ChunkWeights {
   double w[kChunk];
 };
 
-inline void chunk_weights(const float* x, int64_t n, DistanceBins bins, int32_t crossing, ChunkWeights& c) {
-  for (int64_t i = 0; i < n; ++i) c.e[i] = exp_nonpos(x[i] - bins.max);
-  for (int64_t i = 0; i < n; ++i) c.w[i] = (static_cast<double>(c.e[i]) * kWeightScale + kRoundingShift) - kRoundingShift;
+// `exps`: exp(x - max) of the chunk when already known (else computed into c.e).
+inline void chunk_weights(const float* x, const float* exps, int64_t n, DistanceBins bins, int32_t crossing,
+                          ChunkWeights& c) {
+  if (exps == nullptr) {
+    for (int64_t i = 0; i < n; ++i) c.e[i] = exp_nonpos(x[i] - bins.max);
+    exps = c.e;
+  }
+  for (int64_t i = 0; i < n; ++i) c.w[i] = (static_cast<double>(exps[i]) * kWeightScale + kRoundingShift) - kRoundingShift;
   for (int64_t i = 0; i < n; ++i) c.before[i] = bin_of(distance_of(x[i], bins)) < crossing ? 1.0f : 0.0f;
 }
 
-// Sum of the weights of the tokens x[i] whose top-p bin (distance max - x) comes before `crossing` and whose weight
-// is at least min_p_scale = min_p * kWeightScale (min_p_keeps); nothing stored. Sums of up to 2^11 weights are exact
-// in double whatever the order, so each chunk is summed on double lanes (vectorized), the chunks in uint64.
-PYSAMPLE_CPU_CLONES uint64_t kept_weight_before(const float* x, int64_t n, DistanceBins bins, int32_t crossing,
-                                                double min_p_scale) {
+// sums[c] = sum of the weights of the tokens of chunk c (kChunk tokens) whose top-p bin (distance max - x) comes
+// before `crossing` and whose weight is at least min_p_scale = min_p * kWeightScale (min_p_keeps); `exps` as in
+// chunk_weights, or null. Sums of up to 2^11 weights are exact in double whatever the order, so a chunk is summed on
+// double lanes (vectorized).
+PYSAMPLE_CPU_CLONES void kept_chunk_weights(const float* x, const float* exps, int64_t n, DistanceBins bins,
+                                            int32_t crossing, double min_p_scale, uint64_t* sums) {
   ChunkWeights c;
-  uint64_t total = 0;
   for (int64_t begin = 0; begin < n; begin += kChunk) {
     const int64_t len = std::min(kChunk, n - begin);
-    chunk_weights(x + begin, len, bins, crossing, c);
+    chunk_weights(x + begin, exps != nullptr ? exps + begin : nullptr, len, bins, crossing, c);
     double acc[kLanes] = {};
     int64_t i = 0;
     for (; i + kLanes <= len; i += kLanes) {
@@ -80,27 +85,29 @@ PYSAMPLE_CPU_CLONES uint64_t kept_weight_before(const float* x, int64_t n, Dista
     for (; i < len; ++i) acc[0] += (c.w[i] >= min_p_scale ? c.w[i] : 0.0) * static_cast<double>(c.before[i]);
     double sum = 0;
     for (int l = 0; l < kLanes; ++l) sum += acc[l];
-    total += static_cast<uint64_t>(sum);
+    sums[begin / kChunk] = static_cast<uint64_t>(sum);
   }
-  return total;
 }
 
-// mass[b] = sum of the weights of the tokens in top-p bin b <= kDistanceBins, computed on the fly; returns their
-// total. Two interleaved histograms so that consecutive adds to one bin do not wait on each other.
-PYSAMPLE_CPU_CLONES uint64_t weight_histogram_of_row(const float* x, int64_t n, DistanceBins bins, uint64_t* mass) {
+// mass[b] = sum of the weights of the tokens in top-p bin b <= kDistanceBins, and exps[i] = exp(x[i] - max) for
+// the passes after it; returns the total weight. Two interleaved histograms so that consecutive adds to one bin do
+// not wait on each other.
+PYSAMPLE_CPU_CLONES uint64_t weight_histogram_of_row(const float* x, int64_t n, DistanceBins bins, uint64_t* mass,
+                                                     float* exps) {
   uint64_t h[2][kDistanceBins + 1] = {};
   ChunkWeights c;
   int32_t bin[kChunk];
   for (int64_t begin = 0; begin < n; begin += kChunk) {
     const int64_t len = std::min(kChunk, n - begin);
-    chunk_weights(x + begin, len, bins, 0, c);
-    for (int64_t i = 0; i < len; ++i) bin[i] = bin_of(distance_of(x[begin + i], bins));
+    chunk_weights(x + begin, nullptr, len, bins, 0, c);
+    for (int64_t i = 0; i < len; ++i) bin[i] = bin_of(distance_of(x[begin + i], bins)), exps[begin + i] = c.e[i];
+    // Through int64 (the weights are below 2^41): one conversion instruction, where uint64 takes a branch.
     int64_t i = 0;
     for (; i + 2 <= len; i += 2) {
-      h[0][bin[i]] += static_cast<uint64_t>(c.w[i]);
-      h[1][bin[i + 1]] += static_cast<uint64_t>(c.w[i + 1]);
+      h[0][bin[i]] += static_cast<int64_t>(c.w[i]);
+      h[1][bin[i + 1]] += static_cast<int64_t>(c.w[i + 1]);
     }
-    if (i < len) h[0][bin[i]] += static_cast<uint64_t>(c.w[i]);
+    if (i < len) h[0][bin[i]] += static_cast<int64_t>(c.w[i]);
   }
   uint64_t total = 0;
   for (int b = 0; b <= kDistanceBins; ++b) mass[b] = h[0][b] + h[1][b], total += mass[b];
@@ -113,10 +120,14 @@ struct SampleScratch {
   std::vector<int32_t> order;                         // active positions in token order, after top-k
   std::vector<std::pair<uint64_t, int64_t>> targets;  // (target, draw), ascending
   std::vector<int32_t> kept_members;                  // the kept tokens of top-p's crossing bin, ascending
+  std::vector<float> exps;                            // exp(y - max) of the whole row, for top-p
+  std::vector<uint64_t> chunk_sums;                   // kept weight per chunk of kChunk tokens
 
   void reserve(int64_t vocab) {
     row.reserve(vocab);
-    if (static_cast<int64_t>(weight.size()) < vocab) weight.resize(vocab), order.resize(vocab);
+    if (static_cast<int64_t>(weight.size()) >= vocab) return;
+    weight.resize(vocab), order.resize(vocab), exps.resize(vocab);
+    chunk_sums.resize(vocab / kChunk + 1);
   }
 };
 
@@ -180,56 +191,57 @@ void sample_candidates(const Active& a, float max, double top_p, double min_p_sc
   }
 }
 
-// Sampling from the whole row with nothing stored per token. Top-p's histogram of weight by distance from the max
-// finds the bin where its boundary lies; only that bin's tokens are put in order (kept_members). A token is then
-// kept when its bin comes before that one or it is a kept member, and its weight passes min-p. The draws walk the
-// row in blocks, skipping those whose kept weight (vectorized, computed again) does not reach the next target.
+// Sampling from the whole row. Top-p's histogram of weight by distance from the max finds the bin where its
+// boundary lies; only that bin's tokens are put in order (kept_members). A token is then kept when its bin comes
+// before that one or it is a kept member, and its weight passes min-p. One vectorized pass sums the kept weight per
+// chunk of kChunk tokens; each draw then finds its chunk from those sums and walks only that chunk.
 void sample_whole_row(const float* y, int64_t vocab, float max, double top_p, double min_p_scale,
                       const SampleParams& p, int64_t row, SampleScratch& ss, int64_t* tokens) {
   const DistanceBins bins{max, 0.0f, 0.0f, false};
   int32_t crossing = kDistanceBins + 1;  // without top-p every bin comes before it
+  const float* exps = nullptr;
   std::vector<int32_t>& members = ss.kept_members;
   members.clear();
-  uint64_t kept = 0;
   if (top_p < 1.0) {
     uint64_t mass[kDistanceBins + 1];
-    const uint64_t total = weight_histogram_of_row(y, vocab, bins, mass);
+    const uint64_t total = weight_histogram_of_row(y, vocab, bins, mass, ss.exps.data());
+    exps = ss.exps.data();
     const double goal = top_p * static_cast<double>(total);
+    uint64_t before = 0;
     crossing = 0;
-    while (crossing < kDistanceBins && static_cast<double>(kept + mass[crossing]) < goal) kept += mass[crossing++];
+    while (crossing < kDistanceBins && static_cast<double>(before + mass[crossing]) < goal) before += mass[crossing++];
     int32_t* in_bin = ss.row.members.data();
     const int64_t count = mark_bins_before(y, vocab, bins, crossing, nullptr, in_bin);
     // Descending y, ties by ascending token id; once one goes, the rest do (the weight before them only grows).
     std::sort(in_bin, in_bin + count, [&](int32_t i, int32_t j) { return y[i] > y[j] || (y[i] == y[j] && i < j); });
-    for (int64_t m = 0; m < count && top_p_keeps(kept, total, top_p); ++m) {
+    for (int64_t m = 0; m < count && top_p_keeps(before, total, top_p); ++m) {
       members.push_back(in_bin[m]);
-      kept += sample_weight(y[in_bin[m]], max);
+      before += sample_weight(y[in_bin[m]], max);
     }
     std::sort(members.begin(), members.end());
   }
-  if (top_p >= 1.0 || min_p_scale > 0) {
-    auto fails_min_p = [&](int32_t j) { return static_cast<double>(sample_weight(y[j], max)) < min_p_scale; };
-    members.erase(std::remove_if(members.begin(), members.end(), fails_min_p), members.end());
-    kept = kept_weight_before(y, vocab, bins, crossing, min_p_scale);
-    for (const int32_t j : members) kept += sample_weight(y[j], max);
-  }
+  auto weight = [&](int64_t i) { return sample_weight(y[i], max); };
+  auto fails_min_p = [&](int32_t i) { return static_cast<double>(weight(i)) < min_p_scale; };
+  members.erase(std::remove_if(members.begin(), members.end(), fails_min_p), members.end());
+  uint64_t* sums = ss.chunk_sums.data();
+  kept_chunk_weights(y, exps, vocab, bins, crossing, min_p_scale, sums);
+  for (const int32_t i : members) sums[i / kChunk] += weight(i);
+  const int64_t chunks = (vocab + kChunk - 1) / kChunk;
+  uint64_t kept = 0;
+  for (int64_t c = 0; c < chunks; ++c) kept += sums[c];
   draw_targets(p, row, kept, ss);
 
-  constexpr int64_t kBlock = 256;
   uint64_t upto = 0;
   size_t next = 0, member = 0;
-  for (int64_t begin = 0; begin < vocab && next < ss.targets.size(); begin += kBlock) {
-    const int64_t end = std::min(begin + kBlock, vocab);
-    size_t block_end = member;
-    uint64_t block = kept_weight_before(y + begin, end - begin, bins, crossing, min_p_scale);
-    for (; block_end < members.size() && members[block_end] < end; ++block_end) block += sample_weight(y[members[block_end]], max);
-    if (upto + block <= ss.targets[next].first) {
-      upto += block;
-      member = block_end;
+  for (int64_t c = 0; c < chunks && next < ss.targets.size(); ++c) {
+    const int64_t begin = c * kChunk, end = std::min(begin + kChunk, vocab);
+    if (upto + sums[c] <= ss.targets[next].first) {  // no draw lands in this chunk
+      upto += sums[c];
+      while (member < members.size() && members[member] < end) ++member;
       continue;
     }
     for (int64_t i = begin; i < end && next < ss.targets.size(); ++i) {
-      const uint64_t w = sample_weight(y[i], max);
+      const uint64_t w = weight(i);
       bool keep = bin_of(distance_of(y[i], bins)) < crossing && static_cast<double>(w) >= min_p_scale;
       if (member < members.size() && members[member] == i) keep = true, ++member;
       upto += keep ? w : 0;
