@@ -31,6 +31,21 @@ inline void check_rows(const at::Tensor& rows, const at::Tensor& logits, at::Sca
                     ", got ", rows.device());
 }
 
+// Calls kernel(scalar_t{}) for the logits' dtype: float32, float16 or bfloat16 (check_logits rejects the others).
+template <typename Kernel>
+void dispatch_logits(const at::Tensor& logits, Kernel kernel) {
+  switch (logits.scalar_type()) {
+    case at::kFloat:
+      return kernel(float{});
+    case at::kHalf:
+      return kernel(at::Half{});
+    case at::kBFloat16:
+      return kernel(at::BFloat16{});
+    default:
+      TORCH_CHECK_TYPE(false, "logits must be float32, float16 or bfloat16, got ", logits.scalar_type());
+  }
+}
+
 // Checks a value and the range it must lie in ([low, high], the ends included when `closed`).
 inline void check_range(double value, double low, double high, bool low_closed, const char* name) {
   TORCH_CHECK_VALUE(!std::isnan(value) && (low_closed ? value >= low : value > low) && value <= high, name,

@@ -4,7 +4,6 @@
 // (SSE2 / AVX2 / AVX-512) and picked at load time. Included by each kernel's file, in an anonymous namespace.
 #pragma once
 
-#include <ATen/Dispatch.h>
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
@@ -173,17 +172,24 @@ constexpr uint32_t kDigitMask[kRadixLevels] = {0x7FF, 0x7FF, 0x3FF};
 
 inline uint32_t digit(uint32_t key, int level) { return (key >> kDigitShift[level]) & kDigitMask[level]; }
 
-// hist[d] = sum of weight(i) over i in [0, n) with digit(i) == d. Four interleaved histograms, so that a run of
-// one digit (ties, such as a row's many -inf) does not make every add wait on the previous one.
+// hist[d] = sum of weight(i) over i in [0, n) with digit(i) == d. On long inputs, four interleaved histograms, so
+// that a run of one digit (ties, such as a row's many -inf) does not make every add wait on the previous one; short
+// ones do not pay for clearing and adding them.
 template <typename T, typename Digit, typename Weight>
 void digit_histogram(int64_t n, Digit digit, Weight weight, T* hist) {
-  T part[4][kRadixDigits] = {};
+  std::fill(hist, hist + kRadixDigits, T{});
+  if (n < 16 * kRadixDigits) {
+    for (int64_t i = 0; i < n; ++i) hist[digit(i)] += weight(i);
+    return;
+  }
+  T part[3][kRadixDigits] = {};
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
-    for (int l = 0; l < 4; ++l) part[l][digit(i + l)] += weight(i + l);
+    hist[digit(i)] += weight(i);
+    for (int l = 1; l < 4; ++l) part[l - 1][digit(i + l)] += weight(i + l);
   }
-  for (; i < n; ++i) part[0][digit(i)] += weight(i);
-  for (int d = 0; d < kRadixDigits; ++d) hist[d] = (part[0][d] + part[1][d]) + (part[2][d] + part[3][d]);
+  for (; i < n; ++i) hist[digit(i)] += weight(i);
+  for (int d = 0; d < kRadixDigits; ++d) hist[d] += (part[0][d] + part[1][d]) + part[2][d];
 }
 
 // The first element at which the running weight, in ascending (key, tie) order, reaches `target` > 0, given the

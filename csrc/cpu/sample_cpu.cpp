@@ -303,7 +303,8 @@ void sample_cpu(const at::Tensor& logits, const at::Tensor& tokens, const Sample
   const int64_t batch = logits.size(0);
   const int64_t vocab = logits.size(1);
   check_row_values(params, batch);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "sample_cpu", [&] {
+  dispatch_logits(logits, [&](auto zero) {
+    using scalar_t = decltype(zero);
     const scalar_t* in = logits.const_data_ptr<scalar_t>();
     int64_t* out = tokens.data_ptr<int64_t>();
     const int64_t stride = logits.stride(0);

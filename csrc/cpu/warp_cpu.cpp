@@ -147,12 +147,15 @@ PYSAMPLE_CPU_CLONES void weight_distance_histogram(const float* x, const float* 
   for (int b = 0; b < kDistanceBins; ++b) mass[b] = h[0][b] + h[1][b];
 }
 
-// The bin in which the running mass first reaches `goal`, and the mass of the bins before it in `before`; -1 when
-// it never does (rounding).
-int32_t crossing_bin(const double* mass, double goal, double* before) {
+// The bin in which the running mass first reaches `fraction` of the total, with that goal in `goal` and the mass of
+// the bins before it in `before`; -1 when it never does (rounding).
+int32_t crossing_bin(const double* mass, double fraction, double* goal, double* before) {
+  double total = 0;
+  for (int b = 0; b < kDistanceBins; ++b) total += mass[b];
+  *goal = fraction * total;
   *before = 0;
   for (int32_t b = 0; b < kDistanceBins; ++b) {
-    if (mass[b] > 0 && *before + mass[b] >= goal) return b;
+    if (mass[b] > 0 && *before + mass[b] >= *goal) return b;
     *before += mass[b];
   }
   return -1;
@@ -257,26 +260,46 @@ Active keep_up_to(const Active& a, Scratch& s, bool last, const float* v, bool d
   return keep_at_least(a, s, last, v, descending, boundary.found, min_keep);
 }
 
+// The tokens of the distance bin in which the running mass (weight(j) per token) reaches `fraction` of the total, in
+// scratch.members, with the tokens of the bins before it marked in scratch.keep and the others not; `histogram(mass)`
+// gives the mass per bin. Few tokens are all taken as members, without a histogram. Returns how many, or -1 when the
+// mass never reaches the goal; `goal` is fraction * total, `before` the mass of the bins before the members'.
+template <typename Weight, typename Histogram>
+int64_t crossing_members(const Active& a, const DistanceBins& bins, double fraction, Weight weight,
+                         Histogram histogram, Scratch& s, double* goal, double* before) {
+  if (a.n <= static_cast<int64_t>(kSortDirectly)) {
+    double total = 0;
+    for (int64_t j = 0; j < a.n; ++j) s.members[j] = static_cast<int32_t>(j), s.keep[j] = 0, total += weight(j);
+    *goal = fraction * total;
+    *before = 0;
+    return a.n;
+  }
+  double mass[kDistanceBins];
+  histogram(mass);
+  const int32_t crossing = crossing_bin(mass, fraction, goal, before);
+  if (crossing < 0) return -1;
+  return mark_bins_before(a.value, a.n, bins, crossing, s.keep.data(), s.members.data());
+}
+
 // Marks (in scratch.keep) the tokens top-p keeps before min_tokens_to_keep: in descending (value, token) order, those
 // up to the first at which the mass up to it reaches keep_fraction of the total (see exp_in_bin).
 // Returns false when rounding kept the mass from ever reaching the goal.
 bool top_p_mark(const Active& a, float max, double keep_fraction, Scratch& s) {
   const DistanceBins bins{max, 0.0f, 0.0f, false};
-  double mass[kDistanceBins];
-  exp_distance_histogram(a.value, a.n, bins, mass);
-  double total = 0;
-  for (int b = 0; b < kDistanceBins; ++b) total += mass[b];
-  const double goal = keep_fraction * total;
-  double before;
-  const int32_t crossing = crossing_bin(mass, goal, &before);
-  if (crossing < 0) return false;
-  const int64_t count = mark_bins_before(a.value, a.n, bins, crossing, s.keep.data(), s.members.data());
-  const float factor = static_cast<float>(bin_exp_factors()[crossing]);
+  // exp(x - max) as the histogram sums it (see exp_in_bin).
+  auto weight = [&](int64_t j) {
+    const float distance = distance_of(a.value[j], bins);
+    const int32_t bin = bin_of(distance);
+    return bin < kDistanceBins ? static_cast<float>(bin_exp_factors()[bin]) * exp_in_bin(distance, bin) : 0.0f;
+  };
+  double goal, before;
+  const int64_t count = crossing_members(
+      a, bins, keep_fraction, weight, [&](double* mass) { exp_distance_histogram(a.value, a.n, bins, mass); }, s,
+      &goal, &before);
+  if (count < 0) return false;
   // Descending (value, token) = ascending (~key, ~token).
   auto elem = [&](int32_t j) -> Elem {
-    const float v = a.value[j];
-    const float weight = factor * exp_in_bin(distance_of(v, bins), crossing);
-    return {~ordered_key(v), ~static_cast<uint32_t>(a.token(j)), weight, v};
+    return {~ordered_key(a.value[j]), ~static_cast<uint32_t>(a.token(j)), weight(j), a.value[j]};
   };
   s.elems.clear();
   for (int64_t m = 0; m < count; ++m) s.elems.push_back(elem(s.members[m]));
@@ -418,19 +441,16 @@ Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratc
   const float log_sum = static_cast<float>(std::log(sm.sum));
   const float ent = static_cast<float>(entropy_from_moments(sm.sum, sm.moment));
   const DistanceBins bins{sm.max, log_sum, ent, true};
-  double mass[kDistanceBins];
-  weight_distance_histogram(a.value, s.weight.data(), a.n, bins, mass);
-  double total = 0;
-  for (int b = 0; b < kDistanceBins; ++b) total += mass[b];
-  const double goal = typical_p * total;
-  double before;
-  const int32_t crossing = crossing_bin(mass, goal, &before);
+  const float* weight = s.weight.data();
+  double goal, before;
+  const int64_t count = crossing_members(
+      a, bins, typical_p, [&](int64_t j) { return weight[j]; },
+      [&](double* mass) { weight_distance_histogram(a.value, weight, a.n, bins, mass); }, s, &goal, &before);
   // When the mass never reaches typical_p, transformers clamps to the last token: everything stays.
-  if (crossing < 0) return a;
-  const int64_t count = mark_bins_before(a.value, a.n, bins, crossing, s.keep.data(), s.members.data());
+  if (count < 0) return a;
   auto elem = [&](int32_t j) -> Elem {
     const float distance = distance_of(a.value[j], bins);
-    return {ordered_key(distance), static_cast<uint32_t>(a.token(j)), s.weight[j], distance};
+    return {ordered_key(distance), static_cast<uint32_t>(a.token(j)), weight[j], distance};
   };
   s.elems.clear();
   for (int64_t m = 0; m < count; ++m) s.elems.push_back(elem(s.members[m]));
@@ -539,7 +559,8 @@ void warp_logits_cpu(const at::Tensor& in, const at::Tensor& out, const WarpPara
   const int64_t batch = in.size(0);
   const int64_t vocab = in.size(1);
   check_row_values(params, batch);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "warp_logits_cpu", [&] {
+  dispatch_logits(in, [&](auto zero) {
+    using scalar_t = decltype(zero);
     const scalar_t* in_data = in.const_data_ptr<scalar_t>();
     scalar_t* out_data = out.data_ptr<scalar_t>();
     const int64_t in_stride = in.stride(0);

@@ -22,16 +22,7 @@ void sample_cuda(const at::Tensor& logits, const at::Tensor& tokens, const Sampl
     C10_CUDA_CHECK(launch_sample<scalar_t>(logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.size(0),
                                            logits.size(1), params, tokens.data_ptr<int64_t>(), stream));
   };
-  switch (logits.scalar_type()) {
-    case at::kFloat:
-      return launch(float{});
-    case at::kHalf:
-      return launch(at::Half{});
-    case at::kBFloat16:
-      return launch(at::BFloat16{});
-    default:
-      TORCH_CHECK_TYPE(false, "logits must be float32, float16 or bfloat16, got ", logits.scalar_type());
-  }
+  dispatch_logits(logits, launch);
 }
 
 }  // namespace

@@ -22,16 +22,7 @@ void warp_logits_cuda(const at::Tensor& in, const at::Tensor& out, const WarpPar
                                                 out.data_ptr<scalar_t>(), out.stride(0), in.size(0), in.size(1),
                                                 params, stream));
   };
-  switch (in.scalar_type()) {
-    case at::kFloat:
-      return launch(float{});
-    case at::kHalf:
-      return launch(at::Half{});
-    case at::kBFloat16:
-      return launch(at::BFloat16{});
-    default:
-      TORCH_CHECK_TYPE(false, "logits must be float32, float16 or bfloat16, got ", in.scalar_type());
-  }
+  dispatch_logits(in, launch);
 }
 
 }  // namespace

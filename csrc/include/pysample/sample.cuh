@@ -243,14 +243,7 @@ __host__ __device__ void sample_row(Block& block, RowView<T> view, const RowPlan
 
 // ---- the CUDA block -----------------------------------------------------------------------------------------
 
-struct Shared {
-  int bin_count[kDigits];
-  unsigned long long bin_mass[kDigits];
-  int crossing_digit;
-  Bin before_crossing;  // the bins below the crossing digit
-  Bin crossing_bin;
-  uint64_t lone_composite;
-  warp_cuda::Totals totals;
+struct Shared : warp_cuda::SelectShared {
   int first_index;
   unsigned long long segment_weight[kWarps];
   unsigned long long segment_start[kWarps + 1];  // running kept weight before each warp's segment

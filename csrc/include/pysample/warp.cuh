@@ -136,7 +136,9 @@ struct AddBins {
 template <typename T>
 using BlockScan = cub::BlockScan<T, kThreads, cub::BLOCK_SCAN_WARP_SCANS>;
 
-struct Shared {
+// The shared memory of a radix select (here and in sample.cuh): per-digit histograms of counts and mass, the
+// crossing found, and the block's totals.
+struct SelectShared {
   int bin_count[kDigits];
   unsigned long long bin_mass[kDigits];
   int crossing_digit;
@@ -144,6 +146,9 @@ struct Shared {
   Bin crossing_bin;
   uint64_t lone_composite;
   Totals totals;
+};
+
+struct Shared : SelectShared {
   float list_value[kListCapacity];
   int32_t list_id[kListCapacity];
   union {
