@@ -99,8 +99,8 @@ inline Ints8 bin_of(Floats8 distance) {
 }
 
 // marks[i] = whether token i's distance bin comes before `crossing` (unless marks is null); writes to `members` the
-// i in the crossing bin and returns how many. GCC vector types for the members (as a loop over lanes, the test for a member does not
-// vectorize); a plain loop for the marks (in vector types, their narrowing to bytes does not).
+// i in the crossing bin and returns how many. GCC vector types for the members (as a loop over lanes, the test for a
+// member does not vectorize); a plain loop for the marks (in vector types, their narrowing to bytes does not).
 PYSAMPLE_CPU_CLONES int64_t mark_bins_before(const float* x, int64_t n, DistanceBins bins, int32_t crossing,
                                              uint8_t* marks, int32_t* members) {
   int64_t count = 0;
@@ -371,6 +371,18 @@ Active top_k_stage(const Active& a, int64_t k, Scratch& s, bool last) {
     if (ordered_key(s.value[j]) >= kth) s.value[n] = s.value[j], s.index[n] = s.index[j], ++n;
   }
   return {s.value.data(), s.index.data(), n};
+}
+
+// Calls row(r, scratch) for every row r of a batch: rows in parallel, but only when a task gets enough tokens to
+// pay for waking a thread; each thread keeps its scratch (reserved for the vocabulary) across rows and calls.
+template <typename RowScratch, typename Row>
+void for_each_row(int64_t batch, int64_t vocab, Row row) {
+  const int64_t rows_per_task = std::max<int64_t>(1, 65536 / std::max<int64_t>(vocab, 1));
+  at::parallel_for(0, batch, rows_per_task, [&](int64_t begin, int64_t end) {
+    thread_local RowScratch scratch;
+    scratch.reserve(vocab);
+    for (int64_t r = begin; r < end; ++r) row(r, scratch);
+  });
 }
 
 // Per-row parameter tensors are read before any row runs, so that a bad value raises (naming the row) instead of

@@ -60,7 +60,9 @@ inline void chunk_weights(const float* x, const float* exps, int64_t n, Distance
     for (int64_t i = 0; i < n; ++i) c.e[i] = exp_nonpos(x[i] - bins.max);
     exps = c.e;
   }
-  for (int64_t i = 0; i < n; ++i) c.w[i] = (static_cast<double>(exps[i]) * kWeightScale + kRoundingShift) - kRoundingShift;
+  for (int64_t i = 0; i < n; ++i) {
+    c.w[i] = (static_cast<double>(exps[i]) * kWeightScale + kRoundingShift) - kRoundingShift;  // sample_weight
+  }
   for (int64_t i = 0; i < n; ++i) c.before[i] = bin_of(distance_of(x[i], bins)) < crossing ? 1.0f : 0.0f;
 }
 
@@ -308,13 +310,8 @@ void sample_cpu(const at::Tensor& logits, const at::Tensor& tokens, const Sample
     const scalar_t* in = logits.const_data_ptr<scalar_t>();
     int64_t* out = tokens.data_ptr<int64_t>();
     const int64_t stride = logits.stride(0);
-    const int64_t rows_per_task = std::max<int64_t>(1, 65536 / std::max<int64_t>(vocab, 1));
-    at::parallel_for(0, batch, rows_per_task, [&](int64_t begin, int64_t end) {
-      thread_local SampleScratch scratch;
-      scratch.reserve(vocab);
-      for (int64_t row = begin; row < end; ++row) {
-        sample_row(in + row * stride, vocab, row, params, scratch, out + row * params.draws);
-      }
+    for_each_row<SampleScratch>(batch, vocab, [&](int64_t row, SampleScratch& scratch) {
+      sample_row(in + row * stride, vocab, row, params, scratch, out + row * params.draws);
     });
   });
 }

@@ -565,14 +565,8 @@ void warp_logits_cpu(const at::Tensor& in, const at::Tensor& out, const WarpPara
     scalar_t* out_data = out.data_ptr<scalar_t>();
     const int64_t in_stride = in.stride(0);
     const int64_t out_stride = out.stride(0);
-    // Rows in parallel, but only when a task gets enough tokens to pay for waking a thread.
-    const int64_t rows_per_task = std::max<int64_t>(1, 65536 / std::max<int64_t>(vocab, 1));
-    at::parallel_for(0, batch, rows_per_task, [&](int64_t begin, int64_t end) {
-      thread_local Scratch scratch;
-      scratch.reserve(vocab);
-      for (int64_t row = begin; row < end; ++row) {
-        warp_row(in_data + row * in_stride, out_data + row * out_stride, vocab, row, params, scratch);
-      }
+    for_each_row<Scratch>(batch, vocab, [&](int64_t row, Scratch& scratch) {
+      warp_row(in_data + row * in_stride, out_data + row * out_stride, vocab, row, params, scratch);
     });
   });
 }
