@@ -43,9 +43,8 @@ PYSAMPLE_CPU_CLONES uint64_t kept_weight(const uint64_t* w, const uint8_t* keep,
   return total;
 }
 
-// The weights (sample_weight) of up to kChunk tokens, as doubles (integers below 2^41, exact) and, where `bins` is
-// given, whether each token's top-p bin comes before `crossing` (1 or 0). Plain loops over arrays, one quantity at a
-// time, which the compiler vectorizes (exp_nonpos included).
+// The weights (sample_weight) of up to kChunk tokens, as doubles (integers below 2^41, exact), and room for a flag
+// per token. Plain loops over arrays, one quantity at a time, which the compiler vectorizes (exp_nonpos included).
 constexpr int64_t kChunk = 256;
 
 struct ChunkWeights {
@@ -54,16 +53,14 @@ struct ChunkWeights {
 };
 
 // `exps`: exp(x - max) of the chunk when already known (else computed into c.e).
-inline void chunk_weights(const float* x, const float* exps, int64_t n, DistanceBins bins, int32_t crossing,
-                          ChunkWeights& c) {
+inline void chunk_weights(const float* x, const float* exps, int64_t n, float max, ChunkWeights& c) {
   if (exps == nullptr) {
-    for (int64_t i = 0; i < n; ++i) c.e[i] = exp_nonpos(x[i] - bins.max);
+    for (int64_t i = 0; i < n; ++i) c.e[i] = exp_nonpos(x[i] - max);
     exps = c.e;
   }
   for (int64_t i = 0; i < n; ++i) {
     c.w[i] = (static_cast<double>(exps[i]) * kWeightScale + kRoundingShift) - kRoundingShift;  // sample_weight
   }
-  for (int64_t i = 0; i < n; ++i) c.before[i] = bin_of(distance_of(x[i], bins)) < crossing ? 1.0f : 0.0f;
 }
 
 // sums[c] = sum of the weights of the tokens of chunk c (kChunk tokens) whose top-p bin (distance max - x) comes
@@ -75,7 +72,8 @@ PYSAMPLE_CPU_CLONES void kept_chunk_weights(const float* x, const float* exps, i
   ChunkWeights c;
   for (int64_t begin = 0; begin < n; begin += kChunk) {
     const int64_t len = std::min(kChunk, n - begin);
-    chunk_weights(x + begin, exps != nullptr ? exps + begin : nullptr, len, bins, crossing, c);
+    chunk_weights(x + begin, exps != nullptr ? exps + begin : nullptr, len, bins.max, c);
+    for (int64_t i = 0; i < len; ++i) c.before[i] = bin_of(distance_of(x[begin + i], bins)) < crossing ? 1.0f : 0.0f;
     double acc[kLanes] = {};
     int64_t i = 0;
     for (; i + kLanes <= len; i += kLanes) {
@@ -101,7 +99,7 @@ PYSAMPLE_CPU_CLONES uint64_t weight_histogram_of_row(const float* x, int64_t n, 
   int32_t bin[kChunk];
   for (int64_t begin = 0; begin < n; begin += kChunk) {
     const int64_t len = std::min(kChunk, n - begin);
-    chunk_weights(x + begin, nullptr, len, bins, 0, c);
+    chunk_weights(x + begin, nullptr, len, bins.max, c);
     for (int64_t i = 0; i < len; ++i) bin[i] = bin_of(distance_of(x[begin + i], bins)), exps[begin + i] = c.e[i];
     // Through int64 (the weights are below 2^41): one conversion instruction, where uint64 takes a branch.
     int64_t i = 0;
