@@ -188,10 +188,9 @@ def render(data: dict) -> str:
             out.append("")
             out.append(
                 "top_k=50, top_p=0.9 on one row, the row restored from a pristine copy before each call (untimed); "
-                "the baseline is transformers' TopK(50) -> TopP(0.9) list on the same row. The restore decides "
-                "where the row sits when the call starts: \"timing thread\" copies it on the thread that then runs "
-                "the op (in that core's cache, as in llama.cpp's one-core measurement the bar comes from), "
-                "\"torch copy_\" with torch's copy, which splits the row between the threads' caches."
+                "the baseline is transformers' TopK(50) -> TopP(0.9) list on the same row. \"timing thread\": the "
+                "row is copied by the thread that then runs the op; \"torch copy_\": by torch's copy, split between "
+                "the threads (see RESTORES in benchmarks/test_bench_warpers.py)."
             )
             out.append("")
             out.append("| batch x vocab | restore | transformers | pysample | per row | bar | meets bar | ratio |")

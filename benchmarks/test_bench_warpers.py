@@ -125,10 +125,10 @@ def test_warper(benchmark, case: str, shape: Tuple[int, int], device: str, impl:
 RAW_SHAPE = (1, 128256)
 
 
-# How each round restores the row (untimed), which decides where the row sits when the timed call starts:
-# "timing thread": copied by the thread that then runs the op, so it is in that core's cache, the condition of
-# llama.cpp's one-core measurement the bar comes from; "torch copy_": torch's copy, which splits a 128256-float row
-# between both threads, so half of it sits in the other core's cache (as after a multi-threaded lm_head).
+# How each round restores the row (untimed): "timing thread", copied by the thread that then runs the op (numpy's
+# copy), or "torch copy_", torch's copy, which splits a 128256-float row between both threads (as a multi-threaded
+# lm_head would write it). Both are timed so that a cost of where the row sits would show; in plain timing loops on
+# this machine they measure the same, and in benchmark runs either one is sometimes slower (the shared machine).
 RESTORES = {"cpu": ["timing thread", "torch copy_"], "cuda": ["torch copy_"]}
 RAW_PARAMS = [(device, restore) for device in DEVICES for restore in RESTORES[device]]
 
