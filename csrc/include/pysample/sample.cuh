@@ -311,13 +311,7 @@ class DeviceBlock {
   template <typename View>
   __device__ DigitCrossing cross(const View& view, uint64_t prefix, uint64_t mask, int shift, const Goal& goal,
                                  const Bin& before) {
-    __syncthreads();  // the previous histogram has been read
-    for (int d = threadIdx.x; d < kDigits; d += kThreads) {
-      shared_.bin_count[d] = 0;
-      shared_.bin_mass[d] = 0;
-    }
-    if (threadIdx.x == 0) shared_.crossing_digit = kNoDigit;
-    __syncthreads();
+    shared_.clear_histogram();
     // Every lane of a warp runs the same iterations: add_to_bin is warp-wide.
     for (int32_t base = 0; base < view.vocab; base += kThreads) {
       const int32_t i = base + static_cast<int32_t>(threadIdx.x);

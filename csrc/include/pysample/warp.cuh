@@ -146,6 +146,17 @@ struct SelectShared {
   Bin crossing_bin;
   uint64_t lone_composite;
   Totals totals;
+
+  // Zeroes the histograms and the crossing for the next digit, once every thread has read the previous ones.
+  __device__ void clear_histogram() {
+    __syncthreads();
+    for (int d = threadIdx.x; d < kDigits; d += kThreads) {
+      bin_count[d] = 0;
+      bin_mass[d] = 0;
+    }
+    if (threadIdx.x == 0) crossing_digit = kNoDigit;
+    __syncthreads();
+  }
 };
 
 struct Shared : SelectShared {
@@ -494,13 +505,7 @@ class RowWarper {
   // Counts (and masses) per digit at `shift` of the active elements whose composite matches `prefix` under `mask`.
   template <typename Order>
   __device__ void histogram(const Order& order, uint64_t prefix, uint64_t mask, int shift, bool by_mass, float max) {
-    __syncthreads();  // the previous histogram has been read
-    for (int d = threadIdx.x; d < kDigits; d += kThreads) {
-      shared_.bin_count[d] = 0;
-      shared_.bin_mass[d] = 0;
-    }
-    if (threadIdx.x == 0) shared_.crossing_digit = kNoDigit;
-    __syncthreads();
+    shared_.clear_histogram();
     for_each_token([&](bool active, const Token& t) {
       const uint64_t c = composite(order, t);
       const bool candidate = active && (c & mask) == prefix;
