@@ -37,7 +37,7 @@ def format_ratio(transformers: Optional[float], pysample: Optional[float]) -> st
     return f"{ratio:.0f}x" if ratio >= 100 else f"{ratio:.1f}x"
 
 
-IMPLS = ("pysample", "transformers", "multinomial")
+IMPLS = ("pysample", "transformers", "multinomial", "inplace", "stateful")
 # extra_info of the pysample benchmark of a group that describes its output, not the group
 CHECKS = ("rows_equal", "tokens_in_kept", "tokens_checked")
 
@@ -72,9 +72,9 @@ def collect(benchmarks: List[dict]) -> List[dict]:
         row.setdefault("info", {}).update({k: v for k, v in info.items() if k not in ("impl",) + CHECKS})
         row[impl] = bench["stats"]["median"]
         row[impl + "_rounds"] = bench["stats"]["rounds"]
-        for check in CHECKS:
+        for check in CHECKS:  # the worst of the group's implementations
             if check in info:
-                row[check] = info[check]
+                row[check] = min(row.get(check, info[check]), info[check])
     rows = list(groups.values())
     rows.sort(key=lambda row: row["info"].get("order", 0))
     return rows
@@ -142,6 +142,35 @@ def sampling_table(device: str, rows: List[dict]) -> List[str]:
     return out
 
 
+def penalties_table(device: str, rows: List[dict]) -> List[str]:
+    out = [f"## Penalties, {device}", ""]
+    out.append(
+        "RepetitionPenalty(1.2) over uniform random histories of L tokens per row. \"drop-in\": "
+        "`pysample.RepetitionPenaltyLogitsProcessor` (returns a new tensor, like transformers); \"in place\": "
+        "`pysample.apply_penalties_`; \"stateful\": one step of `pysample.PenaltyState` (`append` of the step's "
+        "tokens + `apply_`), whose cost does not grow with L. In-place rows are restored before each round "
+        "(untimed). Ratios: transformers / that implementation."
+    )
+    out.append("")
+    out.append("| batch x vocab | L | transformers | drop-in | ratio | in place | ratio | stateful | ratio | rows equal |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        info = row["info"]
+        t = row.get("transformers")
+        cells = []
+        for impl, bar_key in (("pysample", "bar_pysample"), ("inplace", None), ("stateful", "bar_stateful")):
+            time = row.get(impl)
+            ratio = t / time if t and time else None
+            bar = format_bar(ratio, info.get(bar_key)) if bar_key else ""
+            cells.append(f"{format_time(time)} | {format_ratio(t, time)}{bar}")
+        equal = row.get("rows_equal")
+        equal_text = "—" if equal is None else f"{equal}/{info['batch']}"
+        out.append(f"| {info['batch']}x{info['vocab']} | {info['history']} | {format_time(t)} | "
+                   + " | ".join(cells) + f" | {equal_text} |")
+    out.append("")
+    return out
+
+
 def render(data: dict) -> str:
     rows = collect(data.get("benchmarks", []))
     out = ["# Benchmark results", ""]
@@ -157,11 +186,13 @@ def render(data: dict) -> str:
     out.append("")
 
     sampling = [row for row in rows if row["info"].get("kind") == "sample"]
-    rows = [row for row in rows if row["info"].get("kind") != "sample"]
+    penalties = [row for row in rows if row["info"].get("kind") == "penalty"]
+    penalty_rows = [row for row in rows if row["info"].get("kind") == "penalty_row"]
+    rows = [row for row in rows if row["info"].get("kind") not in ("sample", "penalty", "penalty_row")]
     raw = [row for row in rows if "bar_us_per_row" in row["info"]]
     warpers = [row for row in rows if "bar_us_per_row" not in row["info"]]
     devices = []
-    for row in warpers + raw + sampling:
+    for row in warpers + raw + sampling + penalties + penalty_rows:
         if row["info"].get("device") not in devices:
             devices.append(row["info"].get("device"))
 
@@ -212,7 +243,17 @@ def render(data: dict) -> str:
         sampling_rows = [row for row in sampling if row["info"].get("device") == device]
         if sampling_rows:
             out.extend(sampling_table(device, sampling_rows))
-    if not rows and not sampling:
+        device_penalties = [row for row in penalties if row["info"].get("device") == device]
+        if device_penalties:
+            out.extend(penalties_table(device, device_penalties))
+        for row in (row for row in penalty_rows if row["info"].get("device") == device):
+            info = row["info"]
+            time = row.get("inplace")
+            meets = "—" if time is None else ("yes" if time * 1e6 <= info["bar_us_per_row"] else "**no**")
+            out.append(f"{info['case']}, {info['batch']}x{info['vocab']}, history {info['history']}, {device}: "
+                       f"{format_time(time)} (bar ≤ {info['bar_us_per_row']:g} µs: {meets})")
+            out.append("")
+    if not rows and not sampling and not penalties and not penalty_rows:
         out.append("No pysample benchmarks in this file.")
     return "\n".join(out).rstrip() + "\n"
 

@@ -25,6 +25,28 @@ TORCH_LIBRARY(pysample, m) {
       "sample(Tensor logits, Tensor? temperature_rows, float? temperature, Tensor? top_k_rows, int? top_k, "
       "Tensor? top_p_rows, float? top_p, Tensor? min_p_rows, float? min_p, Tensor seed, Tensor step, int n) "
       "-> Tensor");
+  // Penalties on scores (batch, vocab) in place from each row's token ids (batch or a divisor of it, length),
+  // int32 or int64: repetition (transformers' rule, once per distinct token), then frequency and presence
+  // (OpenAI's), each a scalar, a per-row float32 tensor or absent. Positions before history_start are ignored;
+  // presence and frequency count positions from output_start on. Ids outside [0, vocab) are ignored.
+  m.def(
+      "apply_penalties_(Tensor(a!) scores, Tensor ids, Tensor? repetition_rows, float? repetition, "
+      "Tensor? presence_rows, float? presence, Tensor? frequency_rows, float? frequency, "
+      "Tensor? history_start_rows, int history_start, Tensor? output_start_rows, int output_start) -> ()");
+  // Out-of-place form of apply_penalties_.
+  m.def(
+      "apply_penalties(Tensor scores, Tensor ids, Tensor? repetition_rows, float? repetition, "
+      "Tensor? presence_rows, float? presence, Tensor? frequency_rows, float? frequency, "
+      "Tensor? history_start_rows, int history_start, Tensor? output_start_rows, int output_start) -> Tensor");
+  // Adds each row of ids (batch, length) to the int32 counts table (slots, vocab) at its slot (slots: int64
+  // (batch,), or row r -> slot r), with the history scope of apply_penalties_ (entries: pysample/penalty.h).
+  m.def(
+      "count_tokens_(Tensor(a!) counts, Tensor ids, Tensor? slots, Tensor? history_start_rows, int history_start, "
+      "Tensor? output_start_rows, int output_start) -> ()");
+  // apply_penalties_ from a counts table kept across steps instead of the ids: one pass over each row.
+  m.def(
+      "apply_penalty_counts_(Tensor(a!) scores, Tensor counts, Tensor? slots, Tensor? repetition_rows, "
+      "float? repetition, Tensor? presence_rows, float? presence, Tensor? frequency_rows, float? frequency) -> ()");
 }
 
 // `import pysample._C` runs the registrations above; the module itself has no Python functions.

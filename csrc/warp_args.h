@@ -14,15 +14,16 @@
 
 namespace pysample {
 
-inline void check_logits(const at::Tensor& logits) {
-  TORCH_CHECK_VALUE(logits.dim() == 2, "logits must be 2-D (batch, vocab), got shape ", logits.sizes());
+// `logits` is the argument's name in messages (penalties call their rows `scores`).
+inline void check_logits(const at::Tensor& logits, const char* name = "logits") {
+  TORCH_CHECK_VALUE(logits.dim() == 2, name, " must be 2-D (batch, vocab), got shape ", logits.sizes());
   TORCH_CHECK_TYPE(
       logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kHalf || logits.scalar_type() == at::kBFloat16,
-      "logits must be float32, float16 or bfloat16, got ", logits.scalar_type());
-  TORCH_CHECK_VALUE(logits.size(1) <= std::numeric_limits<int32_t>::max(), "logits: vocab size too large");
+      name, " must be float32, float16 or bfloat16, got ", logits.scalar_type());
+  TORCH_CHECK_VALUE(logits.size(1) <= std::numeric_limits<int32_t>::max(), name, ": vocab size too large");
 }
 
-// A per-row parameter tensor: (batch,) of `dtype` on the logits' device.
+// A per-row parameter tensor: (batch,) of `dtype` on the device of the rows it parameterises.
 inline void check_rows(const at::Tensor& rows, const at::Tensor& logits, at::ScalarType dtype, const char* name) {
   TORCH_CHECK_VALUE(rows.dim() == 1 && rows.size(0) == logits.size(0), name, " must have shape (batch,) = (",
                     logits.size(0), ",), got ", rows.sizes());

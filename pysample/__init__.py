@@ -1,12 +1,15 @@
 """pysample: fused C++/CUDA kernels for the hot loop of LLM decoding, drop-in for transformers' logits processors."""
 
 from . import ops
-from .ops import sample, warp_logits, warp_logits_
+from .ops import apply_penalties, apply_penalties_, sample, warp_logits, warp_logits_
+from .penalties import PenaltyState
 from .processors import (
+    EncoderRepetitionPenaltyLogitsProcessor,
     EpsilonLogitsWarper,
     EtaLogitsWarper,
     FusedLogitsProcessor,
     MinPLogitsWarper,
+    RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
@@ -15,14 +18,19 @@ from .processors import (
 )
 
 __all__ = [
+    "EncoderRepetitionPenaltyLogitsProcessor",
     "EpsilonLogitsWarper",
     "EtaLogitsWarper",
     "FusedLogitsProcessor",
     "MinPLogitsWarper",
+    "PenaltyState",
+    "RepetitionPenaltyLogitsProcessor",
     "TemperatureLogitsWarper",
     "TopKLogitsWarper",
     "TopPLogitsWarper",
     "TypicalLogitsWarper",
+    "apply_penalties",
+    "apply_penalties_",
     "fuse",
     "ops",
     "sample",

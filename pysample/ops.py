@@ -27,8 +27,10 @@ _WARP_STAGES = (
 )
 
 
-def _split(name: str, value, dtype: torch.dtype, logits: torch.Tensor) -> Tuple[Optional[torch.Tensor], object]:
-    """A parameter as the op takes it: (per-row tensor, None), (None, scalar) or (None, None)."""
+def _split(name: str, value, dtype: torch.dtype, logits: torch.Tensor,
+           what: str = "logits") -> Tuple[Optional[torch.Tensor], object]:
+    """A parameter as the op takes it: (per-row tensor, None), (None, scalar) or (None, None); the per-row tensor
+    follows the rows of ``logits`` (called ``what`` in messages)."""
     if value is None:
         return None, None
     if isinstance(value, torch.Tensor):
@@ -37,7 +39,7 @@ def _split(name: str, value, dtype: torch.dtype, logits: torch.Tensor) -> Tuple[
             kind = "an integer" if dtype == torch.int64 else "a floating-point"
             raise TypeError(f"{name} must be {kind} tensor, got {value.dtype}")
         if value.device != logits.device:
-            raise ValueError(f"{name} must be on the logits' device {logits.device}, got {value.device}")
+            raise ValueError(f"{name} must be on the {what}' device {logits.device}, got {value.device}")
         if value.dim() == 0:  # one value for every row, without reading it on the host
             value = value.reshape(1).expand(logits.shape[0])
         return value.to(dtype=dtype).contiguous(), None
@@ -239,6 +241,99 @@ def sample(
     return tokens[:, 0] if n == 1 else tokens
 
 
+def _penalty_arguments(scores: torch.Tensor, repetition, presence, frequency) -> list:
+    args = []
+    for name, value in (("repetition", repetition), ("presence", presence), ("frequency", frequency)):
+        args.extend(_split(name, value, torch.float32, scores, "scores"))
+    return args
+
+
+def _scope_arguments(ids: torch.Tensor, history_start, output_start) -> list:
+    args = []
+    for name, value in (("history_start", history_start), ("output_start", output_start)):
+        rows, scalar = _split(name, value, torch.int64, ids, "ids")
+        args += [rows, 0 if scalar is None else scalar]
+    return args
+
+
+def apply_penalties_(
+    scores: torch.Tensor,
+    ids: torch.Tensor,
+    *,
+    repetition: FloatParam = None,
+    presence: FloatParam = None,
+    frequency: FloatParam = None,
+    history_start: IntParam = 0,
+    output_start: IntParam = 0,
+) -> torch.Tensor:
+    """Applies repetition, frequency and presence penalties to ``scores`` in place, from each row's token ids.
+
+    Every distinct token of a row's history gets, once: the repetition penalty with transformers' rule
+    (``s < 0 ? s * repetition : s / repetition``), then ``s -= frequency * count`` and ``s -= presence`` (OpenAI's
+    rule, counting only output positions). Each penalty is optional. Cost: O(history) per row, the vocabulary is
+    never scanned; no host synchronisation.
+
+    Parameters
+    ----------
+    scores : torch.Tensor
+        ``(batch, vocab)`` float32, float16 or bfloat16; modified in place. Half types are penalised in float32 and
+        rounded once.
+    ids : torch.Tensor
+        ``(batch, length)`` int64 or int32 history, e.g. generate()'s ``input_ids``. Its batch may also divide
+        ``batch`` (beams sharing their source row: score row ``r`` uses ids row ``r // (batch // len(ids))``). Ids
+        outside ``[0, vocab)`` (padding such as -1, ids the output layer does not have) are ignored.
+    repetition : float or Tensor, optional
+        > 0; 1 leaves scores as they are, > 1 discourages repetition.
+    presence, frequency : float or Tensor, optional
+        Finite; subtracted once (presence) or once per occurrence (frequency) for tokens at output positions.
+    history_start : int or Tensor
+        Positions before it are not counted (left padding; transformers' ``prompt_ignore_length``). Per-row tensors
+        follow the ids' rows.
+    output_start : int or Tensor
+        Positions from it on are output, the only ones presence and frequency count (0: the whole history, as the
+        repetition penalty counts it; the prompt length: OpenAI's and vLLM's counting).
+
+    Every parameter is a Python scalar, a ``(batch,)`` tensor or a 0-d tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        ``scores`` itself.
+
+    Examples
+    --------
+    >>> scores = torch.tensor([[2.0, -2.0, 1.0, 0.5]])
+    >>> ids = torch.tensor([[0, 1, 1, 3]])
+    >>> pysample.apply_penalties_(scores, ids, repetition=2.0, frequency=0.25, output_start=2)
+    tensor([[ 1.0000, -4.2500,  1.0000,  0.0000]])
+    """
+    torch.ops.pysample.apply_penalties_(scores, ids, *_penalty_arguments(scores, repetition, presence, frequency),
+                                        *_scope_arguments(ids, history_start, output_start))
+    return scores
+
+
+def apply_penalties(
+    scores: torch.Tensor,
+    ids: torch.Tensor,
+    *,
+    repetition: FloatParam = None,
+    presence: FloatParam = None,
+    frequency: FloatParam = None,
+    history_start: IntParam = 0,
+    output_start: IntParam = 0,
+) -> torch.Tensor:
+    """Out-of-place :func:`apply_penalties_`: returns new penalised scores ``(batch, vocab)``, ``scores`` untouched.
+
+    Examples
+    --------
+    >>> pysample.apply_penalties(torch.tensor([[1.0, -1.0, 3.0]]), torch.tensor([[0, 1]]), repetition=2.0)
+    tensor([[ 0.5000, -2.0000,  3.0000]])
+    """
+    return torch.ops.pysample.apply_penalties(scores, ids,
+                                              *_penalty_arguments(scores, repetition, presence, frequency),
+                                              *_scope_arguments(ids, history_start, output_start))
+
+
 def _check_fake_arguments(logits: torch.Tensor, args: tuple) -> None:
     """The checks of the real kernels that fake tensors allow: shapes, dtypes and devices."""
     torch._check(logits.dim() == 2, lambda: f"logits must be 2-D (batch, vocab), got shape {tuple(logits.shape)}")
@@ -277,3 +372,48 @@ def _sample_fake(logits, temperature_rows, temperature, top_k_rows, top_k, top_p
         torch._check(rows.dtype == torch.int64, lambda: f"{name} must be torch.int64, got {rows.dtype}")
     torch._check(n >= 1, lambda: f"n must be >= 1, got {n}")
     return logits.new_empty((logits.shape[0], n), dtype=torch.int64)
+
+
+def _check_fake_penalties(scores: torch.Tensor, args: tuple) -> None:
+    torch._check(scores.dim() == 2, lambda: f"scores must be 2-D (batch, vocab), got shape {tuple(scores.shape)}")
+    torch._check(scores.dtype in (torch.float32, torch.float16, torch.bfloat16),
+                 lambda: f"scores must be float32, float16 or bfloat16, got {scores.dtype}")
+    for name, rows in zip(("repetition", "presence", "frequency"), args[0::2]):
+        if rows is not None:
+            torch._check(rows.shape == (scores.shape[0],) and rows.dtype == torch.float32,
+                         lambda: f"{name} must be float32 of shape (batch,), got {rows.dtype} {tuple(rows.shape)}")
+
+
+def _check_fake_ids(ids: torch.Tensor) -> None:
+    torch._check(ids.dim() == 2, lambda: f"ids must be 2-D (batch, length), got shape {tuple(ids.shape)}")
+    torch._check(ids.dtype in (torch.int64, torch.int32), lambda: f"ids must be int64 or int32, got {ids.dtype}")
+
+
+@torch.library.register_fake("pysample::apply_penalties_")
+def _apply_penalties_inplace_fake(scores, ids, *args):
+    _check_fake_penalties(scores, args[:6])
+    _check_fake_ids(ids)
+    return None
+
+
+@torch.library.register_fake("pysample::apply_penalties")
+def _apply_penalties_fake(scores, ids, *args):
+    _check_fake_penalties(scores, args[:6])
+    _check_fake_ids(ids)
+    return torch.empty_like(scores, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("pysample::count_tokens_")
+def _count_tokens_fake(counts, ids, slots, *scope):
+    _check_fake_ids(ids)
+    torch._check(counts.dim() == 2 and counts.dtype == torch.int32,
+                 lambda: f"counts must be 2-D int32, got {counts.dtype} {tuple(counts.shape)}")
+    return None
+
+
+@torch.library.register_fake("pysample::apply_penalty_counts_")
+def _apply_penalty_counts_fake(scores, counts, slots, *args):
+    _check_fake_penalties(scores, args)
+    torch._check(counts.dim() == 2 and counts.dtype == torch.int32,
+                 lambda: f"counts must be 2-D int32, got {counts.dtype} {tuple(counts.shape)}")
+    return None

@@ -1,4 +1,5 @@
-"""Drop-in replacements for transformers' logits warpers, and :func:`fuse` to run a chain of them in one call.
+"""Drop-in replacements for transformers' logits warpers and penalty processors, and :func:`fuse` to run a chain of
+them with as few kernel calls and copies as possible.
 
 Each class takes the same constructor arguments as the transformers class of the same name, raises the same
 errors for invalid ones (and also rejects NaN), and ``__call__(input_ids, scores)`` returns a new tensor equal to
@@ -22,7 +23,7 @@ Semantics notes (the only places where outputs may differ from transformers for 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, List, Optional, Sequence
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -295,6 +296,121 @@ class EtaLogitsWarper(_Filter):
         self.min_tokens_to_keep = min_tokens_to_keep
 
 
+class _Penalty:
+    """A penalty processor: ``__call__`` returns new scores; :class:`FusedLogitsProcessor` may apply it in place."""
+
+    def penalty_arguments(self, input_ids: torch.Tensor, scores: torch.Tensor) -> Tuple[torch.Tensor, dict]:
+        """The ids and keyword arguments of :func:`pysample.apply_penalties` for these scores."""
+        raise NotImplementedError
+
+    def apply(self, input_ids: torch.Tensor, scores: torch.Tensor, in_place: bool) -> torch.Tensor:
+        if scores.dim() != 2:
+            raise ValueError(f"scores must be 2-D (batch, vocab), got shape {tuple(scores.shape)}")
+        ids, params = self.penalty_arguments(input_ids, scores)
+        return (ops.apply_penalties_ if in_place else ops.apply_penalties)(scores, ids, **params)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Returns the penalised ``scores`` ``(batch, vocab)`` as a new tensor."""
+        return self.apply(input_ids, scores, in_place=False)
+
+
+def _check_penalty(penalty) -> None:
+    if not isinstance(penalty, float) or not (penalty > 0):
+        raise ValueError(f"`penalty` has to be a strictly positive float, but is {penalty}")
+
+
+class RepetitionPenaltyLogitsProcessor(_Penalty):
+    """Penalises every token of a row's ids once; replaces ``transformers.RepetitionPenaltyLogitsProcessor``.
+
+    A score ``s`` of a token in ``input_ids`` becomes ``s * penalty`` if ``s < 0``, else ``s / penalty`` (a true
+    division on the CPU; on CUDA a multiplication by ``1 / penalty``, as torch divides by a scalar there), once
+    however often the token occurs. O(length) per row: the vocabulary is not scanned. Differences from
+    transformers: ids outside ``[0, vocab)`` (negative padding ids included) are ignored where transformers raises
+    for negative ones; only 2-D scores (transformers' 3-D form serves continuous batching, which this processor
+    does not support there either).
+
+    Parameters
+    ----------
+    penalty : float
+        Strictly positive; above 1 discourages repetition, below 1 encourages it.
+    prompt_ignore_length : int or Tensor, optional
+        Leading ids of each row not counted (generate() passes the left-padding lengths), one for every row or a
+        1-D tensor with one per row.
+
+    Examples
+    --------
+    >>> processor = pysample.RepetitionPenaltyLogitsProcessor(2.0)
+    >>> processor(torch.tensor([[0, 2, 2]]), torch.tensor([[1.0, 1.0, -1.0]]))
+    tensor([[ 0.5000,  1.0000, -2.0000]])
+    """
+
+    def __init__(self, penalty: float, prompt_ignore_length: Optional[Union[int, torch.Tensor]] = None):
+        _check_penalty(penalty)
+        if isinstance(prompt_ignore_length, int) and prompt_ignore_length < 0:
+            raise ValueError(f"`prompt_ignore_length` has to be a positive integer, but is {prompt_ignore_length}")
+        if isinstance(prompt_ignore_length, torch.Tensor) and prompt_ignore_length.dim() != 1:
+            raise ValueError("`prompt_ignore_length` must be 1D")
+        self.penalty = penalty
+        self.prompt_ignore_length = prompt_ignore_length
+
+    def penalty_arguments(self, input_ids: torch.Tensor, scores: torch.Tensor) -> Tuple[torch.Tensor, dict]:
+        if input_ids.dim() == 1:
+            input_ids = input_ids.unsqueeze(1)
+        history_start = self.prompt_ignore_length
+        if isinstance(history_start, torch.Tensor):
+            if input_ids.shape[0] != history_start.shape[0]:
+                raise ValueError("Incompatible `prompt_ignore_length` batch size")
+            self.prompt_ignore_length = history_start = history_start.to(input_ids.device)
+        return input_ids, {"repetition": self.penalty, "history_start": 0 if history_start is None else history_start}
+
+
+class EncoderRepetitionPenaltyLogitsProcessor(_Penalty):
+    """Rewards the tokens of the encoder input; replaces ``transformers.EncoderRepetitionPenaltyLogitsProcessor``.
+
+    Like transformers it stores ``1 / penalty`` as ``self.penalty`` and applies the repetition rule with it, so a
+    ``penalty`` above 1 *raises* the scores of the encoder's tokens. Rows of beams share their source row's encoder
+    ids (the scores' batch a multiple of the ids' batch) without copying them. Encoder ids outside ``[0, vocab)``
+    are ignored where transformers raises.
+
+    Parameters
+    ----------
+    penalty : float
+        Strictly positive.
+    encoder_input_ids : torch.LongTensor
+        ``(batch, length)`` ids of the encoder input.
+
+    Examples
+    --------
+    >>> processor = pysample.EncoderRepetitionPenaltyLogitsProcessor(2.0, torch.tensor([[0, 2]]))
+    >>> processor(None, torch.tensor([[1.0, 1.0, -1.0]]))
+    tensor([[ 2.0000,  1.0000, -0.5000]])
+    """
+
+    def __init__(self, penalty: float, encoder_input_ids: torch.LongTensor):
+        _check_penalty(penalty)
+        self.penalty = 1 / penalty
+        self.encoder_input_ids = encoder_input_ids
+
+    def penalty_arguments(self, input_ids: torch.Tensor, scores: torch.Tensor) -> Tuple[torch.Tensor, dict]:
+        return self.encoder_input_ids, {"repetition": self.penalty}
+
+
+_PYSAMPLE_PENALTIES = {cls.__name__: cls for cls in (RepetitionPenaltyLogitsProcessor,
+                                                     EncoderRepetitionPenaltyLogitsProcessor)}
+
+
+def _as_penalty(processor) -> Optional[_Penalty]:
+    """pysample's penalty for `processor` (a pysample or transformers penalty processor), or None."""
+    if isinstance(processor, _Penalty):
+        return processor
+    cls = _PYSAMPLE_PENALTIES.get(type(processor).__name__)
+    if cls is None or not type(processor).__module__.startswith("transformers."):
+        return None
+    penalty = cls.__new__(cls)
+    penalty.__dict__.update(processor.__dict__)  # same attribute names (the encoder's stores 1 / penalty in both)
+    return penalty
+
+
 _PYSAMPLE_WARPERS = {
     cls.__name__: cls
     for cls in (
@@ -358,7 +474,7 @@ class FusedLogitsProcessor:
                 self._steps.append(self._fused_step(group))
             group = [warper] if warper is not None else []
             if warper is None:
-                self._steps.append(processor)
+                self._steps.append(_as_penalty(processor) or processor)
         if group:
             self._steps.append(self._fused_step(group))
 
@@ -376,6 +492,9 @@ class FusedLogitsProcessor:
             if isinstance(step, dict):
                 scores = ops.warp_logits_(scores, **step) if owned else ops.warp_logits(scores, **step)
                 owned = True
+            elif isinstance(step, _Penalty):
+                scores = step.apply(input_ids, scores, in_place=owned)
+                owned = True
             else:
                 scores = step(input_ids, scores)
                 owned = False
@@ -389,7 +508,10 @@ def fuse(processors: Iterable) -> FusedLogitsProcessor:
     """One processor applying `processors` (pysample's or transformers' warpers, or any other processor) in order.
 
     Consecutive warpers that follow generate()'s order (temperature, top-k, top-p, min-p, typical, epsilon, eta)
-    run as one fused kernel call; anything else runs as given, in its place.
+    run as one fused kernel call. Repetition penalties (pysample's or transformers', the encoder form too) touch only
+    their history's tokens: they run in place on the chain's one copy of the scores, so a penalty followed by
+    warpers costs one pass over the vocabulary for the copy and one for the warpers. Anything else runs as given, in
+    its place.
 
     Parameters
     ----------

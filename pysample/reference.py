@@ -51,6 +51,7 @@ __all__ = [
     "sample_weight",
     "sample",
     "sample_distribution",
+    "apply_penalties",
 ]
 
 
@@ -768,3 +769,66 @@ def sample_distribution(
             keep[r] = torch.from_numpy(kept.copy())
             probs[r] = torch.tensor([int(v) / total for v in w], dtype=torch.float64)
     return keep, probs
+
+
+# ---- penalties ---------------------------------------------------------------------------------------------------
+
+
+def _column(value: Param, batch: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """`value` as a ``(batch, 1)`` tensor: one value per row (a scalar repeated)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=dtype).reshape(-1, 1).expand(batch, 1)
+    return torch.full((batch, 1), value, dtype=dtype, device=device)
+
+
+def apply_penalties(
+    scores: torch.Tensor,
+    ids: torch.Tensor,
+    *,
+    repetition: Optional[Param] = None,
+    presence: Optional[Param] = None,
+    frequency: Optional[Param] = None,
+    history_start: Param = 0,
+    output_start: Param = 0,
+    divide_by_reciprocal: bool = False,
+) -> torch.Tensor:
+    """Repetition (transformers' rule), then frequency and presence (OpenAI's) penalties from each row's ids.
+
+    Counted positions: from ``history_start`` on; presence and frequency count only those from ``output_start`` on.
+    Ids outside ``[0, vocab)`` are not counted. A repetition of ``s`` is ``s * p`` for ``s < 0`` else ``s / p``,
+    once per distinct token, computed in float32 with float32 parameters as transformers' float32 ops compute it;
+    then ``s - frequency * count`` and ``s - presence`` for tokens generated at least once. Half types are computed
+    in float32 and rounded at the end. ``ids`` may have fewer rows than ``scores`` when its batch divides theirs
+    (score row ``r`` uses ids row ``r // (batch // len(ids))``); per-row starts follow the ids' rows.
+    ``divide_by_reciprocal``: ``s * (1 / p)`` instead of ``s / p``, as torch divides by a scalar on CUDA (so
+    transformers' CUDA result).
+    """
+    batch, vocab = scores.shape
+    device = scores.device
+    per_ids = batch // ids.shape[0] if ids.shape[0] else 1
+    length = ids.shape[1]
+    positions = torch.arange(length, device=device)[None, :]
+    starts = _column(history_start, ids.shape[0], torch.int64, device).repeat_interleave(per_ids, 0)
+    outputs = _column(output_start, ids.shape[0], torch.int64, device).repeat_interleave(per_ids, 0)
+    ids = ids.to(device=device, dtype=torch.int64).repeat_interleave(per_ids, 0)
+    counted = (ids >= 0) & (ids < vocab) & (positions >= starts)
+    generated = counted & (positions >= outputs)
+    spare = torch.full_like(ids, vocab)  # out-of-scope ids go to a spare column, dropped afterwards
+    seen = torch.zeros(batch, vocab + 1, dtype=torch.bool, device=device)
+    seen.scatter_(1, torch.where(counted, ids, spare), True)
+    counts = torch.zeros(batch, vocab + 1, dtype=torch.int64, device=device)
+    counts.scatter_add_(1, torch.where(generated, ids, spare), torch.ones_like(ids))
+    seen, counts = seen[:, :vocab], counts[:, :vocab]
+
+    out = scores.float()
+    if repetition is not None:
+        p = _column(repetition, batch, torch.float32, device)
+        divided = out * (1.0 / p) if divide_by_reciprocal else out / p
+        out = torch.where(seen, torch.where(out < 0, out * p, divided), out)
+    if frequency is not None:
+        f = _column(frequency, batch, torch.float32, device)
+        out = torch.where(counts > 0, out - f * counts.float(), out)
+    if presence is not None:
+        q = _column(presence, batch, torch.float32, device)
+        out = torch.where(counts > 0, out - q, out)
+    return out.to(scores.dtype)

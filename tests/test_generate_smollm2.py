@@ -89,3 +89,44 @@ def test_sampling_matches_transformers(smollm2, prompt, case, fused):
                     logits_processor=transformers.LogitsProcessorList(chain))
     assert out.shape == expected.shape == (1, prompt["input_ids"].shape[1] + NEW_TOKENS)
     assert torch.equal(out, expected), (tokenizer.decode(out[0]), tokenizer.decode(expected[0]))
+
+
+@pytest.fixture(scope="module")
+def padded_prompts(smollm2):
+    """Two prompts of different lengths, left-padded as generate() expects for a decoder-only model."""
+    _, tokenizer = smollm2
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                           add_generation_prompt=True)
+             for content in ("Write a poem about the sea.", "List three colours, then three animals, twice.")]
+    tokenizer.padding_side = "left"
+    inputs = tokenizer(texts, return_tensors="pt", padding=True)
+    assert (inputs["attention_mask"] == 0).any()  # the shorter prompt is padded
+    return inputs
+
+
+PENALTY_CASES = {
+    # generate() passes the left-padding lengths as prompt_ignore_length.
+    "repetition_penalty=1.3": (
+        dict(repetition_penalty=1.3),
+        lambda inputs: [pysample.RepetitionPenaltyLogitsProcessor(
+            1.3, prompt_ignore_length=(inputs["attention_mask"] != 0).int().argmax(dim=1))]),
+    "encoder_repetition_penalty=1.5": (
+        dict(encoder_repetition_penalty=1.5),
+        lambda inputs: [pysample.EncoderRepetitionPenaltyLogitsProcessor(1.5, inputs["input_ids"])]),
+}
+
+
+@pytest.mark.parametrize("case", list(PENALTY_CASES))
+def test_greedy_with_penalties_matches_transformers(smollm2, padded_prompts, case):
+    model, tokenizer = smollm2
+    flags, processors = PENALTY_CASES[case]
+    with torch.no_grad():
+        expected = model.generate(**padded_prompts, do_sample=False, max_new_tokens=NEW_TOKENS,
+                                  min_new_tokens=NEW_TOKENS, **flags)
+        plain = model.generate(**padded_prompts, do_sample=False, max_new_tokens=NEW_TOKENS,
+                               min_new_tokens=NEW_TOKENS)
+        out = model.generate(**padded_prompts, do_sample=False, max_new_tokens=NEW_TOKENS,
+                             min_new_tokens=NEW_TOKENS,
+                             logits_processor=transformers.LogitsProcessorList(processors(padded_prompts)))
+    assert not torch.equal(plain, expected)  # the penalty changes the text, so the comparison means something
+    assert torch.equal(out, expected), (tokenizer.batch_decode(out), tokenizer.batch_decode(expected))

@@ -1,0 +1,48 @@
+// What every CPU kernel file uses: the instruction-set clones of hot loops, rows in parallel with a per-thread
+// scratch, and the check of per-row parameter tensors. Included by each kernel's file, in an anonymous namespace.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "pysample/warp.h"
+
+// Hot loops are cloned per instruction set (SSE2 / AVX2 / AVX-512), the clone picked at load time.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PYSAMPLE_CPU_CLONES __attribute__((target_clones("default", "avx2", "avx512f")))
+#else
+#define PYSAMPLE_CPU_CLONES
+#endif
+
+namespace pysample {
+namespace {
+
+// Calls row(r, scratch) for every row r of a batch: rows in parallel, but only when a task gets enough tokens to
+// pay for waking a thread; each thread keeps its scratch (reserved for the vocabulary) across rows and calls.
+template <typename RowScratch, typename Row>
+void for_each_row(int64_t batch, int64_t vocab, Row row) {
+  const int64_t rows_per_task = std::max<int64_t>(1, 65536 / std::max<int64_t>(vocab, 1));
+  at::parallel_for(0, batch, rows_per_task, [&](int64_t begin, int64_t end) {
+    thread_local RowScratch scratch;
+    scratch.reserve(vocab);
+    for (int64_t r = begin; r < end; ++r) row(r, scratch);
+  });
+}
+
+// Per-row parameter tensors are read before any row runs, so that a bad value raises (naming the row) instead of
+// being used.
+template <typename Stored, typename Value, typename Valid>
+void check_row_values(const RowParam<Stored, Value>& param, int64_t batch, const char* name, const char* rule,
+                      Valid valid) {
+  if (param.rows == nullptr) return;
+  for (int64_t r = 0; r < batch; ++r) {
+    const Value v = param.at(r);
+    TORCH_CHECK_VALUE(valid(v), name, "[", r, "] must be ", rule, ", got ", v);
+  }
+}
+
+}  // namespace
+}  // namespace pysample

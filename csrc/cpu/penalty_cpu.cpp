@@ -1,0 +1,170 @@
+// CPU kernels of the penalties. From a row's ids (apply_penalties_): the history is counted into a per-thread table
+// of entries (penalty.h), then every distinct token's score is penalised once, clearing its entry as it goes so the
+// table is all zero again for the next row: O(history) per row, whatever the vocabulary. From a counts table kept
+// across steps (count_tokens_, apply_penalty_counts_): one vectorized pass over the row.
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../penalty_args.h"
+#include "cpu_rows.h"
+#include "pysample/penalty.h"
+
+namespace pysample {
+namespace {
+
+void check_row_values(const PenaltyParams& p, int64_t batch) {
+  check_row_values(p.repetition, batch, "repetition", "> 0", [](double v) { return v > 0; });
+  auto finite = [](double v) { return std::isfinite(v); };
+  check_row_values(p.presence, batch, "presence", "a finite number", finite);
+  check_row_values(p.frequency, batch, "frequency", "a finite number", finite);
+}
+
+void check_row_values(const HistoryScope& h, int64_t batch) {
+  auto non_negative = [](int64_t v) { return v >= 0; };
+  check_row_values(h.history_start, batch, "history_start", ">= 0", non_negative);
+  check_row_values(h.output_start, batch, "output_start", ">= 0", non_negative);
+}
+
+// Adds the history of one row of ids to its table of entries. Ids outside [0, vocab) (padding such as -1) are
+// ignored.
+template <typename id_t>
+void count_row(uint32_t* entries, int64_t vocab, const id_t* ids, int64_t length, int64_t history_start,
+               int64_t output_start) {
+  for (int64_t pos = std::min(history_start, length); pos < length; ++pos) {
+    const int64_t id = ids[pos];
+    if (id < 0 || id >= vocab) continue;
+    entries[id] = add_contribution(entries[id], position_contribution(pos, history_start, output_start));
+  }
+}
+
+// One entry per token, all zero between rows (penalize_history clears what count_row set).
+struct EntryTable {
+  std::vector<uint32_t> entries;
+  void reserve(int64_t vocab) {
+    if (static_cast<int64_t>(entries.size()) < vocab) entries.resize(vocab);
+  }
+};
+
+template <typename scalar_t, typename id_t>
+void penalize_history(scalar_t* scores, int64_t stride, int64_t vocab, const id_t* ids, int64_t length,
+                      int64_t history_start, const RowPenalty& penalty, uint32_t* entries) {
+  for (int64_t pos = std::min(history_start, length); pos < length; ++pos) {
+    const int64_t id = ids[pos];
+    if (id < 0 || id >= vocab) continue;
+    const uint32_t entry = entries[id];
+    if (entry == 0) continue;  // out of scope, or already penalised: each distinct token once
+    entries[id] = 0;
+    scalar_t& s = scores[id * stride];
+    s = static_cast<scalar_t>(penalize<false>(static_cast<float>(s), entry, penalty));
+  }
+}
+
+void apply_penalties_cpu(const at::Tensor& scores, const at::Tensor& ids, const PenaltyParams& params,
+                         const HistoryScope& scope) {
+  TORCH_CHECK_VALUE(scores.device().is_cpu(), "scores must be on the CPU for the CPU kernel");
+  const int64_t batch = scores.size(0), vocab = scores.size(1);
+  const int64_t rows_per_ids = batch / ids.size(0), length = ids.size(1);
+  check_row_values(params, batch);
+  check_row_values(scope, ids.size(0));
+  dispatch_logits(scores, [&](auto score_zero) {
+    using scalar_t = decltype(score_zero);
+    dispatch_ids(ids, [&](auto id_zero) {
+      using id_t = decltype(id_zero);
+      scalar_t* data = scores.data_ptr<scalar_t>();
+      const id_t* id_data = ids.const_data_ptr<id_t>();
+      for_each_row<EntryTable>(batch, vocab, [&](int64_t row, EntryTable& table) {
+        const int64_t ids_row = row / rows_per_ids;
+        const id_t* row_ids = id_data + ids_row * length;
+        const int64_t history_start = scope.history_start.at(ids_row);
+        count_row(table.entries.data(), vocab, row_ids, length, history_start, scope.output_start.at(ids_row));
+        penalize_history(data + row * scores.stride(0), scores.stride(1), vocab, row_ids, length, history_start,
+                         row_penalty(params, row), table.entries.data());
+      });
+    });
+  });
+}
+
+// Slot of each row, every one checked in range before anything is written.
+std::vector<int64_t> slots_of(const std::optional<at::Tensor>& slots, int64_t batch, int64_t num_slots) {
+  std::vector<int64_t> result(batch);
+  for (int64_t r = 0; r < batch; ++r) {
+    result[r] = slots ? slots->const_data_ptr<int64_t>()[r] : r;
+    TORCH_CHECK_INDEX(result[r] >= 0 && result[r] < num_slots, "slots[", r, "] = ", result[r],
+                      " is out of range for counts with ", num_slots, " slots");
+  }
+  return result;
+}
+
+// Rows one after the other: two rows may share a slot (they then both add to it).
+void count_tokens_cpu(const at::Tensor& counts, const at::Tensor& ids, const std::optional<at::Tensor>& slots,
+                      const HistoryScope& scope) {
+  TORCH_CHECK_VALUE(counts.device().is_cpu(), "counts must be on the CPU for the CPU kernel");
+  const int64_t batch = ids.size(0), length = ids.size(1), vocab = counts.size(1);
+  check_row_values(scope, batch);
+  const std::vector<int64_t> slot = slots_of(slots, batch, counts.size(0));
+  auto* entries = reinterpret_cast<uint32_t*>(counts.data_ptr<int32_t>());
+  dispatch_ids(ids, [&](auto id_zero) {
+    using id_t = decltype(id_zero);
+    const id_t* id_data = ids.const_data_ptr<id_t>();
+    for (int64_t r = 0; r < batch; ++r) {
+      count_row(entries + slot[r] * vocab, vocab, id_data + r * length, length, scope.history_start.at(r),
+                scope.output_start.at(r));
+    }
+  });
+}
+
+// Penalises every token with a non-zero entry; the others keep their exact bits.
+template <typename scalar_t>
+inline void penalize_by_entries(scalar_t* scores, int64_t stride, const uint32_t* entries, int64_t vocab,
+                                const RowPenalty& penalty) {
+  for (int64_t i = 0; i < vocab; ++i) {
+    const scalar_t s = scores[i * stride];
+    const float penalized = penalize<false>(static_cast<float>(s), entries[i], penalty);
+    scores[i * stride] = entries[i] != 0 ? static_cast<scalar_t>(penalized) : s;
+  }
+}
+
+// The contiguous float32 row, vectorized.
+PYSAMPLE_CPU_CLONES void penalize_by_entries_dense(float* scores, const uint32_t* entries, int64_t vocab,
+                                                   const RowPenalty& penalty) {
+  penalize_by_entries(scores, 1, entries, vocab, penalty);
+}
+
+struct NoScratch {
+  void reserve(int64_t) {}
+};
+
+void apply_penalty_counts_cpu(const at::Tensor& scores, const at::Tensor& counts,
+                              const std::optional<at::Tensor>& slots, const PenaltyParams& params) {
+  TORCH_CHECK_VALUE(scores.device().is_cpu(), "scores must be on the CPU for the CPU kernel");
+  const int64_t batch = scores.size(0), vocab = scores.size(1);
+  check_row_values(params, batch);
+  const std::vector<int64_t> slot = slots_of(slots, batch, counts.size(0));
+  const auto* entries = reinterpret_cast<const uint32_t*>(counts.const_data_ptr<int32_t>());
+  dispatch_logits(scores, [&](auto zero) {
+    using scalar_t = decltype(zero);
+    scalar_t* data = scores.data_ptr<scalar_t>();
+    const int64_t stride = scores.stride(1);
+    for_each_row<NoScratch>(batch, vocab, [&](int64_t row, NoScratch&) {
+      scalar_t* row_scores = data + row * scores.stride(0);
+      const uint32_t* row_entries = entries + slot[row] * vocab;
+      const RowPenalty penalty = row_penalty(params, row);
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (stride == 1) return penalize_by_entries_dense(row_scores, row_entries, vocab, penalty);
+      }
+      penalize_by_entries(row_scores, stride, row_entries, vocab, penalty);
+    });
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pysample, CPU, m) {
+  m.impl("apply_penalties_", &apply_penalties_inplace<apply_penalties_cpu>);
+  m.impl("apply_penalties", &apply_penalties<apply_penalties_cpu>);
+  m.impl("count_tokens_", &count_tokens_<count_tokens_cpu>);
+  m.impl("apply_penalty_counts_", &apply_penalty_counts_<apply_penalty_counts_cpu>);
+}
+
+}  // namespace pysample

@@ -1,0 +1,81 @@
+// Logic of the penalties that the CPU and CUDA kernels share: how a row's history is counted and how a count
+// changes a score. Framework-free (no torch header) so that it compiles for host and device alike.
+//
+// A token's history is summarised in one unsigned entry: 2 * (occurrences at output positions) + (1 if it occurred
+// at a prompt position). Every counted position is in the repetition penalty's scope; positions at or after the
+// output start are also counted by the presence and frequency penalties (OpenAI's rule: generated tokens only).
+// Entries combine with `|` and `+` only, so atomics build them in any order on the GPU.
+#pragma once
+
+#include <cstdint>
+
+#include "pysample/warp.h"
+
+namespace pysample {
+
+constexpr uint32_t kPromptSeen = 1;    // or-ed in for a prompt position
+constexpr uint32_t kOutputCount = 2;   // added for an output position
+
+// Every penalty is optional: an absent one (`enabled == false`) leaves the scores as they are.
+struct PenaltyParams {
+  RowParam<float, double> repetition;  // transformers' rule: s < 0 ? s * p : s / p, once per distinct token
+  RowParam<float, double> presence;    // s -= presence for a token generated at least once
+  RowParam<float, double> frequency;   // s -= frequency * (times generated)
+};
+
+// Where each row's history starts to count: positions before `history_start` are ignored (left padding, or a
+// prompt the caller wants ignored: transformers' prompt_ignore_length); positions from `output_start` on are output.
+struct HistoryScope {
+  RowParam<int64_t, int64_t> history_start;
+  RowParam<int64_t, int64_t> output_start;
+};
+
+// What a position contributes to its token's entry: 0 outside the history, else kPromptSeen or kOutputCount.
+PYSAMPLE_HD uint32_t position_contribution(int64_t position, int64_t history_start, int64_t output_start) {
+  if (position < history_start) return 0;
+  return position < output_start ? kPromptSeen : kOutputCount;
+}
+
+PYSAMPLE_HD uint32_t add_contribution(uint32_t entry, uint32_t contribution) {
+  return contribution == kPromptSeen ? (entry | kPromptSeen) : entry + contribution;
+}
+
+// One row's penalties, as float32 values (float16/bfloat16 scores are penalised in float32 and rounded once).
+struct RowPenalty {
+  float repetition = 1.0f;
+  float presence = 0.0f;
+  float frequency = 0.0f;
+  bool has_repetition = false;
+};
+
+PYSAMPLE_HD RowPenalty row_penalty(const PenaltyParams& p, int64_t row) {
+  RowPenalty r;
+  r.has_repetition = p.repetition.enabled;
+  if (p.repetition.enabled) r.repetition = static_cast<float>(p.repetition.at(row));
+  if (p.presence.enabled) r.presence = static_cast<float>(p.presence.at(row));
+  if (p.frequency.enabled) r.frequency = static_cast<float>(p.frequency.at(row));
+  return r;
+}
+
+// The score of a token whose entry is non-zero: repetition first (transformers' rule), then frequency, then
+// presence (vLLM's order), each rounded to float32 as torch's float32 ops round them. `DivideByReciprocal` is
+// how torch divides a tensor by a scalar on CUDA (x * (1 / p)); the CPU divides truly. Matching each device's
+// transformers result bit for bit needs both.
+template <bool DivideByReciprocal>
+PYSAMPLE_HD float penalize(float score, uint32_t entry, const RowPenalty& r) {
+  if (r.has_repetition) {
+    if (score < 0) {
+      score = score * r.repetition;
+    } else {
+      score = DivideByReciprocal ? score * (1.0f / r.repetition) : score / r.repetition;
+    }
+  }
+  const int32_t generated = static_cast<int32_t>(entry / kOutputCount);  // signed converts faster (AVX2)
+  if (generated != 0) {
+    score = score - r.frequency * static_cast<float>(generated);
+    score = score - r.presence;
+  }
+  return score;
+}
+
+}  // namespace pysample

@@ -1,0 +1,166 @@
+// Torch-side glue of the penalty ops, shared by the CPU and CUDA registrations: argument checks with messages that
+// name the argument, and the entry points wrapped around a device's kernels.
+#pragma once
+
+#include <ATen/Functions.h>
+#include <ATen/MemoryOverlap.h>
+#include <ATen/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+#include <optional>
+
+#include "pysample/penalty.h"
+#include "warp_args.h"
+
+namespace pysample {
+
+// Token ids (batch of ids, length), int32 or int64, on the scores' device. A batch of ids may serve several rows
+// of scores (beams sharing their source row): it must then divide the scores' batch.
+inline void check_ids(const at::Tensor& ids, const at::Tensor& scores, const char* scores_name) {
+  TORCH_CHECK_VALUE(ids.dim() == 2, "ids must be 2-D (batch, length), got shape ", ids.sizes());
+  TORCH_CHECK_TYPE(ids.scalar_type() == at::kLong || ids.scalar_type() == at::kInt, "ids must be int64 or int32, got ",
+                   ids.scalar_type());
+  TORCH_CHECK_VALUE(ids.device() == scores.device(), "ids must be on the ", scores_name, "' device ", scores.device(),
+                    ", got ", ids.device());
+  const int64_t batch = scores.size(0);
+  TORCH_CHECK_VALUE(ids.size(0) == batch || (ids.size(0) > 0 && batch % ids.size(0) == 0), "ids' batch (",
+                    ids.size(0), ") must equal or divide the ", scores_name, "' batch (", batch, ")");
+}
+
+// Calls kernel(id_t{}) for the ids' dtype.
+template <typename Kernel>
+void dispatch_ids(const at::Tensor& ids, Kernel kernel) {
+  if (ids.scalar_type() == at::kInt) return kernel(int32_t{});
+  TORCH_CHECK_TYPE(ids.scalar_type() == at::kLong, "ids must be int64 or int32, got ", ids.scalar_type());
+  kernel(int64_t{});
+}
+
+inline void check_contiguous_rows(std::initializer_list<const std::optional<at::Tensor>*> rows) {
+  for (const auto* r : rows) {
+    TORCH_CHECK_VALUE(!r->has_value() || (*r)->is_contiguous(), "per-row parameters must be contiguous");
+  }
+}
+
+inline PenaltyParams make_penalty_params(const at::Tensor& scores, const std::optional<at::Tensor>& repetition_rows,
+                                         std::optional<double> repetition,
+                                         const std::optional<at::Tensor>& presence_rows,
+                                         std::optional<double> presence,
+                                         const std::optional<at::Tensor>& frequency_rows,
+                                         std::optional<double> frequency) {
+  check_logits(scores, "scores");
+  check_contiguous_rows({&repetition_rows, &presence_rows, &frequency_rows});
+  if (repetition) TORCH_CHECK_VALUE(*repetition > 0, "repetition must be > 0, got ", *repetition);
+  if (presence) TORCH_CHECK_VALUE(std::isfinite(*presence), "presence must be a finite number, got ", *presence);
+  if (frequency) TORCH_CHECK_VALUE(std::isfinite(*frequency), "frequency must be a finite number, got ", *frequency);
+  PenaltyParams p;
+  p.repetition = row_param<float, double>(repetition_rows, repetition, scores, at::kFloat, "repetition");
+  p.presence = row_param<float, double>(presence_rows, presence, scores, at::kFloat, "presence");
+  p.frequency = row_param<float, double>(frequency_rows, frequency, scores, at::kFloat, "frequency");
+  return p;
+}
+
+// `rows_of` is the tensor whose batch the per-row starts follow (the ids').
+inline HistoryScope make_history_scope(const at::Tensor& rows_of, const std::optional<at::Tensor>& history_start_rows,
+                                       int64_t history_start, const std::optional<at::Tensor>& output_start_rows,
+                                       int64_t output_start) {
+  check_contiguous_rows({&history_start_rows, &output_start_rows});
+  TORCH_CHECK_VALUE(history_start >= 0, "history_start must be >= 0, got ", history_start);
+  TORCH_CHECK_VALUE(output_start >= 0, "output_start must be >= 0, got ", output_start);
+  HistoryScope h;
+  // A per-row tensor replaces the scalar (the schema always carries both).
+  h.history_start = row_param<int64_t, int64_t>(history_start_rows, history_start_rows ? std::nullopt
+                                                : std::optional<int64_t>(history_start), rows_of, at::kLong,
+                                                "history_start");
+  h.output_start = row_param<int64_t, int64_t>(output_start_rows, output_start_rows ? std::nullopt
+                                               : std::optional<int64_t>(output_start), rows_of, at::kLong,
+                                               "output_start");
+  return h;
+}
+
+// Slot of each row of scores in a counts table (slots, vocab): `slots` (batch,) int64, or row r -> slot r.
+inline void check_counts(const at::Tensor& counts, const std::optional<at::Tensor>& slots, int64_t batch,
+                         int64_t vocab, const at::Tensor& device_of, const char* batch_name) {
+  TORCH_CHECK_VALUE(counts.dim() == 2, "counts must be 2-D (slots, vocab), got shape ", counts.sizes());
+  TORCH_CHECK_TYPE(counts.scalar_type() == at::kInt, "counts must be int32, got ", counts.scalar_type());
+  TORCH_CHECK_VALUE(counts.is_contiguous(), "counts must be contiguous");
+  TORCH_CHECK_VALUE(counts.device() == device_of.device(), "counts must be on the ", batch_name, "' device ",
+                    device_of.device(), ", got ", counts.device());
+  if (vocab >= 0) {
+    TORCH_CHECK_VALUE(counts.size(1) == vocab, "counts must have the scores' vocab size ", vocab, ", got ",
+                      counts.size(1));
+  }
+  if (slots) {
+    TORCH_CHECK_VALUE(slots->dim() == 1 && slots->size(0) == batch, "slots must have shape (batch,) = (", batch,
+                      ",), got ", slots->sizes());
+    TORCH_CHECK_TYPE(slots->scalar_type() == at::kLong, "slots must be int64, got ", slots->scalar_type());
+    TORCH_CHECK_VALUE(slots->is_contiguous(), "slots must be contiguous");
+    TORCH_CHECK_VALUE(slots->device() == counts.device(), "slots must be on the counts' device ", counts.device(),
+                      ", got ", slots->device());
+  } else {
+    TORCH_CHECK_VALUE(counts.size(0) == batch, "without slots, counts must have one slot per row: ", batch,
+                      " rows, ", counts.size(0), " slots");
+  }
+}
+
+// A device's kernels. `scores` may have any strides (no internal overlap); ids, counts and slots are contiguous.
+using PenaltyKernel = void (*)(const at::Tensor& scores, const at::Tensor& ids, const PenaltyParams& params,
+                               const HistoryScope& scope);
+using CountKernel = void (*)(const at::Tensor& counts, const at::Tensor& ids, const std::optional<at::Tensor>& slots,
+                             const HistoryScope& scope);
+using CountsPenaltyKernel = void (*)(const at::Tensor& scores, const at::Tensor& counts,
+                                     const std::optional<at::Tensor>& slots, const PenaltyParams& params);
+
+#define PYSAMPLE_PENALTY_PARAMETERS                                                                            \
+  const std::optional<at::Tensor>&repetition_rows, std::optional<double> repetition,                           \
+      const std::optional<at::Tensor>&presence_rows, std::optional<double> presence,                           \
+      const std::optional<at::Tensor>&frequency_rows, std::optional<double> frequency
+#define PYSAMPLE_PENALTY_ARGUMENTS repetition_rows, repetition, presence_rows, presence, frequency_rows, frequency
+#define PYSAMPLE_SCOPE_PARAMETERS                                                                              \
+  const std::optional<at::Tensor>&history_start_rows, int64_t history_start,                                   \
+      const std::optional<at::Tensor>&output_start_rows, int64_t output_start
+#define PYSAMPLE_SCOPE_ARGUMENTS history_start_rows, history_start, output_start_rows, output_start
+
+template <PenaltyKernel kernel>
+void apply_penalties_inplace(at::Tensor scores, const at::Tensor& ids, PYSAMPLE_PENALTY_PARAMETERS,
+                             PYSAMPLE_SCOPE_PARAMETERS) {
+  const PenaltyParams params = make_penalty_params(scores, PYSAMPLE_PENALTY_ARGUMENTS);
+  check_ids(ids, scores, "scores");
+  const HistoryScope scope = make_history_scope(ids, PYSAMPLE_SCOPE_ARGUMENTS);
+  at::assert_no_internal_overlap(scores);  // a token shared by two rows would be penalised twice
+  if (scores.numel() == 0 || ids.size(1) == 0) return;
+  kernel(scores, ids.contiguous(), params, scope);
+}
+
+template <PenaltyKernel kernel>
+at::Tensor apply_penalties(const at::Tensor& scores, const at::Tensor& ids, PYSAMPLE_PENALTY_PARAMETERS,
+                           PYSAMPLE_SCOPE_PARAMETERS) {
+  check_logits(scores, "scores");
+  at::Tensor out = scores.clone(at::MemoryFormat::Contiguous);
+  apply_penalties_inplace<kernel>(out, ids, PYSAMPLE_PENALTY_ARGUMENTS, PYSAMPLE_SCOPE_ARGUMENTS);
+  return out;
+}
+
+template <CountKernel kernel>
+void count_tokens_(at::Tensor counts, const at::Tensor& ids, const std::optional<at::Tensor>& slots,
+                   PYSAMPLE_SCOPE_PARAMETERS) {
+  TORCH_CHECK_VALUE(ids.dim() == 2, "ids must be 2-D (batch, length), got shape ", ids.sizes());
+  TORCH_CHECK_TYPE(ids.scalar_type() == at::kLong || ids.scalar_type() == at::kInt, "ids must be int64 or int32, got ",
+                   ids.scalar_type());
+  check_counts(counts, slots, ids.size(0), -1, ids, "ids");
+  const HistoryScope scope = make_history_scope(ids, PYSAMPLE_SCOPE_ARGUMENTS);
+  if (ids.numel() == 0 || counts.size(1) == 0) return;
+  kernel(counts, ids.contiguous(), slots, scope);
+}
+
+template <CountsPenaltyKernel kernel>
+void apply_penalty_counts_(at::Tensor scores, const at::Tensor& counts, const std::optional<at::Tensor>& slots,
+                           PYSAMPLE_PENALTY_PARAMETERS) {
+  const PenaltyParams params = make_penalty_params(scores, PYSAMPLE_PENALTY_ARGUMENTS);
+  check_counts(counts, slots, scores.size(0), scores.size(1), scores, "scores");
+  at::assert_no_internal_overlap(scores);
+  if (scores.numel() == 0) return;
+  kernel(scores, counts, slots, params);
+}
+
+}  // namespace pysample

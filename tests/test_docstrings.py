@@ -1,0 +1,22 @@
+"""The Examples blocks of the public modules' docstrings run and print what they show."""
+
+from __future__ import annotations
+
+import doctest
+import math
+
+import pytest
+import torch
+
+import pysample
+import pysample.ops
+import pysample.penalties
+import pysample.processors
+
+
+@pytest.mark.parametrize("module", [pysample.ops, pysample.processors, pysample.penalties], ids=lambda m: m.__name__)
+def test_examples(module):
+    results = doctest.testmod(module, extraglobs={"torch": torch, "pysample": pysample, "math": math},
+                              optionflags=doctest.NORMALIZE_WHITESPACE, report=True)
+    assert results.attempted > 0
+    assert results.failed == 0
