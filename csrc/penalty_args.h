@@ -104,8 +104,9 @@ inline void check_counts(const at::Tensor& counts, const std::optional<at::Tenso
 }
 
 // A device's kernels. `scores` may have any strides (no internal overlap); ids, counts and slots are contiguous.
-using PenaltyKernel = void (*)(const at::Tensor& scores, const at::Tensor& ids, const PenaltyParams& params,
-                               const HistoryScope& scope);
+// PenaltyKernel reads `in` and writes the penalised rows to `out` (the same tensor when in place).
+using PenaltyKernel = void (*)(const at::Tensor& in, const at::Tensor& out, const at::Tensor& ids,
+                               const PenaltyParams& params, const HistoryScope& scope);
 using CountKernel = void (*)(const at::Tensor& counts, const at::Tensor& ids, const std::optional<at::Tensor>& slots,
                              const HistoryScope& scope);
 using CountsPenaltyKernel = void (*)(const at::Tensor& scores, const at::Tensor& counts,
@@ -129,15 +130,17 @@ void apply_penalties_inplace(at::Tensor scores, const at::Tensor& ids, PYSAMPLE_
   const HistoryScope scope = make_history_scope(ids, PYSAMPLE_SCOPE_ARGUMENTS);
   at::assert_no_internal_overlap(scores);  // a token shared by two rows would be penalised twice
   if (scores.numel() == 0 || ids.size(1) == 0) return;
-  kernel(scores, ids.contiguous(), params, scope);
+  kernel(scores, scores, ids.contiguous(), params, scope);
 }
 
 template <PenaltyKernel kernel>
 at::Tensor apply_penalties(const at::Tensor& scores, const at::Tensor& ids, PYSAMPLE_PENALTY_PARAMETERS,
                            PYSAMPLE_SCOPE_PARAMETERS) {
-  check_logits(scores, "scores");
-  at::Tensor out = scores.clone(at::MemoryFormat::Contiguous);
-  apply_penalties_inplace<kernel>(out, ids, PYSAMPLE_PENALTY_ARGUMENTS, PYSAMPLE_SCOPE_ARGUMENTS);
+  const PenaltyParams params = make_penalty_params(scores, PYSAMPLE_PENALTY_ARGUMENTS);
+  check_ids(ids, scores, "scores");
+  const HistoryScope scope = make_history_scope(ids, PYSAMPLE_SCOPE_ARGUMENTS);
+  at::Tensor out = at::empty_like(scores, at::MemoryFormat::Contiguous);
+  if (scores.numel() != 0) kernel(scores, out, ids.contiguous(), params, scope);
   return out;
 }
 

@@ -68,8 +68,9 @@ def hf_repetition(ids: torch.Tensor, scores: torch.Tensor, penalty: float, promp
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("id_dtype", [torch.int64, torch.int32], ids=str)
+# 32000 tokens with 999 / 1000 ids: the CPU kernel visits the history / makes a pass over the row (kSequentialRatio).
 @pytest.mark.parametrize("batch, vocab, length", [(0, 17, 5), (1, 17, 0), (7, 1000, 300), (64, 32000, 512),
-                                                  (3, 151936, 4096)])
+                                                  (5, 32000, 999), (5, 32000, 1000), (3, 151936, 4096)])
 def test_matches_reference(device, seed, dtype, id_dtype, batch, vocab, length):
     scores = make_scores(batch, vocab, dtype, seed, device)
     ids = make_ids(batch, length, vocab, seed, id_dtype, device)
@@ -194,6 +195,7 @@ def test_inplace_on_a_strided_view(device, seed):
     ids = make_ids(4, 100, 600, seed, device=device)
     before = storage.clone()
     expected = expected_penalties(view, ids, repetition=1.7, presence=0.5)
+    assert_same_bits(pysample.apply_penalties(view, ids, repetition=1.7, presence=0.5).cpu(), expected)
     pysample.apply_penalties_(view, ids, repetition=1.7, presence=0.5)
     assert_same_bits(view.cpu(), expected)
     assert_same_bits(storage[1::2], before[1::2])  # the rows between are untouched

@@ -1,9 +1,11 @@
 // CPU kernels of the penalties. From a row's ids (apply_penalties_): the history is counted into a per-thread table
-// of entries (penalty.h), then every distinct token's score is penalised once, clearing its entry as it goes so the
-// table is all zero again for the next row: O(history) per row, whatever the vocabulary. From a counts table kept
-// across steps (count_tokens_, apply_penalty_counts_): one vectorized pass over the row.
+// of entries (penalty.h), then every distinct token's score is penalised once, by visiting the history again (a
+// short history: O(history) per row, whatever the vocabulary) or by one vectorized pass over the row (a long one),
+// and the table is left all zero for the next row. From a counts table kept across steps (count_tokens_,
+// apply_penalty_counts_): one vectorized pass over the row.
 #include <torch/library.h>
 
+#include <cstring>
 #include <vector>
 
 #include "../penalty_args.h"
@@ -38,7 +40,7 @@ void count_row(uint32_t* entries, int64_t vocab, const id_t* ids, int64_t length
   }
 }
 
-// One entry per token, all zero between rows (penalize_history clears what count_row set).
+// One entry per token, all zero between rows (penalize_row clears what count_row set).
 struct EntryTable {
   std::vector<uint32_t> entries;
   void reserve(int64_t vocab) {
@@ -46,6 +48,33 @@ struct EntryTable {
   }
 };
 
+// Penalises every token with a non-zero entry; the others keep their exact bits.
+template <typename scalar_t>
+inline void penalize_by_entries(scalar_t* scores, int64_t stride, const uint32_t* entries, int64_t vocab,
+                                const RowPenalty& penalty) {
+  for (int64_t i = 0; i < vocab; ++i) {
+    const scalar_t s = scores[i * stride];
+    const float penalized = penalize<false>(static_cast<float>(s), entries[i], penalty);
+    scores[i * stride] = entries[i] != 0 ? static_cast<scalar_t>(penalized) : s;
+  }
+}
+
+// The contiguous float32 row, vectorized.
+PYSAMPLE_CPU_CLONES void penalize_by_entries_dense(float* scores, const uint32_t* entries, int64_t vocab,
+                                                   const RowPenalty& penalty) {
+  penalize_by_entries(scores, 1, entries, vocab, penalty);
+}
+
+template <typename scalar_t>
+void penalize_row_by_entries(scalar_t* scores, int64_t stride, const uint32_t* entries, int64_t vocab,
+                             const RowPenalty& penalty) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (stride == 1) return penalize_by_entries_dense(scores, entries, vocab, penalty);
+  }
+  penalize_by_entries(scores, stride, entries, vocab, penalty);
+}
+
+// Penalises the tokens of a row's history, once each, visiting the history again: clears each entry as it goes.
 template <typename scalar_t, typename id_t>
 void penalize_history(scalar_t* scores, int64_t stride, int64_t vocab, const id_t* ids, int64_t length,
                       int64_t history_start, const RowPenalty& penalty, uint32_t* entries) {
@@ -60,26 +89,50 @@ void penalize_history(scalar_t* scores, int64_t stride, int64_t vocab, const id_
   }
 }
 
-void apply_penalties_cpu(const at::Tensor& scores, const at::Tensor& ids, const PenaltyParams& params,
-                         const HistoryScope& scope) {
-  TORCH_CHECK_VALUE(scores.device().is_cpu(), "scores must be on the CPU for the CPU kernel");
-  const int64_t batch = scores.size(0), vocab = scores.size(1);
+// A history longer than vocab / kSequentialRatio is penalised by one pass over the row rather than by visiting its
+// tokens: the visits hit the row at random, and once they touch most of its cache lines a sequential pass is faster.
+constexpr int64_t kSequentialRatio = 32;
+
+// One row: `in` copied to `out` (unless they are the same row: in place), then penalised from `ids`.
+template <typename scalar_t, typename id_t>
+void penalize_row(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride, int64_t vocab,
+                  const id_t* ids, int64_t length, int64_t history_start, int64_t output_start,
+                  const RowPenalty& penalty, uint32_t* entries) {
+  count_row(entries, vocab, ids, length, history_start, output_start);
+  if (in != out) {  // copied row by row, so that the penalties find it in the cache
+    if (in_stride == 1 && out_stride == 1) {
+      std::memcpy(out, in, vocab * sizeof(scalar_t));
+    } else {
+      for (int64_t i = 0; i < vocab; ++i) out[i * out_stride] = in[i * in_stride];
+    }
+  }
+  if (length * kSequentialRatio >= vocab) {
+    penalize_row_by_entries(out, out_stride, entries, vocab, penalty);
+    std::fill_n(entries, vocab, 0u);
+  } else {
+    penalize_history(out, out_stride, vocab, ids, length, history_start, penalty, entries);
+  }
+}
+
+void apply_penalties_cpu(const at::Tensor& in, const at::Tensor& out, const at::Tensor& ids,
+                         const PenaltyParams& params, const HistoryScope& scope) {
+  TORCH_CHECK_VALUE(in.device().is_cpu(), "scores must be on the CPU for the CPU kernel");
+  const int64_t batch = in.size(0), vocab = in.size(1);
   const int64_t rows_per_ids = batch / ids.size(0), length = ids.size(1);
   check_row_values(params, batch);
   check_row_values(scope, ids.size(0));
-  dispatch_logits(scores, [&](auto score_zero) {
+  dispatch_logits(in, [&](auto score_zero) {
     using scalar_t = decltype(score_zero);
     dispatch_ids(ids, [&](auto id_zero) {
       using id_t = decltype(id_zero);
-      scalar_t* data = scores.data_ptr<scalar_t>();
+      const scalar_t* in_data = in.const_data_ptr<scalar_t>();
+      scalar_t* out_data = out.data_ptr<scalar_t>();
       const id_t* id_data = ids.const_data_ptr<id_t>();
       for_each_row<EntryTable>(batch, vocab, [&](int64_t row, EntryTable& table) {
         const int64_t ids_row = row / rows_per_ids;
-        const id_t* row_ids = id_data + ids_row * length;
-        const int64_t history_start = scope.history_start.at(ids_row);
-        count_row(table.entries.data(), vocab, row_ids, length, history_start, scope.output_start.at(ids_row));
-        penalize_history(data + row * scores.stride(0), scores.stride(1), vocab, row_ids, length, history_start,
-                         row_penalty(params, row), table.entries.data());
+        penalize_row(in_data + row * in.stride(0), in.stride(1), out_data + row * out.stride(0), out.stride(1),
+                     vocab, id_data + ids_row * length, length, scope.history_start.at(ids_row),
+                     scope.output_start.at(ids_row), row_penalty(params, row), table.entries.data());
       });
     });
   });
@@ -114,23 +167,6 @@ void count_tokens_cpu(const at::Tensor& counts, const at::Tensor& ids, const std
   });
 }
 
-// Penalises every token with a non-zero entry; the others keep their exact bits.
-template <typename scalar_t>
-inline void penalize_by_entries(scalar_t* scores, int64_t stride, const uint32_t* entries, int64_t vocab,
-                                const RowPenalty& penalty) {
-  for (int64_t i = 0; i < vocab; ++i) {
-    const scalar_t s = scores[i * stride];
-    const float penalized = penalize<false>(static_cast<float>(s), entries[i], penalty);
-    scores[i * stride] = entries[i] != 0 ? static_cast<scalar_t>(penalized) : s;
-  }
-}
-
-// The contiguous float32 row, vectorized.
-PYSAMPLE_CPU_CLONES void penalize_by_entries_dense(float* scores, const uint32_t* entries, int64_t vocab,
-                                                   const RowPenalty& penalty) {
-  penalize_by_entries(scores, 1, entries, vocab, penalty);
-}
-
 struct NoScratch {
   void reserve(int64_t) {}
 };
@@ -149,11 +185,7 @@ void apply_penalty_counts_cpu(const at::Tensor& scores, const at::Tensor& counts
     for_each_row<NoScratch>(batch, vocab, [&](int64_t row, NoScratch&) {
       scalar_t* row_scores = data + row * scores.stride(0);
       const uint32_t* row_entries = entries + slot[row] * vocab;
-      const RowPenalty penalty = row_penalty(params, row);
-      if constexpr (std::is_same_v<scalar_t, float>) {
-        if (stride == 1) return penalize_by_entries_dense(row_scores, row_entries, vocab, penalty);
-      }
-      penalize_by_entries(row_scores, stride, row_entries, vocab, penalty);
+      penalize_row_by_entries(row_scores, stride, row_entries, vocab, row_penalty(params, row));
     });
   });
 }

@@ -17,11 +17,12 @@ const int64_t* slots_data(const std::optional<at::Tensor>& slots) {
   return slots ? slots->const_data_ptr<int64_t>() : nullptr;
 }
 
-void apply_penalties_cuda(const at::Tensor& scores, const at::Tensor& ids, const PenaltyParams& params,
-                          const HistoryScope& scope) {
+void apply_penalties_cuda(const at::Tensor& in, const at::Tensor& scores, const at::Tensor& ids,
+                          const PenaltyParams& params, const HistoryScope& scope) {
   TORCH_CHECK_VALUE(scores.is_cuda(), "scores must be on a CUDA device for the CUDA kernel");
   const c10::cuda::CUDAGuard device_guard(scores.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (!in.is_same(scores)) scores.copy_(in);  // out of place: penalise a copy
   // The kernel's table of entries, one zeroed row per row of scores (the caching allocator makes this cheap).
   const at::Tensor tables = at::zeros({scores.size(0), scores.size(1)}, scores.options().dtype(at::kInt));
   auto* table_data = reinterpret_cast<uint32_t*>(tables.data_ptr<int32_t>());
