@@ -75,10 +75,18 @@ void penalize_row_by_entries(scalar_t* scores, int64_t stride, const uint32_t* e
 }
 
 // Penalises the tokens of a row's history, once each, visiting the history again: clears each entry as it goes.
+// The visits miss the cache when the row is not in it (in place, a large batch): the score of the token a few
+// positions ahead is requested early so that the misses overlap.
+constexpr int64_t kPrefetchDistance = 16;
+
 template <typename scalar_t, typename id_t>
 void penalize_history(scalar_t* scores, int64_t stride, int64_t vocab, const id_t* ids, int64_t length,
                       int64_t history_start, const RowPenalty& penalty, uint32_t* entries) {
   for (int64_t pos = std::min(history_start, length); pos < length; ++pos) {
+    if (pos + kPrefetchDistance < length) {
+      const int64_t ahead = ids[pos + kPrefetchDistance];
+      if (ahead >= 0 && ahead < vocab) __builtin_prefetch(&scores[ahead * stride], 1);
+    }
     const int64_t id = ids[pos];
     if (id < 0 || id >= vocab) continue;
     const uint32_t entry = entries[id];
