@@ -47,6 +47,19 @@ TORCH_LIBRARY(pysample, m) {
   m.def(
       "apply_penalty_counts_(Tensor(a!) scores, Tensor counts, Tensor? slots, Tensor? repetition_rows, "
       "float? repetition, Tensor? presence_rows, float? presence, Tensor? frequency_rows, float? frequency) -> ()");
+  // Sets to -inf, in place, every token that would complete an n-gram: where the last n - 1 ids of a row (of its
+  // first lengths[r]) followed by the token occur as n consecutive ids of its source: the row's own ids, or row
+  // r / (batch / sources' batch) of `sources` (the encoder's ids; source_lengths likewise). n per row: a scalar or
+  // an int64 (batch,) tensor; 0 bans nothing. Rules in pysample/ngram.h.
+  m.def(
+      "no_repeat_ngram_(Tensor(a!) scores, Tensor ids, Tensor? lengths, Tensor? sources, Tensor? source_lengths, "
+      "Tensor? ngram_size_rows, int ngram_size) -> ()");
+  // Adds, in place, the bias of every sequence whose all-but-last tokens end a row's ids (of its first lengths[r])
+  // to its last token's score; sequences packed as int64 tokens, int64 offsets (sequences + 1) and float32 biases.
+  // Biases with one last token add up in the given order, in the scores' dtype, and the sum is added once.
+  m.def(
+      "bias_sequences_(Tensor(a!) scores, Tensor ids, Tensor? lengths, Tensor sequence_tokens, "
+      "Tensor sequence_offsets, Tensor sequence_biases) -> ()");
 }
 
 // `import pysample._C` runs the registrations above; the module itself has no Python functions.

@@ -15,31 +15,13 @@
 
 namespace pysample {
 
-// Token ids (batch of ids, length), int32 or int64, on the scores' device. A batch of ids may serve several rows
-// of scores (beams sharing their source row): it must then divide the scores' batch.
+// Token ids (batch of ids, length) on the scores' device. A batch of ids may serve several rows of scores (beams
+// sharing their source row): it must then divide the scores' batch.
 inline void check_ids(const at::Tensor& ids, const at::Tensor& scores, const char* scores_name) {
-  TORCH_CHECK_VALUE(ids.dim() == 2, "ids must be 2-D (batch, length), got shape ", ids.sizes());
-  TORCH_CHECK_TYPE(ids.scalar_type() == at::kLong || ids.scalar_type() == at::kInt, "ids must be int64 or int32, got ",
-                   ids.scalar_type());
-  TORCH_CHECK_VALUE(ids.device() == scores.device(), "ids must be on the ", scores_name, "' device ", scores.device(),
-                    ", got ", ids.device());
+  check_token_ids(ids, "ids", scores, scores_name);
   const int64_t batch = scores.size(0);
   TORCH_CHECK_VALUE(ids.size(0) == batch || (ids.size(0) > 0 && batch % ids.size(0) == 0), "ids' batch (",
                     ids.size(0), ") must equal or divide the ", scores_name, "' batch (", batch, ")");
-}
-
-// Calls kernel(id_t{}) for the ids' dtype.
-template <typename Kernel>
-void dispatch_ids(const at::Tensor& ids, Kernel kernel) {
-  if (ids.scalar_type() == at::kInt) return kernel(int32_t{});
-  TORCH_CHECK_TYPE(ids.scalar_type() == at::kLong, "ids must be int64 or int32, got ", ids.scalar_type());
-  kernel(int64_t{});
-}
-
-inline void check_contiguous_rows(std::initializer_list<const std::optional<at::Tensor>*> rows) {
-  for (const auto* r : rows) {
-    TORCH_CHECK_VALUE(!r->has_value() || (*r)->is_contiguous(), "per-row parameters must be contiguous");
-  }
 }
 
 inline PenaltyParams make_penalty_params(const at::Tensor& scores, const std::optional<at::Tensor>& repetition_rows,
@@ -147,9 +129,7 @@ at::Tensor apply_penalties(const at::Tensor& scores, const at::Tensor& ids, PYSA
 template <CountKernel kernel>
 void count_tokens_(at::Tensor counts, const at::Tensor& ids, const std::optional<at::Tensor>& slots,
                    PYSAMPLE_SCOPE_PARAMETERS) {
-  TORCH_CHECK_VALUE(ids.dim() == 2, "ids must be 2-D (batch, length), got shape ", ids.sizes());
-  TORCH_CHECK_TYPE(ids.scalar_type() == at::kLong || ids.scalar_type() == at::kInt, "ids must be int64 or int32, got ",
-                   ids.scalar_type());
+  check_token_ids(ids, "ids", counts, "counts");
   check_counts(counts, slots, ids.size(0), -1, ids, "ids");
   const HistoryScope scope = make_history_scope(ids, PYSAMPLE_SCOPE_ARGUMENTS);
   if (ids.numel() == 0 || counts.size(1) == 0) return;

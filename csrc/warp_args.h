@@ -53,6 +53,30 @@ inline void check_range(double value, double low, double high, bool low_closed, 
                     " must be in ", low_closed ? "[" : "(", low, ", ", high, "], got ", value);
 }
 
+// Token ids (rows, length), int32 or int64, on the device of `scores` (named `scores_name` in messages).
+inline void check_token_ids(const at::Tensor& ids, const char* name, const at::Tensor& scores,
+                            const char* scores_name) {
+  TORCH_CHECK_VALUE(ids.dim() == 2, name, " must be 2-D (batch, length), got shape ", ids.sizes());
+  TORCH_CHECK_TYPE(ids.scalar_type() == at::kLong || ids.scalar_type() == at::kInt, name,
+                   " must be int64 or int32, got ", ids.scalar_type());
+  TORCH_CHECK_VALUE(ids.device() == scores.device(), name, " must be on the ", scores_name, "' device ",
+                    scores.device(), ", got ", ids.device());
+}
+
+// Calls kernel(id_t{}) for the ids' dtype (int32 or int64: check_token_ids rejects the others).
+template <typename Kernel>
+void dispatch_ids(const at::Tensor& ids, Kernel kernel) {
+  if (ids.scalar_type() == at::kInt) return kernel(int32_t{});
+  TORCH_CHECK_TYPE(ids.scalar_type() == at::kLong, "ids must be int64 or int32, got ", ids.scalar_type());
+  kernel(int64_t{});
+}
+
+inline void check_contiguous_rows(std::initializer_list<const std::optional<at::Tensor>*> rows) {
+  for (const auto* r : rows) {
+    TORCH_CHECK_VALUE(!r->has_value() || (*r)->is_contiguous(), "per-row parameters must be contiguous");
+  }
+}
+
 template <typename Stored, typename Value>
 RowParam<Stored, Value> row_param(const std::optional<at::Tensor>& rows, std::optional<Value> value,
                                   const at::Tensor& logits, at::ScalarType dtype, const char* name) {

@@ -1,15 +1,27 @@
 """pysample: fused C++/CUDA kernels for the hot loop of LLM decoding, drop-in for transformers' logits processors."""
 
 from . import ops
-from .ops import apply_penalties, apply_penalties_, sample, warp_logits, warp_logits_
+from .ops import (
+    apply_penalties,
+    apply_penalties_,
+    bias_sequences_,
+    no_repeat_ngram_,
+    sample,
+    warp_logits,
+    warp_logits_,
+)
 from .penalties import PenaltyState
 from .processors import (
+    EncoderNoRepeatNGramLogitsProcessor,
     EncoderRepetitionPenaltyLogitsProcessor,
     EpsilonLogitsWarper,
     EtaLogitsWarper,
     FusedLogitsProcessor,
     MinPLogitsWarper,
+    NoBadWordsLogitsProcessor,
+    NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
+    SequenceBiasLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
@@ -18,20 +30,26 @@ from .processors import (
 )
 
 __all__ = [
+    "EncoderNoRepeatNGramLogitsProcessor",
     "EncoderRepetitionPenaltyLogitsProcessor",
     "EpsilonLogitsWarper",
     "EtaLogitsWarper",
     "FusedLogitsProcessor",
     "MinPLogitsWarper",
+    "NoBadWordsLogitsProcessor",
+    "NoRepeatNGramLogitsProcessor",
     "PenaltyState",
     "RepetitionPenaltyLogitsProcessor",
+    "SequenceBiasLogitsProcessor",
     "TemperatureLogitsWarper",
     "TopKLogitsWarper",
     "TopPLogitsWarper",
     "TypicalLogitsWarper",
     "apply_penalties",
     "apply_penalties_",
+    "bias_sequences_",
     "fuse",
+    "no_repeat_ngram_",
     "ops",
     "sample",
     "warp_logits",

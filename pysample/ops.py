@@ -7,7 +7,7 @@ the argument, so C++ callers get the same checks.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -334,6 +334,120 @@ def apply_penalties(
                                               *_scope_arguments(ids, history_start, output_start))
 
 
+def no_repeat_ngram_(
+    scores: torch.Tensor,
+    ids: torch.Tensor,
+    *,
+    ngram_size: IntParam,
+    lengths: Optional[torch.Tensor] = None,
+    sources: Optional[torch.Tensor] = None,
+    source_lengths: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Bans (sets to ``-inf``) in place every token that would complete an n-gram already seen.
+
+    A row's prefix is its last ``n - 1`` ids; every window of ``n`` consecutive ids of its source whose first
+    ``n - 1`` ids equal the prefix bans its last id. The source is the row's own ids (transformers'
+    ``NoRepeatNGramLogitsProcessor``) or, with ``sources``, the encoder's ids (``EncoderNoRepeatNGramLogitsProcessor``;
+    beams share their source row). A row shorter than ``n - 1`` bans nothing; ``n = 1`` bans every id of the source;
+    ``n = 0`` disables the row. Ids compare as raw integers (padding included); a banned id outside ``[0, vocab)`` is
+    ignored. O(length) per row, no host synchronisation.
+
+    Parameters
+    ----------
+    scores : torch.Tensor
+        ``(batch, vocab)`` float32, float16 or bfloat16; modified in place.
+    ids : torch.Tensor
+        ``(batch, length)`` int64 or int32, e.g. generate()'s ``input_ids``.
+    ngram_size : int or Tensor
+        ``n`` (>= 0) for every row, or an int64 ``(batch,)`` tensor.
+    lengths : Tensor, optional
+        int64 ``(batch,)``: each row's valid ids (right-padded batches); default all ``length``.
+    sources : Tensor, optional
+        ``(sources, source_length)`` ids of the ids' dtype, ``sources`` dividing ``batch``: score row ``r`` uses
+        source row ``r // (batch // sources)``.
+    source_lengths : Tensor, optional
+        int64 ``(sources,)``: each source row's valid ids.
+
+    Returns
+    -------
+    torch.Tensor
+        ``scores`` itself.
+
+    Examples
+    --------
+    >>> scores = torch.zeros(1, 5)
+    >>> pysample.no_repeat_ngram_(scores, torch.tensor([[1, 2, 3, 1, 2]]), ngram_size=3)
+    tensor([[0., 0., 0., -inf, 0.]])
+    """
+    rows, scalar = _split("ngram_size", ngram_size, torch.int64, scores, "scores")
+    torch.ops.pysample.no_repeat_ngram_(scores, ids, lengths, sources, source_lengths, rows,
+                                        0 if scalar is None else scalar)
+    return scores
+
+
+class PackedSequences(NamedTuple):
+    """Token sequences and their biases packed for :func:`bias_sequences_`, on one device.
+
+    ``tokens``: int64, every sequence one after the other; ``offsets``: int64 ``(count + 1,)``, sequence ``s`` is
+    ``tokens[offsets[s]:offsets[s + 1]]``; ``biases``: float32 ``(count,)``.
+    """
+
+    tokens: torch.Tensor
+    offsets: torch.Tensor
+    biases: torch.Tensor
+
+
+def pack_sequences(sequences: Sequence[Sequence[int]], biases: Sequence[float],
+                   device: Union[torch.device, str, None] = None) -> PackedSequences:
+    """Packs ``sequences`` (non-empty lists of token ids) and one bias each for :func:`bias_sequences_`.
+
+    Examples
+    --------
+    >>> pysample.ops.pack_sequences([[5], [1, 2]], [-1.0, 2.0]).offsets
+    tensor([0, 1, 3])
+    """
+    if len(sequences) != len(biases):
+        raise ValueError(f"{len(sequences)} sequences but {len(biases)} biases")
+    if any(len(sequence) == 0 for sequence in sequences):
+        raise ValueError("every sequence needs at least one token")
+    lengths = torch.tensor([0] + [len(sequence) for sequence in sequences], dtype=torch.int64)
+    tokens = torch.tensor([token for sequence in sequences for token in sequence], dtype=torch.int64)
+    return PackedSequences(tokens.to(device), lengths.cumsum(0).to(device),
+                           torch.tensor(list(biases), dtype=torch.float32, device=device))
+
+
+def bias_sequences_(scores: torch.Tensor, ids: torch.Tensor, sequences: PackedSequences, *,
+                    lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Adds, in place, each sequence's bias to its last token where its other tokens end the row's ids.
+
+    transformers' ``SequenceBiasLogitsProcessor`` (and ``NoBadWordsLogitsProcessor``: biases of ``-inf``) without its
+    pass over the whole row: a single-token sequence always applies; a longer one when its all-but-last tokens are
+    the row's last ids. Biases of one token add up in the order of ``sequences``, in the scores' dtype (so
+    ``inf + -inf`` is NaN, as in transformers), and the sum is added to the score once. Only biased tokens are
+    written: unlike transformers' ``scores + bias``, a ``-0.0`` elsewhere stays ``-0.0``. No host synchronisation.
+
+    Parameters
+    ----------
+    scores : torch.Tensor
+        ``(batch, vocab)`` float32, float16 or bfloat16; modified in place.
+    ids : torch.Tensor
+        ``(batch, length)`` int64 or int32.
+    sequences : PackedSequences
+        From :func:`pack_sequences`, on the scores' device; every last token in ``[0, vocab)``.
+    lengths : Tensor, optional
+        int64 ``(batch,)``: each row's valid ids (right-padded batches).
+
+    Examples
+    --------
+    >>> packed = pysample.ops.pack_sequences([[4], [1, 2]], [-1.0, 5.0])
+    >>> pysample.bias_sequences_(torch.zeros(2, 5), torch.tensor([[0, 1], [1, 0]]), packed)
+    tensor([[ 0.,  0.,  5.,  0., -1.],
+            [ 0.,  0.,  0.,  0., -1.]])
+    """
+    torch.ops.pysample.bias_sequences_(scores, ids, lengths, *sequences)
+    return scores
+
+
 def _check_fake_arguments(logits: torch.Tensor, args: tuple) -> None:
     """The checks of the real kernels that fake tensors allow: shapes, dtypes and devices."""
     torch._check(logits.dim() == 2, lambda: f"logits must be 2-D (batch, vocab), got shape {tuple(logits.shape)}")
@@ -374,7 +488,7 @@ def _sample_fake(logits, temperature_rows, temperature, top_k_rows, top_k, top_p
     return logits.new_empty((logits.shape[0], n), dtype=torch.int64)
 
 
-def _check_fake_penalties(scores: torch.Tensor, args: tuple) -> None:
+def _check_fake_scores(scores: torch.Tensor, args: tuple) -> None:
     torch._check(scores.dim() == 2, lambda: f"scores must be 2-D (batch, vocab), got shape {tuple(scores.shape)}")
     torch._check(scores.dtype in (torch.float32, torch.float16, torch.bfloat16),
                  lambda: f"scores must be float32, float16 or bfloat16, got {scores.dtype}")
@@ -391,14 +505,14 @@ def _check_fake_ids(ids: torch.Tensor) -> None:
 
 @torch.library.register_fake("pysample::apply_penalties_")
 def _apply_penalties_inplace_fake(scores, ids, *args):
-    _check_fake_penalties(scores, args[:6])
+    _check_fake_scores(scores, args[:6])
     _check_fake_ids(ids)
     return None
 
 
 @torch.library.register_fake("pysample::apply_penalties")
 def _apply_penalties_fake(scores, ids, *args):
-    _check_fake_penalties(scores, args[:6])
+    _check_fake_scores(scores, args[:6])
     _check_fake_ids(ids)
     return torch.empty_like(scores, memory_format=torch.contiguous_format)
 
@@ -413,7 +527,21 @@ def _count_tokens_fake(counts, ids, slots, *scope):
 
 @torch.library.register_fake("pysample::apply_penalty_counts_")
 def _apply_penalty_counts_fake(scores, counts, slots, *args):
-    _check_fake_penalties(scores, args)
+    _check_fake_scores(scores, args)
     torch._check(counts.dim() == 2 and counts.dtype == torch.int32,
                  lambda: f"counts must be 2-D int32, got {counts.dtype} {tuple(counts.shape)}")
+    return None
+
+
+@torch.library.register_fake("pysample::no_repeat_ngram_")
+def _no_repeat_ngram_fake(scores, ids, lengths, sources, source_lengths, ngram_size_rows, ngram_size):
+    _check_fake_scores(scores, ())
+    _check_fake_ids(ids)
+    return None
+
+
+@torch.library.register_fake("pysample::bias_sequences_")
+def _bias_sequences_fake(scores, ids, lengths, tokens, offsets, biases):
+    _check_fake_scores(scores, ())
+    _check_fake_ids(ids)
     return None

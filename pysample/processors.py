@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from . import ops
@@ -296,22 +297,34 @@ class EtaLogitsWarper(_Filter):
         self.min_tokens_to_keep = min_tokens_to_keep
 
 
-class _Penalty:
-    """A penalty processor: ``__call__`` returns new scores; :class:`FusedLogitsProcessor` may apply it in place."""
+def _check_2d(scores: torch.Tensor) -> None:
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be 2-D (batch, vocab), got shape {tuple(scores.shape)}")
+
+
+class _TokenEditor:
+    """A processor that changes a few tokens of each row (penalties, bans, biases). ``__call__`` returns new scores;
+    :class:`FusedLogitsProcessor` applies it in place on the copy the chain owns (``in_place=True``)."""
+
+    def apply(self, input_ids: torch.Tensor, scores: torch.Tensor, in_place: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Returns the processed ``scores`` ``(batch, vocab)`` as a new tensor."""
+        return self.apply(input_ids, scores, in_place=False)
+
+
+class _Penalty(_TokenEditor):
+    """A penalty processor: one call of :func:`pysample.apply_penalties` (or its in-place form)."""
 
     def penalty_arguments(self, input_ids: torch.Tensor, scores: torch.Tensor) -> Tuple[torch.Tensor, dict]:
         """The ids and keyword arguments of :func:`pysample.apply_penalties` for these scores."""
         raise NotImplementedError
 
     def apply(self, input_ids: torch.Tensor, scores: torch.Tensor, in_place: bool) -> torch.Tensor:
-        if scores.dim() != 2:
-            raise ValueError(f"scores must be 2-D (batch, vocab), got shape {tuple(scores.shape)}")
+        _check_2d(scores)
         ids, params = self.penalty_arguments(input_ids, scores)
         return (ops.apply_penalties_ if in_place else ops.apply_penalties)(scores, ids, **params)
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """Returns the penalised ``scores`` ``(batch, vocab)`` as a new tensor."""
-        return self.apply(input_ids, scores, in_place=False)
 
 
 def _check_penalty(penalty) -> None:
@@ -395,20 +408,234 @@ class EncoderRepetitionPenaltyLogitsProcessor(_Penalty):
         return self.encoder_input_ids, {"repetition": self.penalty}
 
 
-_PYSAMPLE_PENALTIES = {cls.__name__: cls for cls in (RepetitionPenaltyLogitsProcessor,
-                                                     EncoderRepetitionPenaltyLogitsProcessor)}
+class NoRepeatNGramLogitsProcessor(_TokenEditor):
+    """Bans tokens that would repeat an n-gram of the row; replaces ``transformers.NoRepeatNGramLogitsProcessor``.
+
+    Windows run over the whole ``input_ids`` (prompt and padding included), as in transformers. O(length) per row,
+    no host synchronisation; ids outside ``[0, vocab)`` are never banned (transformers raises on negative ones).
+
+    Parameters
+    ----------
+    ngram_size : int
+        Strictly positive: n-grams of this size occur at most once.
+
+    Examples
+    --------
+    >>> processor = pysample.NoRepeatNGramLogitsProcessor(2)
+    >>> processor(torch.tensor([[3, 1, 3]]), torch.zeros(1, 4))
+    tensor([[0., -inf, 0., 0.]])
+    """
+
+    def __init__(self, ngram_size: int):
+        if not isinstance(ngram_size, int) or ngram_size <= 0:
+            raise ValueError(f"`ngram_size` has to be a strictly positive integer, but is {ngram_size}")
+        self.ngram_size = ngram_size
+
+    def apply(self, input_ids: torch.Tensor, scores: torch.Tensor, in_place: bool) -> torch.Tensor:
+        _check_2d(scores)
+        if input_ids.shape[-1] < self.ngram_size:  # no complete n-gram yet: transformers returns the scores as given
+            return scores
+        return ops.no_repeat_ngram_(scores if in_place else scores.clone(), input_ids, ngram_size=self.ngram_size)
 
 
-def _as_penalty(processor) -> Optional[_Penalty]:
-    """pysample's penalty for `processor` (a pysample or transformers penalty processor), or None."""
-    if isinstance(processor, _Penalty):
+class EncoderNoRepeatNGramLogitsProcessor(_TokenEditor):
+    """Bans tokens that would repeat an n-gram of the encoder input; replaces
+    ``transformers.EncoderNoRepeatNGramLogitsProcessor`` without its per-row Python loop and host synchronisation.
+
+    Beams share their source row's encoder ids (``num_beams = batch // encoder batch``). A row bans once it holds
+    ``n - 1`` ids. Encoder ids outside ``[0, vocab)`` are never banned (transformers indexes with them: a negative id
+    bans a token counted from the end of the vocabulary).
+
+    Parameters
+    ----------
+    encoder_ngram_size : int
+        Strictly positive.
+    encoder_input_ids : torch.LongTensor
+        ``(batch, length)`` (or ``(length,)``) ids of the encoder input.
+
+    Examples
+    --------
+    >>> processor = pysample.EncoderNoRepeatNGramLogitsProcessor(2, torch.tensor([[1, 2, 1, 3]]))
+    >>> processor(torch.tensor([[0, 1]]), torch.zeros(1, 4))
+    tensor([[0., 0., -inf, -inf]])
+    """
+
+    def __init__(self, encoder_ngram_size: int, encoder_input_ids: torch.LongTensor):
+        if not isinstance(encoder_ngram_size, int) or encoder_ngram_size <= 0:
+            raise ValueError(
+                f"`encoder_ngram_size` has to be a strictly positive integer, but is {encoder_ngram_size}"
+            )
+        self.ngram_size = encoder_ngram_size
+        if len(encoder_input_ids.shape) == 1:
+            encoder_input_ids = encoder_input_ids.unsqueeze(0)
+        self.batch_size = encoder_input_ids.shape[0]
+        self.encoder_input_ids = encoder_input_ids
+
+    def apply(self, input_ids: torch.Tensor, scores: torch.Tensor, in_place: bool) -> torch.Tensor:
+        _check_2d(scores)
+        if self.encoder_input_ids.device != scores.device or self.encoder_input_ids.dtype != input_ids.dtype:
+            self.encoder_input_ids = self.encoder_input_ids.to(device=scores.device, dtype=input_ids.dtype)
+        return ops.no_repeat_ngram_(scores if in_place else scores.clone(), input_ids, ngram_size=self.ngram_size,
+                                    sources=self.encoder_input_ids)
+
+
+def _is_token_id(token_id) -> bool:
+    return isinstance(token_id, (int, np.integer)) and token_id >= 0  # as transformers checks (bool passes)
+
+
+class SequenceBiasLogitsProcessor(_TokenEditor):
+    """Adds a bias to the last token of each sequence the next token can complete; replaces
+    ``transformers.SequenceBiasLogitsProcessor``.
+
+    A single-token sequence is always biased; a longer one when its other tokens end the row's ids. Biases of one
+    token add up (``inf + -inf`` is NaN) in transformers' order: single tokens first, then longer sequences grouped
+    by length. Like transformers (``scores + bias``), the result has no ``-0.0``. The vocabulary is checked and the
+    sequences packed on the device at the first call.
+
+    Parameters
+    ----------
+    sequence_bias : list of [list of int, float], or dict of tuple of int to float
+        The sequences and their biases, e.g. ``[[[10, 45], -2.0], [[64], -7.5]]``.
+
+    Examples
+    --------
+    >>> processor = pysample.SequenceBiasLogitsProcessor([[[1, 2], 5.0], [[3], -1.0]])
+    >>> processor(torch.tensor([[0, 1]]), torch.zeros(1, 4))
+    tensor([[ 0.,  0.,  5., -1.]])
+    """
+
+    def __init__(self, sequence_bias):
+        self.sequence_bias = sequence_bias
+        self._validate_arguments()
+        if isinstance(sequence_bias, list):
+            self.sequence_bias = {tuple(sequence): bias for sequence, bias in sequence_bias}
+        self._packed: Optional[ops.PackedSequences] = None
+
+    def _validate_arguments(self) -> None:
+        sequence_bias = self.sequence_bias
+        if not isinstance(sequence_bias, (dict, list)) or len(sequence_bias) == 0:
+            raise ValueError(
+                f"`sequence_bias` has to be a non-empty dictionary, or non-empty list of lists but is {sequence_bias}."
+            )
+        if isinstance(sequence_bias, dict):
+            if any(not isinstance(sequence, tuple) for sequence in sequence_bias):
+                raise ValueError(f"`sequence_bias` has to be a dict with tuples as keys, but is {sequence_bias}.")
+            if any(len(sequence) == 0 or not all(map(_is_token_id, sequence)) for sequence in sequence_bias):
+                raise ValueError(
+                    "Each key in `sequence_bias` has to be a non-empty tuple of positive integers, but is "
+                    f"{sequence_bias}."
+                )
+            if any(not isinstance(bias, float) for bias in sequence_bias.values()):
+                raise ValueError(f"`sequence_bias` has to be a dict with floats as values, but is {sequence_bias}.")
+            return
+
+        def valid_pair(pair) -> bool:
+            return (len(pair) != 0 and isinstance(pair[0], list) and all(map(_is_token_id, pair[0]))
+                    and isinstance(pair[1], float))
+
+        if any(not valid_pair(pair) for pair in sequence_bias):
+            raise ValueError(
+                "Each element in `sequence_bias` has to be a non-empty list of lists of positive integers and float, "
+                f"but is {sequence_bias}."
+            )
+
+    def _pack(self, scores: torch.Tensor) -> ops.PackedSequences:
+        vocab = scores.shape[-1]
+        invalid = [token for sequence in self.sequence_bias for token in sequence if token >= vocab]
+        if invalid:
+            raise ValueError(
+                f"The model vocabulary size is {vocab}, but the following tokens were being biased: {invalid}"
+            )
+        # transformers' order of accumulation: single tokens, then longer sequences grouped by length in order of
+        # first appearance, each group in dict order.
+        singles = [(list(sequence), bias) for sequence, bias in self.sequence_bias.items() if len(sequence) == 1]
+        by_length: dict = {}
+        for sequence, bias in self.sequence_bias.items():
+            if len(sequence) > 1:
+                by_length.setdefault(len(sequence), []).append((list(sequence), bias))
+        ordered = singles + [pair for group in by_length.values() for pair in group]
+        return ops.pack_sequences([s for s, _ in ordered], [b for _, b in ordered], device=scores.device)
+
+    def apply(self, input_ids: torch.Tensor, scores: torch.Tensor, in_place: bool) -> torch.Tensor:
+        _check_2d(scores)
+        if self._packed is None or self._packed.tokens.device != scores.device:
+            self._packed = self._pack(scores)
+        scores = scores.add_(0.0) if in_place else scores + 0.0  # transformers' scores + bias turns -0.0 into 0.0
+        return ops.bias_sequences_(scores, input_ids, self._packed)
+
+
+class NoBadWordsLogitsProcessor(SequenceBiasLogitsProcessor):
+    """Bans every sequence of ``bad_words_ids`` (a bias of ``-inf`` on the token that would complete it); replaces
+    ``transformers.NoBadWordsLogitsProcessor``.
+
+    Parameters
+    ----------
+    bad_words_ids : list of list of int
+        The banned sequences.
+    eos_token_id : int, list of int or Tensor, optional
+        End-of-sequence token(s): a banned single token equal to one of them is dropped from the list.
+
+    Examples
+    --------
+    >>> processor = pysample.NoBadWordsLogitsProcessor([[1, 2], [3]], eos_token_id=0)
+    >>> processor(torch.tensor([[0, 1]]), torch.zeros(1, 4))
+    tensor([[0., 0., -inf, -inf]])
+    """
+
+    def __init__(self, bad_words_ids, eos_token_id=None):
+        self.bad_word_ids = bad_words_ids
+        self._validate_arguments()
+        if eos_token_id is not None:
+            if isinstance(eos_token_id, torch.Tensor):
+                eos_token_id = eos_token_id.tolist()
+            eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+            bad_words_ids = [sequence for sequence in bad_words_ids if all(sequence != [i] for i in eos)]
+        # Validated as bad words (this class's _validate_arguments), so that an empty list after removing the end of
+        # sequence tokens is accepted, as in transformers.
+        super().__init__({tuple(sequence): -_INF for sequence in bad_words_ids})
+
+    def _validate_arguments(self) -> None:
+        bad_words_ids = self.bad_word_ids
+        if not isinstance(bad_words_ids, list) or len(bad_words_ids) == 0:
+            raise ValueError(f"`bad_words_ids` has to be a non-empty list, but is {bad_words_ids}.")
+        if any(not isinstance(bad_word_ids, list) for bad_word_ids in bad_words_ids):
+            raise ValueError(f"`bad_words_ids` has to be a list of lists, but is {bad_words_ids}.")
+        if any(not all(map(_is_token_id, bad_word_ids)) for bad_word_ids in bad_words_ids):
+            raise ValueError(
+                f"Each list in `bad_words_ids` has to be a list of positive integers, but is {bad_words_ids}."
+            )
+
+
+def _same_attributes(cls):
+    """Converts a transformers processor into `cls`, whose attributes have the same names and meanings."""
+
+    def convert(processor):
+        editor = cls.__new__(cls)
+        editor.__dict__.update(processor.__dict__)
+        return editor
+
+    return convert
+
+
+# transformers' token editors fuse can run in place, by class name. EncoderNoRepeatNGram is not among them: it keeps
+# only a dict of the encoder's n-grams, not its ids.
+_TRANSFORMERS_EDITORS = {
+    "RepetitionPenaltyLogitsProcessor": _same_attributes(RepetitionPenaltyLogitsProcessor),
+    "EncoderRepetitionPenaltyLogitsProcessor": _same_attributes(EncoderRepetitionPenaltyLogitsProcessor),  # 1/p
+    "NoRepeatNGramLogitsProcessor": lambda p: NoRepeatNGramLogitsProcessor(p.ngram_size),
+    "SequenceBiasLogitsProcessor": lambda p: SequenceBiasLogitsProcessor(dict(p.sequence_bias)),
+    "NoBadWordsLogitsProcessor": lambda p: SequenceBiasLogitsProcessor(dict(p.sequence_bias)),  # biases of -inf
+}
+
+
+def _as_editor(processor) -> Optional[_TokenEditor]:
+    """pysample's token editor for `processor` (pysample's, or a transformers processor it replaces), or None."""
+    if isinstance(processor, _TokenEditor):
         return processor
-    cls = _PYSAMPLE_PENALTIES.get(type(processor).__name__)
-    if cls is None or not type(processor).__module__.startswith("transformers."):
+    convert = _TRANSFORMERS_EDITORS.get(type(processor).__name__)
+    if convert is None or not type(processor).__module__.startswith("transformers."):
         return None
-    penalty = cls.__new__(cls)
-    penalty.__dict__.update(processor.__dict__)  # same attribute names (the encoder's stores 1 / penalty in both)
-    return penalty
+    return convert(processor)
 
 
 _PYSAMPLE_WARPERS = {
@@ -474,7 +701,7 @@ class FusedLogitsProcessor:
                 self._steps.append(self._fused_step(group))
             group = [warper] if warper is not None else []
             if warper is None:
-                self._steps.append(_as_penalty(processor) or processor)
+                self._steps.append(_as_editor(processor) or processor)
         if group:
             self._steps.append(self._fused_step(group))
 
@@ -492,7 +719,7 @@ class FusedLogitsProcessor:
             if isinstance(step, dict):
                 scores = ops.warp_logits_(scores, **step) if owned else ops.warp_logits(scores, **step)
                 owned = True
-            elif isinstance(step, _Penalty):
+            elif isinstance(step, _TokenEditor):
                 scores = step.apply(input_ids, scores, in_place=owned)
                 owned = True
             else:

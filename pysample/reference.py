@@ -52,6 +52,8 @@ __all__ = [
     "sample",
     "sample_distribution",
     "apply_penalties",
+    "no_repeat_ngram",
+    "bias_sequences",
 ]
 
 
@@ -832,3 +834,70 @@ def apply_penalties(
         q = _column(presence, batch, torch.float32, device)
         out = torch.where(counts > 0, out - q, out)
     return out.to(scores.dtype)
+
+
+# ---- n-gram ban and sequence bias --------------------------------------------------------------------------------
+
+
+def _row_ngram_size(ngram_size: Param, row: int) -> int:
+    if isinstance(ngram_size, torch.Tensor) and ngram_size.dim() == 1:
+        return int(ngram_size[row])
+    return int(_scalar(ngram_size))
+
+
+def no_repeat_ngram(
+    scores: torch.Tensor,
+    ids: torch.Tensor,
+    ngram_size: Param,
+    lengths: Optional[torch.Tensor] = None,
+    sources: Optional[torch.Tensor] = None,
+    source_lengths: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Bans every token that would complete an n-gram of the row's source (its own first ``lengths[r]`` ids, or
+    ``sources`` row ``r // (batch // len(sources))``): the row's last ``n - 1`` ids followed by the token occur as
+    ``n`` consecutive ids of the source. ``n = 0`` bans nothing; ids outside ``[0, vocab)`` are never banned."""
+    out = scores.clone()
+    batch, vocab = scores.shape
+    for row in range(batch):
+        n = _row_ngram_size(ngram_size, row)
+        tokens = ids[row, : int(lengths[row]) if lengths is not None else ids.shape[1]].tolist()
+        if sources is None:
+            source = tokens
+        else:
+            source_row = row // (batch // sources.shape[0])
+            width = int(source_lengths[source_row]) if source_lengths is not None else sources.shape[1]
+            source = sources[source_row, :width].tolist()
+        if n == 0 or len(tokens) < n - 1:
+            continue
+        prefix = tokens[len(tokens) - (n - 1):]
+        for start in range(len(source) - n + 1):
+            banned = source[start + n - 1]
+            if source[start:start + n - 1] == prefix and 0 <= banned < vocab:
+                out[row, banned] = -math.inf
+    return out
+
+
+def bias_sequences(
+    scores: torch.Tensor,
+    ids: torch.Tensor,
+    sequences: list,
+    biases: list,
+    lengths: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Adds each sequence's bias to its last token where its other tokens end the row's ids (its first
+    ``lengths[r]``). The biases of one token are summed in the order given, each partial sum rounded to the scores'
+    dtype as transformers sums them in a tensor of that dtype, and the sum is added once; other tokens are left as
+    they are."""
+    out = scores.clone()
+    for row in range(scores.shape[0]):
+        tokens = ids[row, : int(lengths[row]) if lengths is not None else ids.shape[1]].tolist()
+        sums: dict = {}
+        for sequence, bias in zip(sequences, biases):
+            prefix = list(sequence[:-1])
+            if len(prefix) <= len(tokens) and tokens[len(tokens) - len(prefix):] == prefix:
+                last = sequence[-1]
+                total = sums.get(last, torch.zeros((), dtype=scores.dtype))
+                sums[last] = total + torch.tensor(bias, dtype=torch.float32).to(scores.dtype)
+        for last, total in sums.items():
+            out[row, last] = out[row, last] + total
+    return out

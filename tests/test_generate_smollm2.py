@@ -113,6 +113,13 @@ PENALTY_CASES = {
     "encoder_repetition_penalty=1.5": (
         dict(encoder_repetition_penalty=1.5),
         lambda inputs: [pysample.EncoderRepetitionPenaltyLogitsProcessor(1.5, inputs["input_ids"])]),
+    "no_repeat_ngram_size=2": (dict(no_repeat_ngram_size=2), lambda inputs: [pysample.NoRepeatNGramLogitsProcessor(2)]),
+    "repetition_penalty=1.2+no_repeat_ngram_size=3": (
+        dict(repetition_penalty=1.2, no_repeat_ngram_size=3),
+        lambda inputs: [pysample.fuse([
+            pysample.RepetitionPenaltyLogitsProcessor(
+                1.2, prompt_ignore_length=(inputs["attention_mask"] != 0).int().argmax(dim=1)),
+            pysample.NoRepeatNGramLogitsProcessor(3)])]),
 }
 
 
@@ -129,4 +136,23 @@ def test_greedy_with_penalties_matches_transformers(smollm2, padded_prompts, cas
                              min_new_tokens=NEW_TOKENS,
                              logits_processor=transformers.LogitsProcessorList(processors(padded_prompts)))
     assert not torch.equal(plain, expected)  # the penalty changes the text, so the comparison means something
+    assert torch.equal(out, expected), (tokenizer.batch_decode(out), tokenizer.batch_decode(expected))
+
+
+def test_greedy_with_bad_words_and_sequence_bias_matches_transformers(smollm2, padded_prompts):
+    """Bans and biases chosen from the plain greedy output, so that they change it."""
+    model, tokenizer = smollm2
+    prompt_length = padded_prompts["input_ids"].shape[1]
+    kwargs = dict(do_sample=False, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+    with torch.no_grad():
+        plain = model.generate(**padded_prompts, **kwargs)
+        new = plain[0, prompt_length:].tolist()
+        bad_words = [[new[2]], [new[5], new[6]]]
+        sequence_bias = [[[new[8]], -3.0], [[new[9], new[10]], -5.0], [[new[1], 1234], 4.0]]
+        eos = model.generation_config.eos_token_id
+        expected = model.generate(**padded_prompts, **kwargs, bad_words_ids=bad_words, sequence_bias=sequence_bias)
+        processors = [pysample.SequenceBiasLogitsProcessor(sequence_bias),
+                      pysample.NoBadWordsLogitsProcessor(bad_words, eos_token_id=eos)]
+        out = model.generate(**padded_prompts, **kwargs, logits_processor=transformers.LogitsProcessorList(processors))
+    assert not torch.equal(plain, expected)
     assert torch.equal(out, expected), (tokenizer.batch_decode(out), tokenizer.batch_decode(expected))

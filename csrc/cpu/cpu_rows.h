@@ -32,6 +32,11 @@ void for_each_row(int64_t batch, int64_t vocab, Row row) {
   });
 }
 
+// The scratch of a kernel that needs none.
+struct NoScratch {
+  void reserve(int64_t) {}
+};
+
 // Per-row parameter tensors are read before any row runs, so that a bad value raises (naming the row) instead of
 // being used.
 template <typename Stored, typename Value, typename Valid>

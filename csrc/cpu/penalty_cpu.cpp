@@ -175,10 +175,6 @@ void count_tokens_cpu(const at::Tensor& counts, const at::Tensor& ids, const std
   });
 }
 
-struct NoScratch {
-  void reserve(int64_t) {}
-};
-
 void apply_penalty_counts_cpu(const at::Tensor& scores, const at::Tensor& counts,
                               const std::optional<at::Tensor>& slots, const PenaltyParams& params) {
   TORCH_CHECK_VALUE(scores.device().is_cpu(), "scores must be on the CPU for the CPU kernel");

@@ -1,0 +1,141 @@
+// CPU kernels of the n-gram ban and the sequence bias (rules in pysample/ngram.h). Both touch only the tokens they
+// ban or bias: O(history) per row for the n-gram ban (a window is mostly rejected by its last id), O(sequences) for
+// the bias, whatever the vocabulary.
+#include <torch/library.h>
+
+#include <limits>
+#include <vector>
+
+#include "../ngram_args.h"
+#include "cpu_rows.h"
+#include "pysample/ngram.h"
+
+namespace pysample {
+namespace {
+
+void check_lengths(const int64_t* lengths, int64_t rows, int64_t limit, const char* name) {
+  if (lengths == nullptr) return;
+  for (int64_t r = 0; r < rows; ++r) {
+    TORCH_CHECK_VALUE(lengths[r] >= 0 && lengths[r] <= limit, name, "[", r, "] must be in [0, ", limit, "], got ",
+                      lengths[r]);
+  }
+}
+
+void no_repeat_ngram_cpu(const at::Tensor& scores, const at::Tensor& ids, const at::Tensor& sources,
+                         const NgramParams& params) {
+  TORCH_CHECK_VALUE(scores.device().is_cpu(), "scores must be on the CPU for the CPU kernel");
+  const int64_t batch = scores.size(0), vocab = scores.size(1), length = ids.size(1);
+  const bool own = !sources.defined();
+  const int64_t source_width = own ? length : sources.size(1);
+  const int64_t rows_per_source = own ? 1 : batch / sources.size(0);
+  check_row_values(params.ngram_size, batch, "ngram_size", ">= 0", [](int64_t v) { return v >= 0; });
+  check_lengths(params.lengths, batch, length, "lengths");
+  if (!own) check_lengths(params.source_lengths, sources.size(0), source_width, "source_lengths");
+  dispatch_logits(scores, [&](auto score_zero) {
+    using scalar_t = decltype(score_zero);
+    dispatch_ids(ids, [&](auto id_zero) {
+      using id_t = decltype(id_zero);
+      scalar_t* data = scores.data_ptr<scalar_t>();
+      const id_t* id_data = ids.const_data_ptr<id_t>();
+      const id_t* source_data = own ? id_data : sources.const_data_ptr<id_t>();
+      const scalar_t banned = -std::numeric_limits<scalar_t>::infinity();
+      for_each_row<NoScratch>(batch, source_width, [&](int64_t row, NoScratch&) {
+        const int64_t n = params.ngram_size.at(row);
+        const int64_t row_length = params.lengths ? params.lengths[row] : length;
+        if (n == 0 || row_length < n - 1) return;
+        const id_t* row_ids = id_data + row * length;
+        const id_t* prefix = row_ids + row_length - (n - 1);
+        const int64_t source_row = own ? row : row / rows_per_source;
+        const id_t* source = source_data + source_row * source_width;
+        const int64_t source_length = own ? row_length
+                                      : params.source_lengths ? params.source_lengths[source_row]
+                                                              : source_width;
+        for (int64_t start = 0; start + n <= source_length; ++start) {
+          const int64_t id = window_ban(source, source_length, start, prefix, n, vocab);
+          if (id >= 0) data[row * scores.stride(0) + id * scores.stride(1)] = banned;
+        }
+      });
+    });
+  });
+}
+
+// Every sequence well formed (offsets increasing from >= 0, within the tokens) and its last token in the
+// vocabulary: nothing is read or written out of bounds.
+void check_sequences(const at::Tensor& tokens, const at::Tensor& offsets, int64_t vocab) {
+  const int64_t* offset = offsets.const_data_ptr<int64_t>();
+  const int64_t* token = tokens.const_data_ptr<int64_t>();
+  const int64_t count = offsets.size(0) - 1;
+  TORCH_CHECK_VALUE(offset[0] >= 0, "sequence_offsets[0] must be >= 0, got ", offset[0]);
+  for (int64_t s = 0; s < count; ++s) {
+    TORCH_CHECK_VALUE(offset[s + 1] > offset[s] && offset[s + 1] <= tokens.size(0), "sequence ", s,
+                      ": sequence_offsets must increase and stay within sequence_tokens (", tokens.size(0),
+                      "), got ", offset[s], " then ", offset[s + 1]);
+    const int64_t last = token[offset[s + 1] - 1];
+    TORCH_CHECK_VALUE(last >= 0 && last < vocab, "sequence ", s, ": its last token ", last,
+                      " is not in the vocabulary [0, ", vocab, ")");
+  }
+}
+
+// A row's sums of bias by token: zero and untouched between rows.
+struct BiasTable {
+  std::vector<float> sum;
+  std::vector<uint8_t> touched;
+  std::vector<int64_t> tokens;  // the touched ones, in order
+  void reserve(int64_t vocab) {
+    if (static_cast<int64_t>(sum.size()) >= vocab) return;
+    sum.resize(vocab);
+    touched.resize(vocab);
+  }
+};
+
+void bias_sequences_cpu(const at::Tensor& scores, const at::Tensor& ids, const int64_t* lengths,
+                        const at::Tensor& tokens, const at::Tensor& offsets, const at::Tensor& biases) {
+  TORCH_CHECK_VALUE(scores.device().is_cpu(), "scores must be on the CPU for the CPU kernel");
+  const int64_t batch = scores.size(0), vocab = scores.size(1), length = ids.size(1);
+  const int64_t count = biases.size(0);
+  check_sequences(tokens, offsets, vocab);
+  check_lengths(lengths, batch, length, "lengths");
+  const int64_t* offset = offsets.const_data_ptr<int64_t>();
+  const int64_t* token = tokens.const_data_ptr<int64_t>();
+  const float* bias = biases.const_data_ptr<float>();
+  dispatch_logits(scores, [&](auto score_zero) {
+    using scalar_t = decltype(score_zero);
+    // The sums are kept in the scores' dtype, as transformers adds the biases into a tensor of it.
+    auto rounded = [](float x) { return static_cast<float>(static_cast<scalar_t>(x)); };
+    dispatch_ids(ids, [&](auto id_zero) {
+      using id_t = decltype(id_zero);
+      scalar_t* data = scores.data_ptr<scalar_t>();
+      const id_t* id_data = ids.const_data_ptr<id_t>();
+      for_each_row<BiasTable>(batch, vocab, [&](int64_t row, BiasTable& table) {
+        const id_t* row_ids = id_data + row * length;
+        const int64_t row_length = lengths ? lengths[row] : length;
+        for (int64_t s = 0; s < count; ++s) {
+          const int64_t prefix = offset[s + 1] - offset[s] - 1;
+          if (!ends_with(row_ids, row_length, token + offset[s], prefix)) continue;
+          const int64_t t = token[offset[s + 1] - 1];
+          if (!table.touched[t]) {
+            table.touched[t] = 1;
+            table.sum[t] = 0.0f;
+            table.tokens.push_back(t);
+          }
+          table.sum[t] = rounded(table.sum[t] + rounded(bias[s]));
+        }
+        for (const int64_t t : table.tokens) {
+          scalar_t& score = data[row * scores.stride(0) + t * scores.stride(1)];
+          score = static_cast<scalar_t>(static_cast<float>(score) + table.sum[t]);
+          table.touched[t] = 0;
+        }
+        table.tokens.clear();
+      });
+    });
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pysample, CPU, m) {
+  m.impl("no_repeat_ngram_", &no_repeat_ngram_<no_repeat_ngram_cpu>);
+  m.impl("bias_sequences_", &bias_sequences_<bias_sequences_cpu>);
+}
+
+}  // namespace pysample
