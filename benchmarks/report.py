@@ -37,7 +37,7 @@ def format_ratio(transformers: Optional[float], pysample: Optional[float]) -> st
     return f"{ratio:.0f}x" if ratio >= 100 else f"{ratio:.1f}x"
 
 
-IMPLS = ("pysample", "transformers", "multinomial", "inplace", "stateful")
+IMPLS = ("pysample", "transformers", "multinomial", "inplace", "stateful", "legacy")
 # extra_info of the pysample benchmark of a group that describes its output, not the group
 CHECKS = ("rows_equal", "tokens_in_kept", "tokens_checked")
 
@@ -171,6 +171,34 @@ def penalties_table(device: str, rows: List[dict]) -> List[str]:
     return out
 
 
+def token_editor_table(device: str, rows: List[dict]) -> List[str]:
+    out = [f"## N-gram bans and sequence bias, {device}", ""]
+    out.append(
+        "Ids drawn from 50 tokens (n-grams repeat, sequences match). \"transformers\": its 5.23 processor; "
+        "\"4.x loop\": transformers 4.x's NoRepeatNGram (a Python dict of the n-grams of every row); \"drop-in\": "
+        "pysample's processor (a new tensor); \"in place\": the op `pysample.no_repeat_ngram_`, its row restored "
+        "before each round (untimed). EncoderNoRepeatNGram: 16 encoder rows of 512 ids x 4 beams, 64 decoded ids (L). "
+        "Ratios: transformers / that implementation."
+    )
+    out.append("")
+    out.append("| case | batch x vocab | L | transformers | 4.x loop | drop-in | ratio | in place | ratio | rows equal |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        info = row["info"]
+        t = row.get("transformers")
+        cells = []
+        for impl in ("pysample", "inplace"):
+            time = row.get(impl)
+            ratio = t / time if t and time else None
+            cells.append(f"{format_time(time)} | {format_ratio(t, time)}{format_bar(ratio, info.get('bar_' + impl))}")
+        equal = row.get("rows_equal")
+        equal_text = "—" if equal is None else f"{equal}/{info['batch']}"
+        out.append(f"| {info['case']} | {info['batch']}x{info['vocab']} | {info['history']} | {format_time(t)} "
+                   f"| {format_time(row.get('legacy'))} | " + " | ".join(cells) + f" | {equal_text} |")
+    out.append("")
+    return out
+
+
 def render(data: dict) -> str:
     rows = collect(data.get("benchmarks", []))
     out = ["# Benchmark results", ""]
@@ -188,11 +216,12 @@ def render(data: dict) -> str:
     sampling = [row for row in rows if row["info"].get("kind") == "sample"]
     penalties = [row for row in rows if row["info"].get("kind") == "penalty"]
     penalty_rows = [row for row in rows if row["info"].get("kind") == "penalty_row"]
-    rows = [row for row in rows if row["info"].get("kind") not in ("sample", "penalty", "penalty_row")]
+    editors = [row for row in rows if row["info"].get("kind") == "token_editor"]
+    rows = [row for row in rows if row["info"].get("kind") not in ("sample", "penalty", "penalty_row", "token_editor")]
     raw = [row for row in rows if "bar_us_per_row" in row["info"]]
     warpers = [row for row in rows if "bar_us_per_row" not in row["info"]]
     devices = []
-    for row in warpers + raw + sampling + penalties + penalty_rows:
+    for row in warpers + raw + sampling + penalties + penalty_rows + editors:
         if row["info"].get("device") not in devices:
             devices.append(row["info"].get("device"))
 
@@ -253,7 +282,10 @@ def render(data: dict) -> str:
             out.append(f"{info['case']}, {info['batch']}x{info['vocab']}, history {info['history']}, {device}: "
                        f"{format_time(time)} (bar ≤ {info['bar_us_per_row']:g} µs: {meets})")
             out.append("")
-    if not rows and not sampling and not penalties and not penalty_rows:
+        device_editors = [row for row in editors if row["info"].get("device") == device]
+        if device_editors:
+            out.extend(token_editor_table(device, device_editors))
+    if not rows and not sampling and not penalties and not penalty_rows and not editors:
         out.append("No pysample benchmarks in this file.")
     return "\n".join(out).rstrip() + "\n"
 

@@ -100,8 +100,6 @@ void bias_sequences_cpu(const at::Tensor& scores, const at::Tensor& ids, const i
   const float* bias = biases.const_data_ptr<float>();
   dispatch_logits(scores, [&](auto score_zero) {
     using scalar_t = decltype(score_zero);
-    // The sums are kept in the scores' dtype, as transformers adds the biases into a tensor of it.
-    auto rounded = [](float x) { return static_cast<float>(static_cast<scalar_t>(x)); };
     dispatch_ids(ids, [&](auto id_zero) {
       using id_t = decltype(id_zero);
       scalar_t* data = scores.data_ptr<scalar_t>();
@@ -118,7 +116,7 @@ void bias_sequences_cpu(const at::Tensor& scores, const at::Tensor& ids, const i
             table.sum[t] = 0.0f;
             table.tokens.push_back(t);
           }
-          table.sum[t] = rounded(table.sum[t] + rounded(bias[s]));
+          table.sum[t] = add_bias<scalar_t>(table.sum[t], bias[s]);
         }
         for (const int64_t t : table.tokens) {
           scalar_t& score = data[row * scores.stride(0) + t * scores.stride(1)];

@@ -33,7 +33,7 @@ PYSAMPLE_HD bool same_ids(const A* a, const B* b, int64_t count) {
 }
 
 // The id a window starting at `start` of the source bans, or -1: the window must fit in the source, its first
-// n - 1 ids equal the prefix, and its last id be a token of the vocabulary.
+// n - 1 ids equal the prefix, and its last id be a token of the vocabulary. n >= 1 (callers skip n = 0).
 template <typename Id>
 PYSAMPLE_HD int64_t window_ban(const Id* source, int64_t source_length, int64_t start, const Id* prefix,
                                int64_t ngram_size, int64_t vocab) {
@@ -51,6 +51,13 @@ PYSAMPLE_HD int64_t clamp_length(int64_t length, int64_t limit) {
 template <typename Id>
 PYSAMPLE_HD bool ends_with(const Id* ids, int64_t length, const int64_t* prefix, int64_t count) {
   return count <= length && same_ids(ids + (length - count), prefix, count);
+}
+
+// A token's running sum of biases plus one more, kept in the scores' dtype T: transformers adds the biases into a
+// tensor of that dtype, rounding each one and each partial sum to it.
+template <typename T>
+PYSAMPLE_HD float add_bias(float sum, float bias) {
+  return static_cast<float>(static_cast<T>(sum + static_cast<float>(static_cast<T>(bias))));
 }
 
 }  // namespace pysample

@@ -24,26 +24,12 @@
 #include <cstdint>
 
 #include "pysample/penalty.h"
+#include "pysample/score_rows.cuh"
 
 namespace pysample {
 namespace penalty_cuda {
 
 constexpr int kThreads = 256;
-constexpr int64_t kMaxGrid = 65535;  // the largest grid dimension y allows; the kernels' loops stride over more
-
-inline unsigned grid_size(int64_t items, int64_t items_per_block) {
-  return static_cast<unsigned>(std::min((items + items_per_block - 1) / items_per_block, kMaxGrid));
-}
-
-// Scores (rows, vocab) with any strides, in elements.
-template <typename T>
-struct ScoreRows {
-  T* data;
-  int64_t row_stride;
-  int64_t stride;
-
-  __device__ T& at(int64_t row, int64_t token) const { return data[row * row_stride + token * stride]; }
-};
 
 // float16 and bfloat16 scores are penalised in float32 and rounded once, as on the CPU.
 template <typename T>
@@ -164,8 +150,8 @@ cudaError_t launch_apply_penalties(T* scores, int64_t row_stride, int64_t stride
                                    const HistoryScope& scope, uint32_t* tables, cudaStream_t stream) {
   if (batch == 0 || vocab == 0 || length == 0) return cudaSuccess;
   penalty_cuda::apply_penalties_kernel<T, Id>
-      <<<penalty_cuda::grid_size(batch, 1), penalty_cuda::kThreads, 0, stream>>>(
-          penalty_cuda::ScoreRows<T>{scores, row_stride, stride}, batch, vocab, ids, batch / ids_batch, length,
+      <<<grid_size(batch, 1), penalty_cuda::kThreads, 0, stream>>>(
+          ScoreRows<T>{scores, row_stride, stride}, batch, vocab, ids, batch / ids_batch, length,
           params, scope, tables);
   return cudaGetLastError();
 }
@@ -177,7 +163,7 @@ cudaError_t launch_count_tokens(uint32_t* counts, int64_t num_slots, int64_t voc
                                 int64_t length, const int64_t* slots, const HistoryScope& scope,
                                 cudaStream_t stream) {
   if (batch == 0 || length == 0 || vocab == 0) return cudaSuccess;
-  const dim3 grid(penalty_cuda::grid_size(length, penalty_cuda::kThreads), penalty_cuda::grid_size(batch, 1));
+  const dim3 grid(grid_size(length, penalty_cuda::kThreads), grid_size(batch, 1));
   penalty_cuda::count_tokens_kernel<Id>
       <<<grid, penalty_cuda::kThreads, 0, stream>>>(counts, num_slots, vocab, ids, batch, length, slots, scope);
   return cudaGetLastError();
@@ -192,9 +178,9 @@ cudaError_t launch_apply_penalty_counts(T* scores, int64_t row_stride, int64_t s
                                         const uint32_t* counts, int64_t num_slots, const int64_t* slots,
                                         const PenaltyParams& params, cudaStream_t stream) {
   if (batch == 0 || vocab == 0) return cudaSuccess;
-  const dim3 grid(penalty_cuda::grid_size(vocab, penalty_cuda::kThreads), penalty_cuda::grid_size(batch, 1));
+  const dim3 grid(grid_size(vocab, penalty_cuda::kThreads), grid_size(batch, 1));
   penalty_cuda::apply_penalty_counts_kernel<T><<<grid, penalty_cuda::kThreads, 0, stream>>>(
-      penalty_cuda::ScoreRows<T>{scores, row_stride, stride}, batch, vocab, counts, num_slots, slots, params);
+      ScoreRows<T>{scores, row_stride, stride}, batch, vocab, counts, num_slots, slots, params);
   return cudaGetLastError();
 }
 
