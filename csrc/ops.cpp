@@ -60,6 +60,10 @@ TORCH_LIBRARY(pysample, m) {
   m.def(
       "bias_sequences_(Tensor(a!) scores, Tensor ids, Tensor? lengths, Tensor sequence_tokens, "
       "Tensor sequence_offsets, Tensor sequence_biases) -> ()");
+  // Reorders the rows (dim 0: batch * beams) of every tensor of `caches` in place, in one call: row i becomes old row
+  // beam_idx[i] (int64 or int32). Rows with beam_idx[i] == i are not touched; with filled_length, only positions
+  // [0, filled_length) of dim 2 (the sequence) move. Plan in pysample/reorder.h.
+  m.def("reorder_kv_cache_(Tensor(a!)[] caches, Tensor beam_idx, int? filled_length) -> ()");
 }
 
 // `import pysample._C` runs the registrations above; the module itself has no Python functions.

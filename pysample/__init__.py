@@ -10,6 +10,7 @@ from .ops import (
     warp_logits,
     warp_logits_,
 )
+from .cache import BeamCache, BeamStaticCache, reorder_kv_cache_
 from .penalties import PenaltyState
 from .processors import (
     EncoderNoRepeatNGramLogitsProcessor,
@@ -30,6 +31,8 @@ from .processors import (
 )
 
 __all__ = [
+    "BeamCache",
+    "BeamStaticCache",
     "EncoderNoRepeatNGramLogitsProcessor",
     "EncoderRepetitionPenaltyLogitsProcessor",
     "EpsilonLogitsWarper",
@@ -51,6 +54,7 @@ __all__ = [
     "fuse",
     "no_repeat_ngram_",
     "ops",
+    "reorder_kv_cache_",
     "sample",
     "warp_logits",
     "warp_logits_",

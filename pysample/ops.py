@@ -545,3 +545,11 @@ def _bias_sequences_fake(scores, ids, lengths, tokens, offsets, biases):
     _check_fake_scores(scores, ())
     _check_fake_ids(ids)
     return None
+
+
+@torch.library.register_fake("pysample::reorder_kv_cache_")
+def _reorder_kv_cache_fake(caches, beam_idx, filled_length):
+    torch._check(beam_idx.dim() == 1, lambda: f"beam_idx must be 1-D, got shape {tuple(beam_idx.shape)}")
+    for i, t in enumerate(caches):
+        torch._check(t.shape[0] == beam_idx.shape[0], lambda: f"caches[{i}] must have beam_idx's rows in dim 0")
+    return None

@@ -156,3 +156,38 @@ def test_greedy_with_bad_words_and_sequence_bias_matches_transformers(smollm2, p
         out = model.generate(**padded_prompts, **kwargs, logits_processor=transformers.LogitsProcessorList(processors))
     assert not torch.equal(plain, expected)
     assert torch.equal(out, expected), (tokenizer.batch_decode(out), tokenizer.batch_decode(expected))
+
+
+BEAM_FLAGS = {
+    "plain": {},
+    "no_repeat_ngram_size=3+repetition_penalty=1.2": dict(no_repeat_ngram_size=3, repetition_penalty=1.2),
+}
+
+
+@pytest.mark.parametrize("flags", list(BEAM_FLAGS))
+@pytest.mark.parametrize("beams", [4, 8])
+def test_beam_search_with_beam_cache_matches_transformers(smollm2, prompt, monkeypatch, beams, flags):
+    model, tokenizer = smollm2
+    kwargs = dict(num_beams=beams, do_sample=False, max_new_tokens=NEW_TOKENS, **BEAM_FLAGS[flags])
+    calls = []
+    reorder = pysample.cache.reorder_kv_cache_
+    monkeypatch.setattr(pysample.cache, "reorder_kv_cache_", lambda *a, **k: calls.append(1) or reorder(*a, **k))
+    with torch.no_grad():
+        expected = model.generate(**prompt, **kwargs)
+        out = model.generate(**prompt, **kwargs, past_key_values=pysample.BeamCache(config=model.config))
+    assert calls  # generate() reordered the cache through pysample
+    assert torch.equal(out, expected), (tokenizer.batch_decode(out), tokenizer.batch_decode(expected))
+
+
+def test_beam_search_with_pysample_processors_and_static_cache(smollm2, prompt):
+    """pysample's repetition penalty and n-gram ban as custom processors, and a static cache reordered in place."""
+    model, tokenizer = smollm2
+    kwargs = dict(num_beams=4, do_sample=False, max_new_tokens=NEW_TOKENS)
+    max_len = prompt["input_ids"].shape[1] + NEW_TOKENS + 4
+    with torch.no_grad():
+        expected = model.generate(**prompt, **kwargs, no_repeat_ngram_size=3, repetition_penalty=1.2,
+                                  past_key_values=transformers.StaticCache(config=model.config, max_cache_len=max_len))
+        processors = [pysample.RepetitionPenaltyLogitsProcessor(1.2), pysample.NoRepeatNGramLogitsProcessor(3)]
+        out = model.generate(**prompt, **kwargs, logits_processor=transformers.LogitsProcessorList(processors),
+                             past_key_values=pysample.BeamStaticCache(config=model.config, max_cache_len=max_len))
+    assert torch.equal(out, expected), (tokenizer.batch_decode(out), tokenizer.batch_decode(expected))
