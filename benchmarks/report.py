@@ -199,6 +199,28 @@ def token_editor_table(device: str, rows: List[dict]) -> List[str]:
     return out
 
 
+def reorder_table(device: str, rows: List[dict]) -> List[str]:
+    out = [f"## KV-cache reorder, {device}", ""]
+    out.append(
+        "One beam-search reorder of every layer's keys and values, `[beams, 4, seq, 64]` each: transformers' "
+        "`DynamicCache.reorder_cache` (an allocating `index_select` per tensor) against `pysample.BeamCache` "
+        "(`reorder_kv_cache_`, all tensors in one call, in place). \"one change\": beam 1 replaced by a copy of "
+        "beam 0; \"random\": beam_idx drawn uniformly. Ratio: transformers / pysample."
+    )
+    out.append("")
+    out.append("| layers | beams | seq | dtype | beam_idx | transformers | pysample | ratio |")
+    out.append("|---:|---:|---:|---|---|---:|---:|---:|")
+    for row in rows:
+        info = row["info"]
+        t, p = row.get("transformers"), row.get("pysample")
+        ratio = t / p if t and p else None
+        out.append(f"| {info['layers']} | {info['beams']} | {info['seq']} | {info['dtype']} | {info['pattern']} "
+                   f"| {format_time(t)} | {format_time(p)} | {format_ratio(t, p)}"
+                   f"{format_bar(ratio, info.get('bar_pysample'))} |")
+    out.append("")
+    return out
+
+
 def render(data: dict) -> str:
     rows = collect(data.get("benchmarks", []))
     out = ["# Benchmark results", ""]
@@ -217,11 +239,13 @@ def render(data: dict) -> str:
     penalties = [row for row in rows if row["info"].get("kind") == "penalty"]
     penalty_rows = [row for row in rows if row["info"].get("kind") == "penalty_row"]
     editors = [row for row in rows if row["info"].get("kind") == "token_editor"]
-    rows = [row for row in rows if row["info"].get("kind") not in ("sample", "penalty", "penalty_row", "token_editor")]
+    reorders = [row for row in rows if row["info"].get("kind") == "reorder"]
+    rows = [row for row in rows
+            if row["info"].get("kind") not in ("sample", "penalty", "penalty_row", "token_editor", "reorder")]
     raw = [row for row in rows if "bar_us_per_row" in row["info"]]
     warpers = [row for row in rows if "bar_us_per_row" not in row["info"]]
     devices = []
-    for row in warpers + raw + sampling + penalties + penalty_rows + editors:
+    for row in warpers + raw + sampling + penalties + penalty_rows + editors + reorders:
         if row["info"].get("device") not in devices:
             devices.append(row["info"].get("device"))
 
@@ -285,7 +309,10 @@ def render(data: dict) -> str:
         device_editors = [row for row in editors if row["info"].get("device") == device]
         if device_editors:
             out.extend(token_editor_table(device, device_editors))
-    if not rows and not sampling and not penalties and not penalty_rows and not editors:
+        device_reorders = [row for row in reorders if row["info"].get("device") == device]
+        if device_reorders:
+            out.extend(reorder_table(device, device_reorders))
+    if not any((rows, sampling, penalties, penalty_rows, editors, reorders)):
         out.append("No pysample benchmarks in this file.")
     return "\n".join(out).rstrip() + "\n"
 

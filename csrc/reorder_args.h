@@ -5,7 +5,10 @@
 #include <ATen/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <optional>
+#include <utility>
+#include <vector>
 
 #include "pysample/reorder.h"
 
@@ -34,6 +37,16 @@ void reorder_kv_cache_(at::TensorList caches, const at::Tensor& beam_idx, std::o
       TORCH_CHECK_VALUE(t.dim() >= 3 && *filled_length <= t.size(2), "filled_length (", *filled_length,
                         ") must not exceed caches[", i, "]'s dim 2 (sequence), got shape ", t.sizes());
     }
+  }
+  // The same tensor twice would be reordered twice, concurrently.
+  std::vector<std::pair<const void*, size_t>> data;
+  for (size_t i = 0; i < caches.size(); ++i) {
+    if (caches[i].numel() != 0) data.emplace_back(caches[i].data_ptr(), i);
+  }
+  std::sort(data.begin(), data.end());
+  for (size_t k = 1; k < data.size(); ++k) {
+    TORCH_CHECK_VALUE(data[k].first != data[k - 1].first, "caches[", data[k - 1].second, "] and caches[",
+                      data[k].second, "] share their data: each tensor may appear once");
   }
   if (caches.empty() || rows == 0) return;
   kernel(caches, beam_idx, filled_length);

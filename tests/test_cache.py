@@ -69,6 +69,13 @@ def test_filled_length_moves_only_the_filled_positions(device, seed):
     pysample.reorder_kv_cache_(caches, beam_idx, filled_length=0)  # nothing filled: nothing moves
 
 
+def test_empty_tensors(device):
+    """Tensors without elements (a layer not filled yet) are left alone, whatever their strides say."""
+    caches = [torch.empty(4, 0, 3, device=device), torch.arange(4.0, device=device).reshape(4, 1)]
+    pysample.reorder_kv_cache_(caches, torch.tensor([1, 0, 3, 2], device=device))
+    assert caches[1].flatten().tolist() == [1.0, 0.0, 3.0, 2.0]
+
+
 def test_cache_forms(seed):
     """A list, legacy ((key, value), ...) tuples and a transformers DynamicCache all reorder the same tensors."""
     beam_idx = torch.tensor([3, 3, 0, 1])
@@ -107,6 +114,7 @@ BAD_ARGUMENTS = {
     "filled too long": (dict(caches=[torch.zeros(4, 1, 3, 2)], filled_length=4), ValueError, "filled_length"),
     "filled negative": (dict(caches=[torch.zeros(4, 1, 3, 2)], filled_length=-1), ValueError, "filled_length"),
     "filled without sequence dim": (dict(caches=[torch.zeros(4, 2)], filled_length=1), ValueError, "dim 2"),
+    "one tensor twice": (dict(caches=[torch.zeros(4, 2)] * 2), ValueError, r"caches\[0\] and caches\[1\] share"),
 }
 
 
