@@ -142,6 +142,23 @@ def sampling_table(device: str, rows: List[dict]) -> List[str]:
     return out
 
 
+def time_and_ratio_cells(row: dict, impls) -> str:
+    """For each implementation: its time, and transformers' time over it with its bar (``bar_<impl>``) if any."""
+    transformers = row.get("transformers")
+    cells = []
+    for impl in impls:
+        time = row.get(impl)
+        ratio = transformers / time if transformers and time else None
+        cells.append(f"{format_time(time)} | {format_ratio(transformers, time)}"
+                     f"{format_bar(ratio, row['info'].get('bar_' + impl))}")
+    return " | ".join(cells)
+
+
+def rows_equal_text(row: dict) -> str:
+    equal = row.get("rows_equal")
+    return "—" if equal is None else f"{equal}/{row['info']['batch']}"
+
+
 def penalties_table(device: str, rows: List[dict]) -> List[str]:
     out = [f"## Penalties, {device}", ""]
     out.append(
@@ -156,17 +173,9 @@ def penalties_table(device: str, rows: List[dict]) -> List[str]:
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         info = row["info"]
-        t = row.get("transformers")
-        cells = []
-        for impl, bar_key in (("pysample", "bar_pysample"), ("inplace", None), ("stateful", "bar_stateful")):
-            time = row.get(impl)
-            ratio = t / time if t and time else None
-            bar = format_bar(ratio, info.get(bar_key)) if bar_key else ""
-            cells.append(f"{format_time(time)} | {format_ratio(t, time)}{bar}")
-        equal = row.get("rows_equal")
-        equal_text = "—" if equal is None else f"{equal}/{info['batch']}"
-        out.append(f"| {info['batch']}x{info['vocab']} | {info['history']} | {format_time(t)} | "
-                   + " | ".join(cells) + f" | {equal_text} |")
+        cells = time_and_ratio_cells(row, ("pysample", "inplace", "stateful"))
+        out.append(f"| {info['batch']}x{info['vocab']} | {info['history']} | {format_time(row.get('transformers'))} | "
+                   f"{cells} | {rows_equal_text(row)} |")
     out.append("")
     return out
 
@@ -185,16 +194,10 @@ def token_editor_table(device: str, rows: List[dict]) -> List[str]:
     out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         info = row["info"]
-        t = row.get("transformers")
-        cells = []
-        for impl in ("pysample", "inplace"):
-            time = row.get(impl)
-            ratio = t / time if t and time else None
-            cells.append(f"{format_time(time)} | {format_ratio(t, time)}{format_bar(ratio, info.get('bar_' + impl))}")
-        equal = row.get("rows_equal")
-        equal_text = "—" if equal is None else f"{equal}/{info['batch']}"
-        out.append(f"| {info['case']} | {info['batch']}x{info['vocab']} | {info['history']} | {format_time(t)} "
-                   f"| {format_time(row.get('legacy'))} | " + " | ".join(cells) + f" | {equal_text} |")
+        cells = time_and_ratio_cells(row, ("pysample", "inplace"))
+        out.append(f"| {info['case']} | {info['batch']}x{info['vocab']} | {info['history']} "
+                   f"| {format_time(row.get('transformers'))} | {format_time(row.get('legacy'))} | {cells} "
+                   f"| {rows_equal_text(row)} |")
     out.append("")
     return out
 
