@@ -43,8 +43,9 @@ for flag in cpp_extension.COMMON_NVCC_FLAGS:
 PY
 )
 
+# --threads 0: the two architectures are compiled in parallel (one per core).
 flags=(
-  -std=c++20 --expt-relaxed-constexpr --fmad=false -O3 -DPYSAMPLE_WITH_CUDA -Xcompiler -fPIC
+  -std=c++20 --expt-relaxed-constexpr --fmad=false -O3 -DPYSAMPLE_WITH_CUDA -Xcompiler -fPIC --threads 0
   -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
   -I"$repo/csrc/include" -I"$work/include" "${torch_flags[@]}"
 )

@@ -86,7 +86,8 @@ def check_processors(processors, x: torch.Tensor, input_ids=None, what: str = ""
         if stage in (None, "temperature", "top_k"):
             assert W.bitwise_equal(out, expected), f"{what} step {i} ({type(processor).__name__}) must be bitwise equal"
         else:
-            report = W.check_stage(stage, previous, stage_value(processor), out, expected, processor.filter_value)
+            report = W.check_stage(stage, previous, stage_value(processor), out, expected, processor.filter_value,
+                                   min_tokens_to_keep=getattr(processor, "min_tokens_to_keep", 1))
             W.assert_report(report, x.numel(), x.dtype, f"{what} step {i}")
         previous = out
     return out
@@ -137,7 +138,8 @@ def test_class_vs_transformers(seed, name, args, kwargs, dtype):
     if stage in ("temperature", "top_k"):
         assert W.bitwise_equal(out, expected)
     else:
-        report = W.check_stage(stage, x, stage_value(ours), out, expected, kwargs.get("filter_value", -math.inf))
+        report = W.check_stage(stage, x, stage_value(ours), out, expected, kwargs.get("filter_value", -math.inf),
+                               min_tokens_to_keep=kwargs.get("min_tokens_to_keep", 1))
         W.assert_report(report, x.numel(), dtype, name)
 
 

@@ -266,8 +266,8 @@ def _near(q: torch.Tensor, threshold, rtol: float, atol: float) -> torch.Tensor:
     return (q - threshold).abs() <= rtol * abs(threshold) + atol
 
 
-def _near_threshold(stage: str, x_row: torch.Tensor, value: float, dtype: torch.dtype, tokens: torch.Tensor
-                    ) -> Tuple[torch.Tensor, List[str]]:
+def _near_threshold(stage: str, x_row: torch.Tensor, value: float, dtype: torch.dtype, tokens: torch.Tensor,
+                    min_tokens_to_keep: int = 1) -> Tuple[torch.Tensor, List[str]]:
     """For each of `tokens` of one row: whether the compared quantity is within rounding of the threshold."""
     vocab = x_row.numel()
     rtol = RTOL[dtype]
@@ -309,10 +309,13 @@ def _near_threshold(stage: str, x_row: torch.Tensor, value: float, dtype: torch.
         cum[order] = torch.cumsum(p[order], 0)
         before = cum - p
         reached = (cum[order] >= value).nonzero()
-        cut = order[int(reached[0]) if reached.numel() else vocab - 1]
+        # The last token kept: where the mass reaches the value, or the min_tokens_to_keep-th in distance order.
+        position = max(int(reached[0]) if reached.numel() else vocab - 1, min_tokens_to_keep - 1)
+        cut = order[min(position, vocab - 1)]
         cut_distance = float(distance[cut])
-        # Distances carry the rounding of log p (|log p| + entropy in magnitude).
-        d_tol = rtol * (logp[tokens].abs().nan_to_num(0.0, posinf=0.0, neginf=0.0) + abs(entropy) + 1.0)
+        # Distances carry the rounding of log p (|log p| + entropy in magnitude), the token's and the cut's.
+        magnitude = logp[tokens].abs().nan_to_num(0.0, posinf=0.0, neginf=0.0) + abs(float(logp[cut]))
+        d_tol = rtol * (magnitude + 2 * abs(entropy) + 2.0)
         near_d = (distance[tokens] - cut_distance).abs() <= d_tol
         near_mass = _near(before[tokens], value, rtol, atol_sum) | _near(cum[tokens], value, rtol, atol_sum)
         details = [
@@ -337,6 +340,7 @@ def check_stage(
     expected: torch.Tensor,
     filter_value: float = -math.inf,
     device: str = "cpu",
+    min_tokens_to_keep: int = 1,
 ) -> StageReport:
     """Checks one stage's output `actual` against `expected` (both computed from `x`) by the equality rule.
 
@@ -369,7 +373,7 @@ def check_stage(
         tokens = diff[r].nonzero().flatten()
         value_r = float(_row_value(value, r))
         mixed = (_group_mixed(keys[r], kept_expected[r]) | _group_mixed(keys[r], kept_actual[r]))[tokens]
-        near, details = _near_threshold(stage, x[r], value_r, x.dtype, tokens)
+        near, details = _near_threshold(stage, x[r], value_r, x.dtype, tokens, min_tokens_to_keep)
         if exact:
             near = torch.zeros_like(near)
             details = [f"{d} (must be exact)" for d in details]
@@ -449,7 +453,8 @@ def check_chain(
         kwargs = op_params(params, upto=stage)
         actual = op(x, **kwargs, min_tokens_to_keep=min_tokens_to_keep)
         expected = expected_stage(stage, previous, params[stage], -math.inf, min_tokens_to_keep)
-        report = check_stage(stage, previous, params[stage], actual, expected, device=device)
+        report = check_stage(stage, previous, params[stage], actual, expected, device=device,
+                             min_tokens_to_keep=min_tokens_to_keep)
         assert_report(report, x.numel(), x.dtype, what)
         previous = actual
     full = op(x, **op_params(params), min_tokens_to_keep=min_tokens_to_keep)
