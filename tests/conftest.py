@@ -1,11 +1,11 @@
-"""Shared fixtures: devices, a fresh random seed per test (reported on failure), and the known-bug registry."""
+"""Shared fixtures: devices, a seed per test (reported on failure), and the known-bug registry."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from warp_compare import seed_from_env_or_urandom
+from warp_compare import seed_for_test
 
 CUDA_SKIP = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 
@@ -20,8 +20,8 @@ def device(request) -> str:
 
 @pytest.fixture
 def seed(request) -> int:
-    """A fresh seed for this test's random inputs; set PYSAMPLE_TEST_SEED to replay a failure."""
-    value = seed_from_env_or_urandom()
+    """The seed of this test's random inputs (see warp_compare.seed_for_test)."""
+    value = seed_for_test(request.node.nodeid)
     request.node._pysample_seed = value
     print(f"PYSAMPLE_TEST_SEED={value}")
     return value

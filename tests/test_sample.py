@@ -1,8 +1,8 @@
 """pysample.sample: Philox, bit-exactness with pysample.reference.sample, statistics, invariances, greedy, undefined
 rows, argument checks and registration.
 
-Inputs are fresh random logits every run (the seed is printed, and reported on failure: replay it with
-PYSAMPLE_TEST_SEED=...).
+Inputs are random logits (a fixed seed per test, fresh ones with PYSAMPLE_TEST_SEED=random; a failure reports its
+seed for replay).
 
 Statistical bounds (each assertion fails on a correct op with the probability stated, so a run with fresh seeds fails
 falsely with negligible probability; about 20 such assertions run per device):

@@ -1,7 +1,7 @@
 """pysample.warp_logits / warp_logits_ against transformers' warpers and against pysample.reference.
 
-Inputs are fresh random logits every run (the seed is printed, and reported on failure: replay it with
-PYSAMPLE_TEST_SEED=...), with rows of every hard kind: ties, -inf entries, NaN, all -inf, +inf, very peaked and
+Inputs are random logits (a fixed seed per test, fresh ones with PYSAMPLE_TEST_SEED=random; a failure reports its
+seed for replay), with rows of every hard kind: ties, -inf entries, NaN, all -inf, +inf, very peaked and
 flat. Outputs are compared by the equality rule of tests/warp_compare.py: temperature and top-k bitwise, the
 probability stages up to tokens within rounding of their threshold or tied with a token decided the other way.
 """

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -42,10 +43,14 @@ def smallest_subnormal(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).smallest_normal) * float(torch.finfo(dtype).eps)
 
 
-def seed_from_env_or_urandom() -> int:
-    """A fresh seed per run (PYSAMPLE_TEST_SEED reproduces one); tests print it so that a failure can be replayed."""
-    value = os.environ.get("PYSAMPLE_TEST_SEED")
-    return int(value) if value else int.from_bytes(os.urandom(4), "little")
+def seed_for_test(test_id: str) -> int:
+    """The seed of one test's random inputs: fixed per test by default, so that every run (CI's included) checks the
+    same inputs; ``PYSAMPLE_TEST_SEED=random`` draws fresh ones (``scripts/soak``), ``PYSAMPLE_TEST_SEED=<n>`` replays
+    a printed seed."""
+    value = os.environ.get("PYSAMPLE_TEST_SEED", "")
+    if value == "random":
+        return int.from_bytes(os.urandom(4), "little")
+    return int(value) if value else zlib.crc32(test_id.encode())
 
 
 # ---- inputs ------------------------------------------------------------------------------------------------------
@@ -296,8 +301,10 @@ def _near_threshold(stage: str, x_row: torch.Tensor, value: float, dtype: torch.
             logp = torch.log_softmax(x64, -1)
             entropy = float(-(torch.where(p > 0, p * logp, torch.zeros_like(p))).sum())
             threshold = min(value, math.sqrt(value) * math.exp(-entropy))
-            # exp(-entropy) with the entropy computed in `dtype`: relative error about entropy * eps.
-            tol = rtol + 4 * (abs(entropy) + 1) * float(torch.finfo(dtype).eps)
+            # exp(-entropy) with the entropy computed in `dtype`: relative error about entropy * eps, plus the error
+            # of transformers' own entropy, a sum of `vocab` rounded terms (measured: 1.2e-4 at 151936 in float32).
+            entropy_t = float(reference._entropy(x_row.to(dtype)[None])[0])
+            tol = rtol + 4 * (abs(entropy) + 1) * float(torch.finfo(dtype).eps) + 2 * abs(entropy_t - entropy)
         q = p[tokens]
         return _near(q, threshold, tol, atol_prob), [f"p={v:.10g} vs threshold={threshold:.10g}" for v in q.tolist()]
     if stage == "typical_p":
