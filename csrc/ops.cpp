@@ -64,6 +64,13 @@ TORCH_LIBRARY(pysample, m) {
   // beam_idx[i] (int64 or int32). Rows with beam_idx[i] == i are not touched; with filled_length, only positions
   // [0, filled_length) of dim 2 (the sequence) move. Plan in pysample/reorder.h.
   m.def("reorder_kv_cache_(Tensor(a!)[] caches, Tensor beam_idx, int? filled_length) -> ()");
+  // One beam search step: for logits (batch * num_beams, vocab) and running beam scores (batch * num_beams,) float32,
+  // the best num_candidates of each batch item's num_beams * vocab continuations by log_softmax(logits) + beam score
+  // (with log_softmax false, logits + beam score), best first: (scores float32, tokens int64, source beams int64),
+  // each (batch, num_candidates). Equal scores in (beam, token) order. Rules in pysample/beam.h.
+  m.def(
+      "beam_search_step(Tensor logits, Tensor beam_scores, int num_beams, int num_candidates, bool log_softmax) "
+      "-> (Tensor, Tensor, Tensor)");
 }
 
 // `import pysample._C` runs the registrations above; the module itself has no Python functions.

@@ -4,6 +4,7 @@ from . import ops
 from .ops import (
     apply_penalties,
     apply_penalties_,
+    beam_search_step,
     bias_sequences_,
     no_repeat_ngram_,
     sample,
@@ -50,6 +51,7 @@ __all__ = [
     "TypicalLogitsWarper",
     "apply_penalties",
     "apply_penalties_",
+    "beam_search_step",
     "bias_sequences_",
     "fuse",
     "no_repeat_ngram_",

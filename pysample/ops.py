@@ -448,6 +448,65 @@ def bias_sequences_(scores: torch.Tensor, ids: torch.Tensor, sequences: PackedSe
     return scores
 
 
+class BeamCandidates(NamedTuple):
+    """The best continuations of each batch item, best first, each ``(batch, num_candidates)``."""
+
+    scores: torch.Tensor  #: float32: the beam's running score plus the token's log-probability
+    tokens: torch.Tensor  #: int64: the token id
+    beams: torch.Tensor  #: int64: the source beam, in ``[0, num_beams)`` within its batch item
+
+
+def beam_search_step(logits: torch.Tensor, beam_scores: torch.Tensor, num_beams: int,
+                     num_candidates: Optional[int] = None, *, log_softmax: bool = True) -> BeamCandidates:
+    """One beam search step: the best ``num_candidates`` continuations of each batch item, in one call.
+
+    What transformers' beam search computes each step, ``log_softmax(logits)`` plus each beam's running score, then
+    ``torch.topk`` over the ``num_beams * vocab`` continuations of each batch item, with the log-softmax fused: no
+    ``(batch * num_beams, vocab)`` log-probability tensor is written. Scores are torch's float32 log-softmax values
+    up to the rounding of each row's log-sum-exp (a few ulp), so the selection is transformers' except between
+    continuations whose scores lie within that rounding of each other. Equal scores are taken in (beam, token)
+    order, where ``torch.topk`` leaves their order unspecified; NaN ranks above every number, as in ``torch.topk``
+    (a row with a NaN, a ``+inf`` or only ``-inf`` logits has a NaN log-softmax throughout).
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(batch * num_beams, vocab)`` float32, float16 or bfloat16 next-token logits, rows beam-major within each
+        batch item (transformers' layout).
+    beam_scores : torch.Tensor
+        float32 running beam scores, ``(batch, num_beams)`` or ``(batch * num_beams,)``; transformers starts with 0
+        for the first beam and -1e9 for the others.
+    num_beams : int
+        Beams per batch item.
+    num_candidates : int, optional
+        Continuations kept per batch item; default ``2 * num_beams`` (transformers keeps
+        ``max(2, 1 + number of EOS tokens) * num_beams``).
+    log_softmax : bool
+        False when ``logits`` already hold the log-probabilities (e.g. after logits processors, which transformers
+        applies to the log-softmax): the scores are then ``logits + beam_scores``, bitwise transformers'.
+
+    Returns
+    -------
+    BeamCandidates
+        ``(scores, tokens, beams)``.
+
+    Examples
+    --------
+    >>> logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]])
+    >>> step = pysample.beam_search_step(logits, torch.tensor([0.0, -1.0]), num_beams=2, num_candidates=3)
+    >>> step.tokens, step.beams
+    (tensor([[0, 1, 2]]), tensor([[1, 0, 0]]))
+    >>> step.scores
+    tensor([[-1.0975, -0.4076, -1.4076]])
+    """
+    if num_candidates is None:
+        num_candidates = 2 * num_beams
+    if isinstance(beam_scores, torch.Tensor) and beam_scores.dim() == 2:
+        beam_scores = beam_scores.reshape(-1)
+    return BeamCandidates(*torch.ops.pysample.beam_search_step(logits, beam_scores, num_beams, num_candidates,
+                                                               log_softmax))
+
+
 def _check_fake_arguments(logits: torch.Tensor, args: tuple) -> None:
     """The checks of the real kernels that fake tensors allow: shapes, dtypes and devices."""
     torch._check(logits.dim() == 2, lambda: f"logits must be 2-D (batch, vocab), got shape {tuple(logits.shape)}")
@@ -553,3 +612,19 @@ def _reorder_kv_cache_fake(caches, beam_idx, filled_length):
     for i, t in enumerate(caches):
         torch._check(t.shape[0] == beam_idx.shape[0], lambda: f"caches[{i}] must have beam_idx's rows in dim 0")
     return None
+
+
+@torch.library.register_fake("pysample::beam_search_step")
+def _beam_search_step_fake(logits, beam_scores, num_beams, num_candidates, log_softmax):
+    _check_fake_arguments(logits, ())
+    torch._check(num_beams >= 1, lambda: f"num_beams must be >= 1, got {num_beams}")
+    torch._check(logits.shape[0] % num_beams == 0,
+                 lambda: f"logits' {logits.shape[0]} rows must be batch * num_beams, num_beams = {num_beams}")
+    torch._check(1 <= num_candidates <= num_beams * logits.shape[1],
+                 lambda: f"num_candidates must be in [1, num_beams * vocab], got {num_candidates}")
+    torch._check(beam_scores.shape == (logits.shape[0],) and beam_scores.dtype == torch.float32,
+                 lambda: f"beam_scores must be float32 of shape ({logits.shape[0]},), got {beam_scores.dtype} "
+                         f"{tuple(beam_scores.shape)}")
+    shape = (logits.shape[0] // num_beams, num_candidates)
+    return (logits.new_empty(shape, dtype=torch.float32), logits.new_empty(shape, dtype=torch.int64),
+            logits.new_empty(shape, dtype=torch.int64))

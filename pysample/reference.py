@@ -54,6 +54,7 @@ __all__ = [
     "apply_penalties",
     "no_repeat_ngram",
     "bias_sequences",
+    "beam_search_step",
 ]
 
 
@@ -901,3 +902,27 @@ def bias_sequences(
         for last, total in sums.items():
             out[row, last] = out[row, last] + total
     return out
+
+
+def beam_search_step(
+    logits: torch.Tensor,
+    beam_scores: torch.Tensor,
+    num_beams: int,
+    num_candidates: Optional[int] = None,
+    log_softmax: bool = True,
+):
+    """transformers' beam step (``_beam_search``: log_softmax of the float32 logits, plus the running beam scores,
+    then ``topk`` over each batch item's ``num_beams * vocab`` continuations) with a stable order: equal scores in
+    (beam, token) order, NaN first. Returns ``(scores, tokens, beams)``, each ``(batch, num_candidates)``."""
+    if num_candidates is None:
+        num_candidates = 2 * num_beams
+    vocab = logits.shape[-1]
+    batch = logits.shape[0] // num_beams
+    log_probs = logits.to(torch.float32)
+    if log_softmax:
+        log_probs = torch.nn.functional.log_softmax(log_probs, dim=-1)
+    log_probs = log_probs.reshape(batch, num_beams, vocab) + beam_scores.reshape(batch, num_beams)[:, :, None]
+    log_probs = log_probs.reshape(batch, num_beams * vocab)
+    # A descending stable sort ranks NaN first and keeps equal scores (-0.0 and 0.0 included) in index order.
+    order = torch.sort(log_probs, dim=-1, descending=True, stable=True).indices[:, :num_candidates]
+    return torch.gather(log_probs, 1, order), order % vocab, order // vocab

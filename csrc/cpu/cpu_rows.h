@@ -1,5 +1,6 @@
-// What every CPU kernel file uses: the instruction-set clones of hot loops, rows in parallel with a per-thread
-// scratch, and the check of per-row parameter tensors. Included by each kernel's file, in an anonymous namespace.
+// What every CPU kernel file uses: the instruction-set clones of hot loops, a row's value range, rows in parallel
+// with a per-thread scratch, and the check of per-row parameter tensors. Included by each kernel's file, in an
+// anonymous namespace.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -7,6 +8,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 
 #include "pysample/warp.h"
 
@@ -19,6 +22,42 @@
 
 namespace pysample {
 namespace {
+
+constexpr int kLanes = 16;  // float accumulators of a sum loop, so that it vectorizes
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// GCC vector types, for loops the compiler does not vectorize on its own.
+typedef float Floats8 __attribute__((vector_size(32)));
+typedef int32_t Ints8 __attribute__((vector_size(32)));
+typedef double Doubles4 __attribute__((vector_size(32)));
+
+// Largest and smallest value, ignoring NaN; `has_nan` tells whether there was one. (Not every file uses it.)
+[[maybe_unused]] PYSAMPLE_CPU_CLONES void value_range(const float* x, int64_t n, float* max, float* min, bool* has_nan) {
+  Floats8 hi, lo;
+  Ints8 nan = {};
+  for (int l = 0; l < 8; ++l) hi[l] = -kInf, lo[l] = kInf;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    Floats8 v;
+    std::memcpy(&v, x + i, sizeof v);
+    hi = v > hi ? v : hi;
+    lo = v < lo ? v : lo;
+    nan |= v != v;
+  }
+  for (int l = 0; i < n; ++i, ++l) {
+    hi[l] = x[i] > hi[l] ? x[i] : hi[l];
+    lo[l] = x[i] < lo[l] ? x[i] : lo[l];
+    nan[l] |= x[i] != x[i];
+  }
+  for (int l = 1; l < 8; ++l) {
+    hi[0] = hi[l] > hi[0] ? hi[l] : hi[0];
+    lo[0] = lo[l] < lo[0] ? lo[l] : lo[0];
+    nan[0] |= nan[l];
+  }
+  *max = hi[0];
+  *min = lo[0];
+  *has_nan = nan[0] != 0;
+}
 
 // Calls row(r, scratch) for every row r of a batch: rows in parallel, but only when a task gets enough tokens to
 // pay for waking a thread; each thread keeps its scratch (reserved for the vocabulary) across rows and calls.

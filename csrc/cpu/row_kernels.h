@@ -17,43 +17,6 @@
 namespace pysample {
 namespace {
 
-constexpr int kLanes = 16;
-constexpr float kInf = std::numeric_limits<float>::infinity();
-
-// ---- vectorized loops over contiguous floats ---------------------------------------------------------------
-
-// Largest and smallest value, ignoring NaN; `has_nan` tells whether there was one. Written with GCC vector types:
-// the compiler does not vectorize a NaN-aware max over an array on its own.
-typedef float Floats8 __attribute__((vector_size(32)));
-typedef int32_t Ints8 __attribute__((vector_size(32)));
-typedef double Doubles4 __attribute__((vector_size(32)));
-PYSAMPLE_CPU_CLONES void value_range(const float* x, int64_t n, float* max, float* min, bool* has_nan) {
-  Floats8 hi, lo;
-  Ints8 nan = {};
-  for (int l = 0; l < 8; ++l) hi[l] = -kInf, lo[l] = kInf;
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    Floats8 v;
-    std::memcpy(&v, x + i, sizeof v);
-    hi = v > hi ? v : hi;
-    lo = v < lo ? v : lo;
-    nan |= v != v;
-  }
-  for (int l = 0; i < n; ++i, ++l) {
-    hi[l] = x[i] > hi[l] ? x[i] : hi[l];
-    lo[l] = x[i] < lo[l] ? x[i] : lo[l];
-    nan[l] |= x[i] != x[i];
-  }
-  for (int l = 1; l < 8; ++l) {
-    hi[0] = hi[l] > hi[0] ? hi[l] : hi[0];
-    lo[0] = lo[l] < lo[0] ? lo[l] : lo[0];
-    nan[0] |= nan[l];
-  }
-  *max = hi[0];
-  *min = lo[0];
-  *has_nan = nan[0] != 0;
-}
-
 // ---- histograms of mass by distance -------------------------------------------------------------------------
 
 // Top-p and typical decoding both keep the tokens nearest a point, up to a mass: top-p by max - x, typical decoding
