@@ -495,9 +495,9 @@ def beam_search_step(logits: torch.Tensor, beam_scores: torch.Tensor, num_beams:
     >>> logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]])
     >>> step = pysample.beam_search_step(logits, torch.tensor([0.0, -1.0]), num_beams=2, num_candidates=3)
     >>> step.tokens, step.beams
-    (tensor([[0, 1, 2]]), tensor([[1, 0, 0]]))
+    (tensor([[1, 0, 2]]), tensor([[0, 1, 0]]))
     >>> step.scores
-    tensor([[-1.0975, -0.4076, -1.4076]])
+    tensor([[-0.4076, -1.0949, -1.4076]])
     """
     if num_candidates is None:
         num_candidates = 2 * num_beams
