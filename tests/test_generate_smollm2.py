@@ -191,3 +191,51 @@ def test_beam_search_with_pysample_processors_and_static_cache(smollm2, prompt):
         out = model.generate(**prompt, **kwargs, logits_processor=transformers.LogitsProcessorList(processors),
                              past_key_values=pysample.BeamStaticCache(config=model.config, max_cache_len=max_len))
     assert torch.equal(out, expected), (tokenizer.batch_decode(out), tokenizer.batch_decode(expected))
+
+
+def _example_beam_search():
+    """examples/beam_search.py's beam_search (the examples folder is not a package)."""
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "beam_search.py")
+    spec = importlib.util.spec_from_file_location("beam_search_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.beam_search
+
+
+EXAMPLE_CASES = {
+    "4 beams": dict(beams=4),
+    "8 beams": dict(beams=8),
+    # "," ends a hypothesis too: finished hypotheses, the length penalty and the stopping rules all take part.
+    "4 beams, comma ends, length_penalty=0.7": dict(beams=4, comma_ends=True, flags=dict(length_penalty=0.7)),
+    "4 beams, comma ends, early_stopping": dict(beams=4, comma_ends=True, flags=dict(early_stopping=True)),
+    "4 beams, comma ends, early_stopping=never": dict(beams=4, comma_ends=True, flags=dict(early_stopping="never")),
+    "3 beams, repetition_penalty=1.2+no_repeat_ngram_size=3": dict(
+        beams=3, flags=dict(repetition_penalty=1.2, no_repeat_ngram_size=3),
+        processors=lambda: [pysample.RepetitionPenaltyLogitsProcessor(1.2), pysample.NoRepeatNGramLogitsProcessor(3)]),
+}
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["one prompt", "padded batch"])
+@pytest.mark.parametrize("case", list(EXAMPLE_CASES))
+def test_beam_search_example_matches_generate(smollm2, prompt, padded_prompts, case, padded):
+    """The hand-written beam search of examples/beam_search.py (beam_search_step + reorder_kv_cache_) returns
+    generate(num_beams=...)'s tokens."""
+    model, tokenizer = smollm2
+    spec = EXAMPLE_CASES[case]
+    inputs = padded_prompts if padded else prompt
+    eos = [model.generation_config.eos_token_id]
+    if spec.get("comma_ends"):
+        eos = eos + [tokenizer.convert_tokens_to_ids(",")]
+    flags = spec.get("flags", {})
+    with torch.no_grad():
+        expected = model.generate(**inputs, num_beams=spec["beams"], do_sample=False, max_new_tokens=NEW_TOKENS,
+                                  eos_token_id=eos, **flags)
+    processors = spec.get("processors")
+    out = _example_beam_search()(
+        model, inputs["input_ids"], inputs["attention_mask"], num_beams=spec["beams"], max_new_tokens=NEW_TOKENS,
+        eos_token_ids=eos, pad_token_id=model.generation_config.pad_token_id,
+        length_penalty=flags.get("length_penalty", 1.0), early_stopping=flags.get("early_stopping", False),
+        logits_processor=transformers.LogitsProcessorList(processors()) if processors else None)
+    if spec.get("comma_ends"):  # a returned hypothesis did end at a comma
+        assert (expected[:, inputs["input_ids"].shape[1]:] == eos[1]).any()
+    assert torch.equal(out, expected), (tokenizer.batch_decode(out), tokenizer.batch_decode(expected))
