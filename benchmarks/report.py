@@ -224,6 +224,27 @@ def reorder_table(device: str, rows: List[dict]) -> List[str]:
     return out
 
 
+def beam_step_table(device: str, rows: List[dict]) -> List[str]:
+    out = [f"## Beam search step, {device}", ""]
+    out.append(
+        "One beam step from float32 logits `(batch * beams, vocab)`: transformers' code path (log_softmax, plus the "
+        "running beam scores, topk of 2 * beams over beams x vocab, index // vocab and % vocab) against "
+        "`pysample.beam_search_step` (log-softmax fused, no log-probability tensor). \"same\": the same "
+        "continuations selected (checked once, untimed). Ratio: transformers / pysample."
+    )
+    out.append("")
+    out.append("| batch x beams | vocab | transformers | pysample | ratio | same |")
+    out.append("|---|---:|---:|---:|---:|---|")
+    for row in rows:
+        info = row["info"]
+        t, p = row.get("transformers"), row.get("pysample")
+        same = info.get("same_candidates")
+        out.append(f"| {info['batch']}x{info['beams']} | {info['vocab']} | {format_time(t)} | {format_time(p)} "
+                   f"| {format_ratio(t, p)} | {'—' if same is None else ('yes' if same else '**no**')} |")
+    out.append("")
+    return out
+
+
 def render(data: dict) -> str:
     rows = collect(data.get("benchmarks", []))
     out = ["# Benchmark results", ""]
@@ -243,12 +264,13 @@ def render(data: dict) -> str:
     penalty_rows = [row for row in rows if row["info"].get("kind") == "penalty_row"]
     editors = [row for row in rows if row["info"].get("kind") == "token_editor"]
     reorders = [row for row in rows if row["info"].get("kind") == "reorder"]
-    rows = [row for row in rows
-            if row["info"].get("kind") not in ("sample", "penalty", "penalty_row", "token_editor", "reorder")]
+    beam_steps = [row for row in rows if row["info"].get("kind") == "beam_step"]
+    rows = [row for row in rows if row["info"].get("kind") not in ("sample", "penalty", "penalty_row", "token_editor",
+                                                                   "reorder", "beam_step")]
     raw = [row for row in rows if "bar_us_per_row" in row["info"]]
     warpers = [row for row in rows if "bar_us_per_row" not in row["info"]]
     devices = []
-    for row in warpers + raw + sampling + penalties + penalty_rows + editors + reorders:
+    for row in warpers + raw + sampling + penalties + penalty_rows + editors + reorders + beam_steps:
         if row["info"].get("device") not in devices:
             devices.append(row["info"].get("device"))
 
@@ -315,7 +337,10 @@ def render(data: dict) -> str:
         device_reorders = [row for row in reorders if row["info"].get("device") == device]
         if device_reorders:
             out.extend(reorder_table(device, device_reorders))
-    if not any((rows, sampling, penalties, penalty_rows, editors, reorders)):
+        device_steps = [row for row in beam_steps if row["info"].get("device") == device]
+        if device_steps:
+            out.extend(beam_step_table(device, device_steps))
+    if not any((rows, sampling, penalties, penalty_rows, editors, reorders, beam_steps)):
         out.append("No pysample benchmarks in this file.")
     return "\n".join(out).rstrip() + "\n"
 

@@ -30,13 +30,15 @@ PYSAMPLE_CPU_CLONES double exp_sum(const float* x, int64_t n, float max) {
   return sum;
 }
 
-// The ranks (pysample/beam.h) of tokens [0, n) of a row whose flat indices start at `first_index`.
-PYSAMPLE_CPU_CLONES void chunk_ranks(const float* x, int64_t n, float max, float log_sum, float running, bool normalize,
-                                     uint32_t first_index, uint64_t* ranks) {
+// The order-preserving keys of the scores of tokens [0, n) of a row; returns the largest.
+PYSAMPLE_CPU_CLONES uint32_t chunk_keys(const float* x, int64_t n, float max, float log_sum, float running,
+                                        bool normalize, uint32_t* keys) {
+  uint32_t largest = 0;
   for (int64_t i = 0; i < n; ++i) {
-    ranks[i] = candidate_rank(beam_score(x[i], max, log_sum, running, normalize),
-                              first_index + static_cast<uint32_t>(i));
+    keys[i] = ordered_key(beam_score(x[i], max, log_sum, running, normalize));
+    largest = keys[i] > largest ? keys[i] : largest;
   }
+  return largest;
 }
 
 struct RowStats {
@@ -50,23 +52,27 @@ struct BeamScratch {
   void reserve(int64_t vocab) { x.reserve(vocab); }
 };
 
-// Keeps the `keep` largest ranks of the row's tokens in `heap` (a min-heap, the least in front).
+// Keeps the `keep` largest ranks of the row's tokens in `heap` (a min-heap, the least in front). Tokens come in
+// index order, so a later token with the key of the heap's least ranks below it: only a larger key enters, and a
+// chunk whose keys are all below that is skipped whole (most of them, once the heap is full).
 void best_ranks(const float* x, int64_t vocab, RowStats stats, float running, bool normalize, uint32_t first_index,
                 int64_t keep, std::vector<uint64_t>& heap) {
   constexpr int64_t kChunk = 64;
-  uint64_t ranks[kChunk];
+  uint32_t keys[kChunk];
   heap.clear();
   for (int64_t start = 0; start < vocab; start += kChunk) {
     const int64_t n = std::min(kChunk, vocab - start);
-    chunk_ranks(x + start, n, stats.max, stats.log_sum, running, normalize,
-                first_index + static_cast<uint32_t>(start), ranks);
+    const uint32_t largest = chunk_keys(x + start, n, stats.max, stats.log_sum, running, normalize, keys);
+    const bool full = static_cast<int64_t>(heap.size()) == keep;
+    if (full && largest <= static_cast<uint32_t>(heap.front() >> 32)) continue;
     for (int64_t i = 0; i < n; ++i) {
+      const uint64_t rank = candidate_rank_of_key(keys[i], first_index + static_cast<uint32_t>(start + i));
       if (static_cast<int64_t>(heap.size()) < keep) {
-        heap.push_back(ranks[i]);
+        heap.push_back(rank);
         std::push_heap(heap.begin(), heap.end(), std::greater<>());
-      } else if (ranks[i] > heap.front()) {
+      } else if (rank > heap.front()) {
         std::pop_heap(heap.begin(), heap.end(), std::greater<>());
-        heap.back() = ranks[i];
+        heap.back() = rank;
         std::push_heap(heap.begin(), heap.end(), std::greater<>());
       }
     }

@@ -26,8 +26,12 @@ PYSAMPLE_HD float beam_score(float x, float max, float log_sum, float running, b
 // A candidate's rank, larger first: the score's order-preserving key (NaN above every number, -0.0 equal to 0.0),
 // then the lower flat index beam * vocab + token. All ranks differ, so "the top k" is one exact set, and equal
 // scores are taken in flat index order (torch.topk leaves their order unspecified).
+PYSAMPLE_HD uint64_t candidate_rank_of_key(uint32_t score_key, uint32_t flat_index) {
+  return (static_cast<uint64_t>(score_key) << 32) | (0xFFFFFFFFu - flat_index);
+}
+
 PYSAMPLE_HD uint64_t candidate_rank(float score, uint32_t flat_index) {
-  return (static_cast<uint64_t>(ordered_key(score)) << 32) | (0xFFFFFFFFu - flat_index);
+  return candidate_rank_of_key(ordered_key(score), flat_index);
 }
 
 PYSAMPLE_HD uint32_t rank_flat_index(uint64_t rank) { return 0xFFFFFFFFu - static_cast<uint32_t>(rank); }
