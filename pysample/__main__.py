@@ -8,8 +8,8 @@ from typing import List, Optional
 USAGE = """usage: python -m pysample COMMAND [ARGS]
 
 commands:
-  demo      generate with SmolLM2-135M using transformers' warpers and pysample's, check the tokens match,
-            and compare the time spent processing logits (python -m pysample demo --help)
+  demo      generate with SmolLM2-135M (greedy + penalties, sampling, beam search) using transformers' processors
+            and cache and pysample's, check the tokens match, and compare the time per step (demo --help)
   version   print pysample's version and the torch it runs on
 """
 
