@@ -11,6 +11,7 @@ from .ops import (
     warp_logits,
     warp_logits_,
 )
+from .accelerate import accelerate
 from .cache import BeamCache, BeamStaticCache, reorder_kv_cache_
 from .penalties import PenaltyState
 from .processors import (
@@ -32,6 +33,7 @@ from .processors import (
 )
 
 __all__ = [
+    "accelerate",
     "BeamCache",
     "BeamStaticCache",
     "EncoderNoRepeatNGramLogitsProcessor",

@@ -62,8 +62,34 @@ def reorder_kv_cache_(caches, beam_idx: torch.Tensor, filled_length: Optional[in
     torch.ops.pysample.reorder_kv_cache_(tensors, beam_idx, filled_length)
 
 
-def _plain(layer, plain_type) -> bool:
-    return type(layer) is plain_type and getattr(layer, "is_initialized", False)
+def reorder_cache_(cache, beam_idx: torch.Tensor) -> None:
+    """Reorders a transformers ``Cache`` in place by ``beam_idx``, as its ``reorder_cache`` does: every dynamic layer
+    whole and every static layer over its filled positions through one :func:`reorder_kv_cache_` call each; layers of
+    other kinds (quantized, sliding window) with their own ``reorder_cache``. An ``EncoderDecoderCache`` has both its
+    caches reordered. A static layer's filled length is read on the host (a synchronisation on CUDA).
+
+    Examples
+    --------
+    >>> cache = transformers.DynamicCache()
+    >>> _ = cache.update(torch.arange(2.0).reshape(2, 1, 1, 1), torch.zeros(2, 1, 1, 1), layer_idx=0)
+    >>> pysample.cache.reorder_cache_(cache, torch.tensor([1, 1]))
+    >>> cache.layers[0].keys.flatten()
+    tensor([1., 1.])
+    """
+    if hasattr(cache, "self_attention_cache"):
+        reorder_cache_(cache.self_attention_cache, beam_idx)
+        reorder_cache_(cache.cross_attention_cache, beam_idx)
+        return
+    ready = [layer for layer in cache.layers if getattr(layer, "is_initialized", False)]
+    dynamic = [layer for layer in ready if type(layer) is DynamicLayer]
+    static = [layer for layer in ready if type(layer) is StaticLayer]
+    reorder_kv_cache_([(layer.keys, layer.values) for layer in dynamic], beam_idx)
+    if static:
+        filled = int(static[0].get_seq_length())
+        reorder_kv_cache_([(layer.keys, layer.values) for layer in static], beam_idx, filled_length=filled)
+    for layer in cache.layers:
+        if layer not in dynamic and layer not in static:
+            layer.reorder_cache(beam_idx)
 
 
 if DynamicCache is not None:
@@ -85,11 +111,7 @@ if DynamicCache is not None:
         """
 
         def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-            plain = [layer for layer in self.layers if _plain(layer, DynamicLayer)]
-            reorder_kv_cache_([(layer.keys, layer.values) for layer in plain], beam_idx)
-            for layer in self.layers:
-                if layer not in plain:
-                    layer.reorder_cache(beam_idx)
+            reorder_cache_(self, beam_idx)
 
     class BeamStaticCache(StaticCache):
         """A ``transformers.StaticCache`` whose beam reorder runs in place, moving only the filled positions; unlike
@@ -99,10 +121,4 @@ if DynamicCache is not None:
         """
 
         def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-            plain = [layer for layer in self.layers if _plain(layer, StaticLayer)]
-            if plain:
-                filled = int(plain[0].get_seq_length())
-                reorder_kv_cache_([(layer.keys, layer.values) for layer in plain], beam_idx, filled_length=filled)
-            for layer in self.layers:
-                if layer not in plain:
-                    layer.reorder_cache(beam_idx)
+            reorder_cache_(self, beam_idx)

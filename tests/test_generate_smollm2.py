@@ -239,3 +239,45 @@ def test_beam_search_example_matches_generate(smollm2, prompt, padded_prompts, c
     if spec.get("comma_ends"):  # a returned hypothesis did end at a comma
         assert (expected[:, inputs["input_ids"].shape[1]:] == eos[1]).any()
     assert torch.equal(out, expected), (tokenizer.batch_decode(out), tokenizer.batch_decode(expected))
+
+
+ACCELERATE_CASES = {
+    "sampling: temperature+top_k+top_p+min_p": dict(do_sample=True, temperature=0.7, top_k=50, top_p=0.9, min_p=0.05),
+    "sampling: typical_p+epsilon": dict(do_sample=True, top_k=0, typical_p=0.9, epsilon_cutoff=3e-4),
+    "sampling: eta+repetition_penalty": dict(do_sample=True, top_k=0, eta_cutoff=3e-4, repetition_penalty=1.3),
+    "greedy: penalties, n-gram bans, bad words, sequence bias": dict(
+        do_sample=False, repetition_penalty=1.2, encoder_repetition_penalty=1.1, no_repeat_ngram_size=3,
+        encoder_no_repeat_ngram_size=4, bad_words_ids=[[11], [28, 29]], sequence_bias={(13,): -2.0, (30, 31): 3.0}),
+    "beam search: 4 beams, no_repeat_ngram+repetition_penalty": dict(
+        do_sample=False, num_beams=4, no_repeat_ngram_size=3, repetition_penalty=1.2),
+}
+
+
+@pytest.mark.parametrize("case", list(ACCELERATE_CASES))
+def test_accelerate_generates_identical_tokens(smollm2, padded_prompts, monkeypatch, case):
+    """pysample.accelerate(model): the generation config's processors run through pysample (and beam search's cache
+    reorder), with the tokens of plain generate()."""
+    model, tokenizer = smollm2
+    kwargs = dict(max_new_tokens=NEW_TOKENS, **ACCELERATE_CASES[case])
+    with torch.no_grad():
+        torch.manual_seed(3)
+        expected = model.generate(**padded_prompts, **kwargs)
+        pysample.accelerate(model)
+        try:
+            built = []
+            build = model._get_logits_processor
+            monkeypatch.setattr(model, "_get_logits_processor", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+            reorders = []
+            reorder = pysample.cache.reorder_kv_cache_
+            monkeypatch.setattr(pysample.cache, "reorder_kv_cache_", lambda *a, **k: reorders.append(1) or reorder(*a, **k))
+            torch.manual_seed(3)
+            out = model.generate(**padded_prompts, **kwargs)
+        finally:
+            monkeypatch.undo()
+            pysample.accelerate(model, enabled=False)
+    (chain,) = built[0]
+    assert isinstance(chain, pysample.FusedLogitsProcessor)
+    assert all(isinstance(step, (dict, pysample.processors._TokenEditor)) for step in chain._steps), chain._steps
+    assert bool(reorders) == (kwargs.get("num_beams", 1) > 1)
+    assert "_reorder_cache" not in vars(model) and "_get_logits_processor" not in vars(model)  # undone
+    assert torch.equal(out, expected), (tokenizer.batch_decode(out), tokenizer.batch_decode(expected))
