@@ -1,4 +1,4 @@
-"""Command line of pysample: ``python -m pysample demo [--max-new-tokens N] [--seed S] [--device cpu|cuda]``."""
+"""Command line of pysample: ``python -m pysample demo|bench|version [ARGS]`` (``python -m pysample`` lists them)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ USAGE = """usage: python -m pysample COMMAND [ARGS]
 commands:
   demo      generate with SmolLM2-135M (greedy + penalties, sampling, beam search) using transformers' processors
             and cache and pysample's, check the tokens match, and compare the time per step (demo --help)
+  bench     time every op at its headline shapes against transformers: a ratio table, JSON and a PNG plot,
+            optionally beside a saved run (python -m pysample bench --help)
   version   print pysample's version and the torch it runs on
 """
 
@@ -24,6 +26,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(rest)
+    if command == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(rest)
     if command == "version":
         import torch
 
