@@ -117,7 +117,21 @@ if DynamicCache is not None:
         """A ``transformers.StaticCache`` whose beam reorder runs in place, moving only the filled positions; unlike
         transformers' (``index_select``), its tensors keep their addresses, as compiled graphs need.
 
-        The filled length is read from the layers (a host synchronisation on CUDA).
+        The filled length is read from the layers (a host synchronisation on CUDA). Constructed like a
+        ``StaticCache``; pass it to ``model.generate(..., num_beams=k, past_key_values=cache)``.
+
+        Examples
+        --------
+        >>> config = transformers.LlamaConfig(num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1,
+        ...                                   hidden_size=4, head_dim=4)
+        >>> cache = pysample.BeamStaticCache(config=config, max_cache_len=3)
+        >>> keys = torch.arange(2.0).reshape(2, 1, 1, 1).expand(2, 1, 1, 4)
+        >>> _ = cache.update(keys, keys, layer_idx=0, cache_kwargs={"cache_position": torch.tensor([0])})
+        >>> address = cache.layers[0].keys.data_ptr()
+        >>> cache.reorder_cache(torch.tensor([1, 1]))
+        >>> cache.layers[0].keys[:, 0, :, 0], cache.layers[0].keys.data_ptr() == address
+        (tensor([[1., 0., 0.],
+                [1., 0., 0.]]), True)
         """
 
         def reorder_cache(self, beam_idx: torch.LongTensor) -> None:

@@ -691,6 +691,12 @@ class FusedLogitsProcessor:
     """A chain of logits processors applied with as few fused calls as possible; build it with :func:`fuse`.
 
     ``__call__(input_ids, scores)`` returns what applying the processors one after the other returns.
+
+    Examples
+    --------
+    >>> chain = pysample.fuse([pysample.RepetitionPenaltyLogitsProcessor(2.0), pysample.TopKLogitsWarper(2)])
+    >>> chain(torch.tensor([[0]]), torch.tensor([[4.0, 3.0, 1.0]]))
+    tensor([[2., 3., -inf]])
     """
 
     def __init__(self, processors: Sequence):

@@ -24,3 +24,9 @@ def test_examples(module):
                               optionflags=doctest.NORMALIZE_WHITESPACE, report=True)
     assert results.attempted > 0
     assert results.failed == 0
+
+
+@pytest.mark.parametrize("name", [name for name in pysample.__all__ if name != "ops"])
+def test_every_public_name_has_a_docstring_with_an_example(name):
+    doc = getattr(pysample, name).__doc__ or ""
+    assert "Examples" in doc, name
