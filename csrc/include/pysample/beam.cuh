@@ -100,7 +100,8 @@ __device__ RowStats row_stats(SelectShared& shared, const T* logits, int32_t voc
   if (!(max > -kInf && max < kInf)) return {max, std::numeric_limits<float>::quiet_NaN()};
   float sum = 0.0f;
   for (int32_t i = threadIdx.x; i < vocab; i += kThreads) sum += exp_nonpos(static_cast<float>(logits[i]) - max);
-  const double total = block_reduce(static_cast<double>(sum), [](double a, double b) { return a + b; }, shared.warp_sum);
+  const double total =
+      block_reduce(static_cast<double>(sum), [](double a, double b) { return a + b; }, shared.warp_sum);
   return {max, static_cast<float>(log(total))};
 }
 
