@@ -50,21 +50,26 @@ def model_folder() -> str:
 
 
 @contextlib.contextmanager
-def progress(message: str) -> Iterator[None]:
-    """Prints ``message`` with a spinner on a terminal (dots otherwise) while the block runs, then the time taken."""
+def progress(message: str, steps: Optional[Callable[[], int]] = None, total: int = 0) -> Iterator[None]:
+    """Shows ``message`` while the block runs, then the time taken: on a terminal with a spinner, or with a bar of
+    ``steps()`` out of ``total`` when given (dots when stderr is not a terminal)."""
     stream = sys.stderr
     start = time.perf_counter()
     done = threading.Event()
     tty = stream.isatty()
 
+    def status(i: int) -> str:
+        if steps is None:
+            return "|/-\\"[i % 4]
+        filled = min(total, steps()) if total else 0
+        width = 30
+        bar = "#" * (width * filled // total) if total else ""
+        return f"[{bar:<{width}}] {filled}/{total}"
+
     def spin() -> None:
-        frames = "|/-\\"
         i = 0
         while not done.wait(0.15 if tty else 2.0):
-            if tty:
-                stream.write(f"\r{message} {frames[i % 4]}")
-            else:
-                stream.write(".")
+            stream.write(f"\r{message} {status(i)}" if tty else ".")
             stream.flush()
             i += 1
 
@@ -77,8 +82,8 @@ def progress(message: str) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
-        prefix = f"\r{message} " if tty else " "
-        stream.write(f"{prefix}done ({time.perf_counter() - start:.1f} s)\n")
+        clear = f"\r{message} {' ' * 40}\r{message} " if tty else " "
+        stream.write(f"{clear}done ({time.perf_counter() - start:.1f} s)\n")
         stream.flush()
 
 
@@ -100,6 +105,8 @@ class TimedProcessor:
     Not a transformers class, so ``generate()`` appends it to its own processors rather than replacing one.
     """
 
+    total_calls = 0  # of every instance: the demo's progress bar counts decoding steps with it
+
     def __init__(self, processor: Callable, device) -> None:
         self.processor = processor
         self.device = device
@@ -117,6 +124,7 @@ class TimedProcessor:
         scores = self.processor(input_ids, scores)
         self._sync()
         self.times.append(time.perf_counter() - start)
+        TimedProcessor.total_calls += 1
         return scores
 
     @property
@@ -211,10 +219,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         "beam": f"beam search, {args.beams} beams",
     }
     results = {}
+    warm_up = 4  # tokens of a first run per side: first-call costs (allocator, threads) out of the timings
     for mode, title in modes.items():
-        with progress(f"Generating {args.max_new_tokens} tokens twice: {title}"):
-            for side in ("transformers", "pysample"):  # warm-up: first-call costs out of the timings
-                run(side, mode, 4)
+        with progress(f"{title}:", steps=lambda: TimedProcessor.total_calls,
+                      total=2 * (warm_up + args.max_new_tokens)):
+            TimedProcessor.total_calls = 0
+            for side in ("transformers", "pysample"):
+                run(side, mode, warm_up)
             results[mode] = {side: run(side, mode, args.max_new_tokens) for side in ("transformers", "pysample")}
 
     print(f"\nPrompt: {args.prompt}")
