@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 from warp_compare import seed_for_test
+
+# Hypothesis draws the same examples every run, as the seeded tests do (CI checks the same inputs); fresh ones with
+# PYSAMPLE_TEST_SEED=random (scripts/soak).
+settings.register_profile("pysample", derandomize=os.environ.get("PYSAMPLE_TEST_SEED") != "random", database=None,
+                          deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile("pysample")
 
 CUDA_SKIP = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 

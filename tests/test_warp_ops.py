@@ -577,3 +577,13 @@ def test_regression_rows_mostly_minus_inf(seed, finite, params):
     out = W.check_chain(pysample.warp_logits, x, params, W.hf_stage, 1, what="[cpu]")
     if params.keys() == {"top_k"}:
         assert W.bitwise_equal(out, W.hf_chain(x, params))
+
+
+def test_typical_p_one_keeps_every_token():
+    """typical_p = 1 is the stage turned off (generate() adds no typical warper then), even where the rounded mass
+    reaches 1 before the last tokens (a peaked row: found by tests/test_fuzz.py)."""
+    x = torch.tensor([[-33.7752, -50.8779, 16.9995, 23.8053, 17.9652, -46.6529, -10.2408, 55.5902, 14.0429, -17.5649,
+                       -5.2019, 5.5043, 41.6810, 47.5900, 28.3890, -25.3103, 27.9548]])
+    for dtype in DTYPES:
+        assert W.bitwise_equal(pysample.warp_logits(x.to(dtype), typical_p=1.0), x.to(dtype))
+        assert W.bitwise_equal(pysample.warp_logits(x.to(dtype), typical_p=torch.ones(1)), x.to(dtype))

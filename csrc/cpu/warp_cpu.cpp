@@ -436,6 +436,7 @@ Entropy softmax_entropy(const Active& a, float max) {
 // Typical decoding: order tokens by |-(log p) - entropy|, keep the shortest prefix whose mass reaches typical_p
 // (with every token tied with its last one) and at least the first min_keep.
 Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratch& s, bool last) {
+  if (typical_keeps_all(typical_p)) return a;
   const Softmax sm = softmax_stats(a, s);
   if (!sm.defined) return a;
   const float log_sum = static_cast<float>(std::log(sm.sum));

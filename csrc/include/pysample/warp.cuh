@@ -288,6 +288,7 @@ class RowWarper {
   // Typical decoding: order tokens by |-(log p) - entropy|, keep the shortest prefix whose mass reaches typical_p
   // (with every token tied with its last one) and at least the first min_keep.
   __device__ void typical(double typical_p, int64_t min_keep) {
+    if (typical_keeps_all(typical_p)) return;
     const Softmax sm = softmax_stats();
     if (!sm.defined) return;
     const Totals sums = exp_sums(sm.max);

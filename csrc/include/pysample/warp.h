@@ -123,6 +123,10 @@ PYSAMPLE_HD float eta_cutoff(double epsilon, double entropy) {
   return dynamic < eps ? dynamic : eps;
 }
 
+// typical_p = 1 keeps every token, as transformers (whose warper rejects a mass >= 1: generate() adds none) would:
+// the mass of a rounded softmax may reach 1 before its last tokens. A NaN also skips the stage (CUDA cannot raise).
+PYSAMPLE_HD bool typical_keeps_all(double typical_p) { return !(typical_p < 1.0); }
+
 // Typical decoding's distance of a token from the entropy: |-(log p) - entropy| with log p = x - max - log(sum).
 PYSAMPLE_HD float typical_distance(float x, float max, float log_sum, float entropy) {
   return fabsf(-((x - max) - log_sum) - entropy);
