@@ -584,6 +584,6 @@ def test_typical_p_one_keeps_every_token():
     reaches 1 before the last tokens (a peaked row: found by tests/test_fuzz.py)."""
     x = torch.tensor([[-33.7752, -50.8779, 16.9995, 23.8053, 17.9652, -46.6529, -10.2408, 55.5902, 14.0429, -17.5649,
                        -5.2019, 5.5043, 41.6810, 47.5900, 28.3890, -25.3103, 27.9548]])
-    for dtype in DTYPES:
+    for dtype in W.DTYPES:
         assert W.bitwise_equal(pysample.warp_logits(x.to(dtype), typical_p=1.0), x.to(dtype))
         assert W.bitwise_equal(pysample.warp_logits(x.to(dtype), typical_p=torch.ones(1)), x.to(dtype))
