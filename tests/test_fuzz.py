@@ -299,3 +299,45 @@ def test_bad_arguments_raise_naming_them(case):
     with pytest.raises((ValueError, TypeError, IndexError)) as error:
         call()
     assert name in str(error.value), str(error.value)
+
+
+# ---- drop-in classes against transformers' own ----------------------------------------------------------------
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_drop_in_classes_match_transformers(data):
+    """Each drop-in class and the transformers class it replaces, built from the same arguments, on the same float32
+    scores and ids (inside the vocabulary, where transformers is defined): the same bits."""
+    import transformers
+
+    scores = data.draw(score_tensors(max_elements=100_000, dtypes=(torch.float32,)))
+    batch, vocab = scores.shape
+    ids = data.draw(token_ids(batch, vocab, max_length=120)).clamp(0, vocab - 1).long()
+    alphabet = st.integers(0, min(vocab, 20) - 1)
+    name = data.draw(st.sampled_from(["RepetitionPenaltyLogitsProcessor", "EncoderRepetitionPenaltyLogitsProcessor",
+                                      "NoRepeatNGramLogitsProcessor", "EncoderNoRepeatNGramLogitsProcessor",
+                                      "SequenceBiasLogitsProcessor", "NoBadWordsLogitsProcessor",
+                                      "TemperatureLogitsWarper", "TopKLogitsWarper"]))
+    if name == "RepetitionPenaltyLogitsProcessor":
+        args = (data.draw(st.sampled_from([0.5, 1.2, 3.0])),)
+    elif name == "EncoderRepetitionPenaltyLogitsProcessor":
+        args = (data.draw(st.sampled_from([0.5, 1.2, 3.0])), data.draw(token_ids(batch, vocab)).clamp(0, vocab - 1).long())
+    elif name == "NoRepeatNGramLogitsProcessor":
+        args = (data.draw(st.integers(1, 4)),)
+    elif name == "EncoderNoRepeatNGramLogitsProcessor":
+        args = (data.draw(st.integers(1, 4)), data.draw(token_ids(batch, vocab)).clamp(0, vocab - 1).long())
+    elif name == "SequenceBiasLogitsProcessor":
+        sequences = data.draw(st.lists(st.tuples(alphabet, alphabet).map(lambda t: t[: 1 + t[0] % 2]), min_size=1,
+                                       max_size=8, unique=True))
+        args = ({seq: data.draw(st.sampled_from([-2.0, 0.5, 4.0])) for seq in sequences},)
+    elif name == "NoBadWordsLogitsProcessor":
+        words = data.draw(st.lists(st.lists(alphabet, min_size=1, max_size=3), min_size=1, max_size=8))
+        args = ([list(w) for w in {tuple(w) for w in words}], data.draw(st.sampled_from([None, 0])))
+    elif name == "TemperatureLogitsWarper":
+        args = (data.draw(st.sampled_from([0.3, 0.7, 1.5])),)
+    else:
+        args = (data.draw(st.integers(1, vocab + 2)),)
+    theirs = getattr(transformers, name)(*args)(ids, scores.clone())
+    ours = getattr(pysample, name)(*args)(ids, scores.clone())
+    assert _same_bits(ours, theirs), name
