@@ -202,47 +202,50 @@ def token_editor_table(device: str, rows: List[dict]) -> List[str]:
     return out
 
 
+def section(title: str, description: str, header: str, rule: str, lines: List[str]) -> List[str]:
+    """A titled table: the description, the header and rule lines, then the rows' lines."""
+    return [title, "", description, "", header, rule, *lines, ""]
+
+
 def reorder_table(device: str, rows: List[dict]) -> List[str]:
-    out = [f"## KV-cache reorder, {device}", ""]
-    out.append(
-        "One beam-search reorder of every layer's keys and values, `[beams, 4, seq, 64]` each: transformers' "
-        "`DynamicCache.reorder_cache` (an allocating `index_select` per tensor) against `pysample.BeamCache` "
-        "(`reorder_kv_cache_`, all tensors in one call, in place). \"one change\": beam 1 replaced by a copy of "
-        "beam 0; \"random\": beam_idx drawn uniformly. Ratio: transformers / pysample."
-    )
-    out.append("")
-    out.append("| layers | beams | seq | dtype | beam_idx | transformers | pysample | ratio |")
-    out.append("|---:|---:|---:|---|---|---:|---:|---:|")
+    lines = []
     for row in rows:
         info = row["info"]
         t, p = row.get("transformers"), row.get("pysample")
         ratio = t / p if t and p else None
-        out.append(f"| {info['layers']} | {info['beams']} | {info['seq']} | {info['dtype']} | {info['pattern']} "
-                   f"| {format_time(t)} | {format_time(p)} | {format_ratio(t, p)}"
-                   f"{format_bar(ratio, info.get('bar_pysample'))} |")
-    out.append("")
-    return out
+        lines.append(f"| {info['layers']} | {info['beams']} | {info['seq']} | {info['dtype']} | {info['pattern']} "
+                     f"| {format_time(t)} | {format_time(p)} | {format_ratio(t, p)}"
+                     f"{format_bar(ratio, info.get('bar_pysample'))} |")
+    return section(
+        f"## KV-cache reorder, {device}",
+        "One beam-search reorder of every layer's keys and values, `[beams, 4, seq, 64]` each: transformers' "
+        "`DynamicCache.reorder_cache` (an allocating `index_select` per tensor) against `pysample.BeamCache` "
+        "(`reorder_kv_cache_`, all tensors in one call, in place). \"one change\": beam 1 replaced by a copy of "
+        "beam 0; \"random\": beam_idx drawn uniformly. Ratio: transformers / pysample.",
+        "| layers | beams | seq | dtype | beam_idx | transformers | pysample | ratio |",
+        "|---:|---:|---:|---|---|---:|---:|---:|",
+        lines,
+    )
 
 
 def beam_step_table(device: str, rows: List[dict]) -> List[str]:
-    out = [f"## Beam search step, {device}", ""]
-    out.append(
-        "One beam step from float32 logits `(batch * beams, vocab)`: transformers' code path (log_softmax, plus the "
-        "running beam scores, topk of 2 * beams over beams x vocab, index // vocab and % vocab) against "
-        "`pysample.beam_search_step` (log-softmax fused, no log-probability tensor). \"same\": the same "
-        "continuations selected (checked once, untimed). Ratio: transformers / pysample."
-    )
-    out.append("")
-    out.append("| batch x beams | vocab | transformers | pysample | ratio | same |")
-    out.append("|---|---:|---:|---:|---:|---|")
+    lines = []
     for row in rows:
         info = row["info"]
         t, p = row.get("transformers"), row.get("pysample")
         same = info.get("same_candidates")
-        out.append(f"| {info['batch']}x{info['beams']} | {info['vocab']} | {format_time(t)} | {format_time(p)} "
-                   f"| {format_ratio(t, p)} | {'—' if same is None else ('yes' if same else '**no**')} |")
-    out.append("")
-    return out
+        lines.append(f"| {info['batch']}x{info['beams']} | {info['vocab']} | {format_time(t)} | {format_time(p)} "
+                     f"| {format_ratio(t, p)} | {'—' if same is None else ('yes' if same else '**no**')} |")
+    return section(
+        f"## Beam search step, {device}",
+        "One beam step from float32 logits `(batch * beams, vocab)`: transformers' code path (log_softmax, plus the "
+        "running beam scores, topk of 2 * beams over beams x vocab, index // vocab and % vocab) against "
+        "`pysample.beam_search_step` (log-softmax fused, no log-probability tensor). \"same\": the same "
+        "continuations selected (checked once, untimed). Ratio: transformers / pysample.",
+        "| batch x beams | vocab | transformers | pysample | ratio | same |",
+        "|---|---:|---:|---:|---:|---|",
+        lines,
+    )
 
 
 def render(data: dict) -> str:
