@@ -350,11 +350,18 @@ def render(data: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", help="pytest-benchmark --benchmark-json output")
+    parser.add_argument("json", nargs="+",
+                        help="pytest-benchmark --benchmark-json output; with several, the first run's machine lines, "
+                             "and the groups of later files added (or replacing the first's of the same name)")
     parser.add_argument("-o", "--output", help="write the markdown here (default: stdout)")
     args = parser.parse_args(argv)
-    with open(args.json) as f:
+    with open(args.json[0]) as f:
         data = json.load(f)
+    for path in args.json[1:]:
+        with open(path) as f:
+            more = {(b["group"], b["extra_info"].get("impl")): b for b in json.load(f)["benchmarks"]}
+        data["benchmarks"] = [b for b in data["benchmarks"] if (b["group"], b["extra_info"].get("impl")) not in more]
+        data["benchmarks"] += list(more.values())
     text = render(data)
     if args.output:
         with open(args.output, "w") as f:
