@@ -80,18 +80,22 @@ def collect(benchmarks: List[dict]) -> List[dict]:
     return rows
 
 
+def run_date(when: str) -> str:
+    try:
+        return datetime.fromisoformat(when.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return when
+
+
 def machine_lines(data: dict) -> List[str]:
     machine = data.get("machine_info", {})
     info = machine.get("pysample_bench", {})
     cpu = info.get("cpu_model") or machine.get("cpu", {}).get("brand_raw") or machine.get("processor", "?")
     cores = info.get("logical_cores") or machine.get("cpu", {}).get("count", "?")
-    when = data.get("datetime", "")
-    try:
-        when = datetime.fromisoformat(when.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
-    except ValueError:
-        pass
-    lines = [
-        f"- Date: {when}",
+    lines = [f"- Date: {run_date(data.get('datetime', ''))}"]
+    lines += [f"- Added from a later run on the same machine ({run_date(when)}): {groups} groups, at the end of "
+              "their tables" for when, groups in data.get("later_runs", [])]
+    lines += [
         f"- CPU: {cpu}, {cores} logical cores; torch intra-op threads (also pysample's): "
         f"{info.get('torch_threads', '?')}",
     ]
@@ -359,9 +363,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         data = json.load(f)
     for path in args.json[1:]:
         with open(path) as f:
-            more = {(b["group"], b["extra_info"].get("impl")): b for b in json.load(f)["benchmarks"]}
+            later = json.load(f)
+        more = {(b["group"], b["extra_info"].get("impl")): b for b in later["benchmarks"]}
         data["benchmarks"] = [b for b in data["benchmarks"] if (b["group"], b["extra_info"].get("impl")) not in more]
+        # After the first run's rows in each table, in their own run's order.
+        offset = 1 + max((b["extra_info"].get("order", 0) for b in data["benchmarks"]), default=0)
+        for bench in more.values():
+            bench["extra_info"]["order"] = offset + bench["extra_info"].get("order", 0)
         data["benchmarks"] += list(more.values())
+        data.setdefault("later_runs", []).append((later.get("datetime", "?"), len({g for g, _ in more})))
     text = render(data)
     if args.output:
         with open(args.output, "w") as f:
