@@ -163,52 +163,50 @@ def rows_equal_text(row: dict) -> str:
     return "—" if equal is None else f"{equal}/{row['info']['batch']}"
 
 
+def section(title: str, description: str, header: str, rule: str, lines: List[str]) -> List[str]:
+    """A titled table: the description, the header and rule lines, then the rows' lines."""
+    return [title, "", description, "", header, rule, *lines, ""]
+
+
 def penalties_table(device: str, rows: List[dict]) -> List[str]:
-    out = [f"## Penalties, {device}", ""]
-    out.append(
+    lines = []
+    for row in rows:
+        info = row["info"]
+        cells = time_and_ratio_cells(row, ("pysample", "inplace", "stateful"))
+        lines.append(f"| {info['batch']}x{info['vocab']} | {info['history']} | {format_time(row.get('transformers'))} "
+                     f"| {cells} | {rows_equal_text(row)} |")
+    return section(
+        f"## Penalties, {device}",
         "RepetitionPenalty(1.2) over uniform random histories of L tokens per row. \"drop-in\": "
         "`pysample.RepetitionPenaltyLogitsProcessor` (returns a new tensor, like transformers); \"in place\": "
         "`pysample.apply_penalties_`; \"stateful\": one step of `pysample.PenaltyState` (`append` of the step's "
         "tokens + `apply_`), whose cost does not grow with L. In-place rows are restored before each round "
-        "(untimed). Ratios: transformers / that implementation."
+        "(untimed). Ratios: transformers / that implementation.",
+        "| batch x vocab | L | transformers | drop-in | ratio | in place | ratio | stateful | ratio | rows equal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        lines,
     )
-    out.append("")
-    out.append("| batch x vocab | L | transformers | drop-in | ratio | in place | ratio | stateful | ratio | rows equal |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for row in rows:
-        info = row["info"]
-        cells = time_and_ratio_cells(row, ("pysample", "inplace", "stateful"))
-        out.append(f"| {info['batch']}x{info['vocab']} | {info['history']} | {format_time(row.get('transformers'))} | "
-                   f"{cells} | {rows_equal_text(row)} |")
-    out.append("")
-    return out
 
 
 def token_editor_table(device: str, rows: List[dict]) -> List[str]:
-    out = [f"## N-gram bans and sequence bias, {device}", ""]
-    out.append(
+    lines = []
+    for row in rows:
+        info = row["info"]
+        cells = time_and_ratio_cells(row, ("pysample", "inplace"))
+        lines.append(f"| {info['case']} | {info['batch']}x{info['vocab']} | {info['history']} "
+                     f"| {format_time(row.get('transformers'))} | {format_time(row.get('legacy'))} | {cells} "
+                     f"| {rows_equal_text(row)} |")
+    return section(
+        f"## N-gram bans and sequence bias, {device}",
         "Ids drawn from 50 tokens (n-grams repeat, sequences match). \"transformers\": its 5.23 processor; "
         "\"4.x loop\": transformers 4.x's NoRepeatNGram (a Python dict of the n-grams of every row); \"drop-in\": "
         "pysample's processor (a new tensor); \"in place\": the op `pysample.no_repeat_ngram_`, its row restored "
         "before each round (untimed). EncoderNoRepeatNGram: 16 encoder rows of 512 ids x 4 beams, 64 decoded ids (L). "
-        "Ratios: transformers / that implementation."
+        "Ratios: transformers / that implementation.",
+        "| case | batch x vocab | L | transformers | 4.x loop | drop-in | ratio | in place | ratio | rows equal |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        lines,
     )
-    out.append("")
-    out.append("| case | batch x vocab | L | transformers | 4.x loop | drop-in | ratio | in place | ratio | rows equal |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for row in rows:
-        info = row["info"]
-        cells = time_and_ratio_cells(row, ("pysample", "inplace"))
-        out.append(f"| {info['case']} | {info['batch']}x{info['vocab']} | {info['history']} "
-                   f"| {format_time(row.get('transformers'))} | {format_time(row.get('legacy'))} | {cells} "
-                   f"| {rows_equal_text(row)} |")
-    out.append("")
-    return out
-
-
-def section(title: str, description: str, header: str, rule: str, lines: List[str]) -> List[str]:
-    """A titled table: the description, the header and rule lines, then the rows' lines."""
-    return [title, "", description, "", header, rule, *lines, ""]
 
 
 def reorder_table(device: str, rows: List[dict]) -> List[str]:
