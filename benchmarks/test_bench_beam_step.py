@@ -16,6 +16,7 @@ import torch
 from test_bench_warpers import skip_without, timed
 
 import pysample
+from pysample.bench import transformers_beam_step as transformers_step
 
 DEVICES = ["cpu", "cuda"]
 VOCABS = (32000, 49152, 128256, 151936)
@@ -28,16 +29,6 @@ PARAMS = [
     for impl in ("transformers", "pysample")
 ]
 GROUP_ORDER: Dict[str, int] = {}
-
-
-def transformers_step(logits: torch.Tensor, running_scores: torch.Tensor, beams: int):
-    """transformers 5.23's beam step from the float32 logits to the candidates (generation/utils.py)."""
-    batch, vocab = running_scores.shape[0], logits.shape[-1]
-    log_probs = torch.nn.functional.log_softmax(logits, dim=-1)
-    log_probs = log_probs.reshape(batch, beams, vocab) + running_scores[:, :, None]
-    log_probs = torch.reshape(log_probs, (batch, -1))
-    topk_log_probs, topk_indices = torch.topk(log_probs, k=2 * beams)
-    return topk_log_probs, topk_indices % vocab, topk_indices // vocab
 
 
 @pytest.mark.parametrize("batch,beams,vocab,device,impl", PARAMS)

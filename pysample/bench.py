@@ -70,6 +70,18 @@ def _sample_case(batch: int, vocab: int, dtype, device) -> Case:
     return Case("sample", f"{batch}x{vocab}", theirs, lambda: pysample.sample(logits, top_k=50, top_p=0.9, seed=0))
 
 
+def transformers_beam_step(logits, running_scores, beams: int):
+    """transformers 5.23's beam step from the float32 logits to the candidates (``_beam_search`` and
+    ``_get_top_k_continuations`` in generation/utils.py): (scores, tokens, source beams), each (batch, 2 * beams)."""
+    import torch
+
+    batch, vocab = running_scores.shape[0], logits.shape[-1]
+    log_probs = torch.nn.functional.log_softmax(logits, dim=-1)
+    log_probs = log_probs.reshape(batch, beams, vocab) + running_scores[:, :, None]
+    values, indices = torch.topk(log_probs.reshape(batch, -1), k=2 * beams)
+    return values, indices % vocab, indices // vocab
+
+
 def _beam_step_case(batch: int, vocab: int, dtype, device) -> Case:
     import torch
 
@@ -80,12 +92,7 @@ def _beam_step_case(batch: int, vocab: int, dtype, device) -> Case:
     logits = logits.float()
     scores = -torch.rand(items, BEAMS, generator=torch.Generator().manual_seed(1)).to(device) * 10
 
-    def theirs():  # transformers 5.23's _beam_search / _get_top_k_continuations
-        log_probs = torch.nn.functional.log_softmax(logits, dim=-1).reshape(items, BEAMS, vocab) + scores[:, :, None]
-        values, indices = torch.topk(log_probs.reshape(items, -1), k=2 * BEAMS)
-        return values, indices % vocab, indices // vocab
-
-    return Case("beam_step", f"{items}x{BEAMS}beams x{vocab}", theirs,
+    return Case("beam_step", f"{items}x{BEAMS}beams x{vocab}", lambda: transformers_beam_step(logits, scores, BEAMS),
                 lambda: pysample.beam_search_step(logits, scores, BEAMS))
 
 

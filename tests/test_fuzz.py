@@ -33,9 +33,7 @@ def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
         return False
     if not a.is_floating_point():
         return torch.equal(a, b)
-    nan = a.isnan()
-    same = (a == b) & (a.signbit() == b.signbit())
-    return bool(torch.equal(nan, b.isnan()) and (same | nan).all())
+    return not W.differing(a, b).any()
 
 
 def _generator(draw) -> torch.Generator:
