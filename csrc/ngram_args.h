@@ -35,17 +35,22 @@ inline void check_flat(const at::Tensor& t, at::ScalarType dtype, const at::Tens
   TORCH_CHECK_VALUE(t.is_contiguous(), name, " must be contiguous");
 }
 
-// A device's kernels, in place on `scores` (any strides, no internal overlap); the other tensors are contiguous.
-// `sources` is undefined for the row's own ids.
-using NgramKernel = void (*)(const at::Tensor& scores, const at::Tensor& ids, const at::Tensor& sources,
-                             const NgramParams& params);
+// A device's kernels. The n-gram ban writes `in` with the bans to `out` (the same tensor: in place; any strides, no
+// internal overlap); the other tensors are contiguous. `sources` is undefined for the row's own ids.
+using NgramKernel = void (*)(const at::Tensor& in, const at::Tensor& out, const at::Tensor& ids,
+                             const at::Tensor& sources, const NgramParams& params);
 using SequenceBiasKernel = void (*)(const at::Tensor& scores, const at::Tensor& ids, const int64_t* lengths,
                                     const at::Tensor& tokens, const at::Tensor& offsets, const at::Tensor& biases);
 
-template <NgramKernel kernel>
-void no_repeat_ngram_(at::Tensor scores, const at::Tensor& ids, const std::optional<at::Tensor>& lengths,
-                      const std::optional<at::Tensor>& sources, const std::optional<at::Tensor>& source_lengths,
-                      const std::optional<at::Tensor>& ngram_size_rows, int64_t ngram_size) {
+// The n-gram ops' arguments after the scores.
+#define PYSAMPLE_NGRAM_PARAMETERS                                                                              \
+  const at::Tensor &ids, const std::optional<at::Tensor>&lengths, const std::optional<at::Tensor>&sources,      \
+      const std::optional<at::Tensor>&source_lengths, const std::optional<at::Tensor>&ngram_size_rows,          \
+      int64_t ngram_size
+#define PYSAMPLE_NGRAM_ARGUMENTS ids, lengths, sources, source_lengths, ngram_size_rows, ngram_size
+
+// The checked parameters of an n-gram ban on `scores`.
+inline NgramParams make_ngram_params(const at::Tensor& scores, PYSAMPLE_NGRAM_PARAMETERS) {
   check_logits(scores, "scores");
   check_token_ids(ids, "ids", scores, "scores");
   const int64_t batch = scores.size(0);
@@ -69,9 +74,24 @@ void no_repeat_ngram_(at::Tensor scores, const at::Tensor& ids, const std::optio
       "ngram_size");
   params.lengths = lengths ? lengths->const_data_ptr<int64_t>() : nullptr;
   params.source_lengths = source_lengths ? source_lengths->const_data_ptr<int64_t>() : nullptr;
+  return params;
+}
+
+template <NgramKernel kernel>
+void no_repeat_ngram_(at::Tensor scores, PYSAMPLE_NGRAM_PARAMETERS) {
+  const NgramParams params = make_ngram_params(scores, PYSAMPLE_NGRAM_ARGUMENTS);
   at::assert_no_internal_overlap(scores);
   if (scores.numel() == 0) return;
-  kernel(scores, ids.contiguous(), sources ? sources->contiguous() : at::Tensor(), params);
+  kernel(scores, scores, ids.contiguous(), sources ? sources->contiguous() : at::Tensor(), params);
+}
+
+template <NgramKernel kernel>
+at::Tensor no_repeat_ngram(const at::Tensor& scores, PYSAMPLE_NGRAM_PARAMETERS) {
+  const NgramParams params = make_ngram_params(scores, PYSAMPLE_NGRAM_ARGUMENTS);
+  at::Tensor out = at::empty_like(scores, at::MemoryFormat::Contiguous);
+  if (scores.numel() == 0) return out;
+  kernel(scores, out, ids.contiguous(), sources ? sources->contiguous() : at::Tensor(), params);
+  return out;
 }
 
 template <SequenceBiasKernel kernel>

@@ -54,6 +54,10 @@ TORCH_LIBRARY(pysample, m) {
   m.def(
       "no_repeat_ngram_(Tensor(a!) scores, Tensor ids, Tensor? lengths, Tensor? sources, Tensor? source_lengths, "
       "Tensor? ngram_size_rows, int ngram_size) -> ()");
+  // no_repeat_ngram_ on a new tensor (contiguous), the scores copied and banned in one pass over each row.
+  m.def(
+      "no_repeat_ngram(Tensor scores, Tensor ids, Tensor? lengths, Tensor? sources, Tensor? source_lengths, "
+      "Tensor? ngram_size_rows, int ngram_size) -> Tensor");
   // Adds, in place, the bias of every sequence whose all-but-last tokens end a row's ids (of its first lengths[r])
   // to its last token's score; sequences packed as int64 tokens, int64 offsets (sequences + 1) and float32 biases.
   // Biases with one last token add up in the given order, in the scores' dtype, and the sum is added once.

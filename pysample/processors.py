@@ -440,7 +440,8 @@ class NoRepeatNGramLogitsProcessor(_TokenEditor):
         _check_2d(scores)
         if input_ids.shape[-1] < self.ngram_size:  # no complete n-gram yet: transformers returns the scores as given
             return scores
-        return ops.no_repeat_ngram_(scores if in_place else scores.clone(), input_ids, ngram_size=self.ngram_size)
+        ban = ops.no_repeat_ngram_ if in_place else ops.no_repeat_ngram
+        return ban(scores, input_ids, ngram_size=self.ngram_size)
 
 
 class EncoderNoRepeatNGramLogitsProcessor(_TokenEditor):
@@ -480,8 +481,8 @@ class EncoderNoRepeatNGramLogitsProcessor(_TokenEditor):
         _check_2d(scores)
         if self.encoder_input_ids.device != scores.device or self.encoder_input_ids.dtype != input_ids.dtype:
             self.encoder_input_ids = self.encoder_input_ids.to(device=scores.device, dtype=input_ids.dtype)
-        return ops.no_repeat_ngram_(scores if in_place else scores.clone(), input_ids, ngram_size=self.ngram_size,
-                                    sources=self.encoder_input_ids)
+        ban = ops.no_repeat_ngram_ if in_place else ops.no_repeat_ngram
+        return ban(scores, input_ids, ngram_size=self.ngram_size, sources=self.encoder_input_ids)
 
 
 def _is_token_id(token_id) -> bool:

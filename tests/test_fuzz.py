@@ -190,10 +190,12 @@ def test_no_repeat_ngram(data):
         sources = data.draw(token_ids(source_rows, vocab, max_length=200)).to(ids.dtype)
         if data.draw(st.booleans()):
             source_lengths = torch.tensor([data.draw(st.integers(0, sources.shape[1])) for _ in range(source_rows)])
+    kwargs = dict(ngram_size=n, lengths=lengths, sources=sources, source_lengths=source_lengths)
     out = scores.clone()
-    pysample.no_repeat_ngram_(out, ids, ngram_size=n, lengths=lengths, sources=sources, source_lengths=source_lengths)
+    pysample.no_repeat_ngram_(out, ids, **kwargs)
     expected = reference.no_repeat_ngram(scores, ids, n, lengths, sources, source_lengths)
     assert _same_bits(out, expected)
+    assert _same_bits(pysample.no_repeat_ngram(scores, ids, **kwargs), expected)
 
 
 @settings(max_examples=60)

@@ -98,6 +98,30 @@ def test_encoder_sources_match_reference(device, seed):
     assert_same_bits(out.cpu(), expected)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape, layout", [((9, 50), "contiguous"), ((9, 50), "strided"), ((8, 30), "sources"),
+                                           ((33, 128256), "streamed")])
+def test_out_of_place_equals_in_place(device, seed, dtype, shape, layout):
+    """no_repeat_ngram copies and bans in one pass: the in-place op's result on a copy, the input untouched. Strided
+    scores (a column slice), sources with per-row n, and an output over 16 MiB (float32: written with streaming
+    stores on the CPU) included."""
+    batch, vocab = shape
+    scores = make_scores(batch, vocab + (3 if layout == "strided" else 0), dtype, seed, device)
+    if layout == "strided":
+        scores = scores[:, 1:-2]
+    ids = repetitive_ids(batch, 60, 5, seed, device=device)
+    kwargs = dict(ngram_size=3)
+    if layout == "sources":
+        kwargs = dict(ngram_size=torch.tensor([1, 2, 3, 0, 2, 3, 4, 2], device=device),
+                      sources=repetitive_ids(2, 25, 5, seed + 1, device=device))
+    before = scores.clone()
+    out = pysample.no_repeat_ngram(scores, ids, **kwargs)
+    assert out.is_contiguous() and out.data_ptr() != scores.data_ptr()
+    assert_same_bits(out, pysample.no_repeat_ngram_(scores.clone(), ids, **kwargs))
+    assert_same_bits(scores, before)
+    assert bool((out == -math.inf).any())  # something was banned
+
+
 # ---- bias_sequences_ -------------------------------------------------------------------------------------------
 
 
@@ -235,6 +259,7 @@ def test_opcheck(device, dtype):
     torch.library.opcheck(torch.ops.pysample.no_repeat_ngram_.default,
                           (scores.clone(), ids, None, ids[:3, :10].contiguous(), None,
                            torch.tensor([1, 2, 3, 0, 2, 2], device=device), 0))
+    torch.library.opcheck(torch.ops.pysample.no_repeat_ngram.default, (scores, ids, lengths, None, None, None, 2))
     packed = pysample.ops.pack_sequences([[1], [2, 3], [4, 5, 6]], [1.0, -math.inf, 0.5], device=device)
     torch.library.opcheck(torch.ops.pysample.bias_sequences_.default, (scores.clone(), ids, lengths, *packed))
 
@@ -245,8 +270,8 @@ def test_compile_fullgraph(device, seed):
     packed = pysample.ops.pack_sequences([[1], [2, 3]], [1.0, -2.0], device=device)
 
     def step(scores, ids):
-        out = scores.clone()
-        pysample.no_repeat_ngram_(out, ids, ngram_size=2)
+        out = pysample.no_repeat_ngram(scores, ids, ngram_size=2)
+        pysample.no_repeat_ngram_(out, ids, ngram_size=3)
         return pysample.bias_sequences_(out, ids, packed)
 
     expected = step(scores, ids)
@@ -271,15 +296,16 @@ NGRAM_BAD_ARGUMENTS = {
 }
 
 
+@pytest.mark.parametrize("op", ["no_repeat_ngram_", "no_repeat_ngram"])
 @pytest.mark.parametrize("case", list(NGRAM_BAD_ARGUMENTS))
-def test_no_repeat_ngram_bad_arguments(case):
+def test_no_repeat_ngram_bad_arguments(case, op):
     overrides, error, message = NGRAM_BAD_ARGUMENTS[case]
     args = dict(scores=torch.zeros(2, 5), ids=torch.zeros(2, 4, dtype=torch.long), ngram_size=2)
     args.update(overrides)
     scores = args.pop("scores")
     before = scores.clone()
     with pytest.raises(error, match=message):
-        pysample.no_repeat_ngram_(scores, args.pop("ids"), **args)
+        getattr(pysample, op)(scores, args.pop("ids"), **args)
     assert torch.equal(scores, before)
 
 

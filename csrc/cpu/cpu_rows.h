@@ -11,6 +11,10 @@
 #include <cstring>
 #include <limits>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "pysample/warp.h"
 
 // Hot loops are cloned per instruction set (SSE2 / AVX2 / AVX-512), the clone picked at load time.
@@ -29,6 +33,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 // GCC vector types, for loops the compiler does not vectorize on its own.
 typedef float Floats8 __attribute__((vector_size(32)));
 typedef int32_t Ints8 __attribute__((vector_size(32)));
+typedef uint32_t Uints8 __attribute__((vector_size(32)));
 typedef double Doubles4 __attribute__((vector_size(32)));
 
 // Largest and smallest value, ignoring NaN; `has_nan` tells whether there was one. (Not every file uses it.)
@@ -75,6 +80,33 @@ void for_each_row(int64_t batch, int64_t vocab, Row row) {
 struct NoScratch {
   void reserve(int64_t) {}
 };
+
+// An output larger than this is written with streaming (non-temporal) stores: with its input it cannot stay in a
+// 32 MB last-level cache anyway, and a streaming store skips reading each cache line before writing it (glibc's
+// memcpy does the same for large copies). Smaller outputs stay in the cache for whatever reads them next.
+constexpr int64_t kStreamingBytes = int64_t{16} << 20;
+
+// Copies `bytes` bytes from `in` to `out` (not overlapping), through streaming stores when `stream`. The stores are
+// fenced before it returns, so that later ordinary stores and other threads see them in order.
+inline void copy_bytes(const void* in, void* out, int64_t bytes, bool stream) {
+#if defined(__x86_64__)
+  if (stream) {
+    auto* dst = static_cast<char*>(out);
+    const auto* src = static_cast<const char*>(in);
+    const int64_t head = std::min<int64_t>(bytes, (16 - reinterpret_cast<uintptr_t>(dst) % 16) % 16);
+    std::memcpy(dst, src, head);
+    int64_t i = head;
+    for (; i + 16 <= bytes; i += 16) {
+      const __m128i chunk = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), chunk);
+    }
+    std::memcpy(dst + i, src + i, bytes - i);
+    _mm_sfence();
+    return;
+  }
+#endif
+  std::memcpy(out, in, bytes);
+}
 
 // Per-row parameter tensors are read before any row runs, so that a bad value raises (naming the row) instead of
 // being used.

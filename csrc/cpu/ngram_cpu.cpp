@@ -21,25 +21,66 @@ void check_lengths(const int64_t* lengths, int64_t rows, int64_t limit, const ch
   }
 }
 
-void no_repeat_ngram_cpu(const at::Tensor& scores, const at::Tensor& ids, const at::Tensor& sources,
+// Calls visit(start) for the start of every window of n ids of the source that can match the prefix: for n >= 2,
+// those whose (n-1)-th id equals the prefix's last (which rejects most windows), found 8 starts at a time by a
+// branch-free loop the compiler vectorizes. window_ban then checks each candidate in full.
+template <typename Id, typename Visit>
+void for_each_candidate_window(const Id* source, int64_t source_length, const Id* prefix, int64_t n, Visit visit) {
+  const int64_t windows = source_length - n + 1;
+  if (n == 1) {
+    for (int64_t start = 0; start < windows; ++start) visit(start);
+    return;
+  }
+  const Id last = prefix[n - 2];
+  const Id* column = source + (n - 2);  // column[start]: the window's id compared with `last`
+  int64_t base = 0;
+  for (; base + 8 <= windows; base += 8) {
+    uint32_t hits = 0;
+    for (int l = 0; l < 8; ++l) hits |= static_cast<uint32_t>(column[base + l] == last) << l;
+    for (; hits != 0; hits &= hits - 1) visit(base + __builtin_ctz(hits));
+  }
+  for (; base < windows; ++base) {
+    if (column[base] == last) visit(base);
+  }
+}
+
+// A window's check costs about as much as this many tokens of a vectorized pass over a row (for_each_row's unit of
+// work): rows of a few hundred source ids are then spread over the threads.
+constexpr int64_t kWindowCost = 4;
+
+void no_repeat_ngram_cpu(const at::Tensor& in, const at::Tensor& out, const at::Tensor& ids, const at::Tensor& sources,
                          const NgramParams& params) {
-  TORCH_CHECK_VALUE(scores.device().is_cpu(), "scores must be on the CPU for the CPU kernel");
-  const int64_t batch = scores.size(0), vocab = scores.size(1), length = ids.size(1);
+  TORCH_CHECK_VALUE(in.device().is_cpu(), "scores must be on the CPU for the CPU kernel");
+  const int64_t batch = in.size(0), vocab = in.size(1), length = ids.size(1);
   const bool own = !sources.defined();
   const int64_t source_width = own ? length : sources.size(1);
   const int64_t rows_per_source = own ? 1 : batch / sources.size(0);
   check_row_values(params.ngram_size, batch, "ngram_size", ">= 0", [](int64_t v) { return v >= 0; });
   check_lengths(params.lengths, batch, length, "lengths");
   if (!own) check_lengths(params.source_lengths, sources.size(0), source_width, "source_lengths");
-  dispatch_logits(scores, [&](auto score_zero) {
+  const bool copy = !in.is_same(out);
+  const bool stream = out.nbytes() > kStreamingBytes;
+  dispatch_logits(in, [&](auto score_zero) {
     using scalar_t = decltype(score_zero);
     dispatch_ids(ids, [&](auto id_zero) {
       using id_t = decltype(id_zero);
-      scalar_t* data = scores.data_ptr<scalar_t>();
+      const scalar_t* in_data = in.const_data_ptr<scalar_t>();
+      scalar_t* data = out.data_ptr<scalar_t>();
       const id_t* id_data = ids.const_data_ptr<id_t>();
       const id_t* source_data = own ? id_data : sources.const_data_ptr<id_t>();
       const scalar_t banned = -std::numeric_limits<scalar_t>::infinity();
-      for_each_row<NoScratch>(batch, source_width, [&](int64_t row, NoScratch&) {
+      // A copied row is read and written once more than the windows' checks: it counts as vocab tokens of work.
+      const int64_t work = source_width * kWindowCost + (copy ? vocab : 0);
+      for_each_row<NoScratch>(batch, work, [&](int64_t row, NoScratch&) {
+        scalar_t* out_row = data + row * out.stride(0);
+        if (copy) {  // out is contiguous
+          const scalar_t* in_row = in_data + row * in.stride(0);
+          if (in.stride(1) == 1) {
+            copy_bytes(in_row, out_row, vocab * sizeof(scalar_t), stream);
+          } else {
+            for (int64_t i = 0; i < vocab; ++i) out_row[i] = in_row[i * in.stride(1)];
+          }
+        }
         const int64_t n = params.ngram_size.at(row);
         const int64_t row_length = params.lengths ? params.lengths[row] : length;
         if (n == 0 || row_length < n - 1) return;
@@ -50,10 +91,10 @@ void no_repeat_ngram_cpu(const at::Tensor& scores, const at::Tensor& ids, const 
         const int64_t source_length = own ? row_length
                                       : params.source_lengths ? params.source_lengths[source_row]
                                                               : source_width;
-        for (int64_t start = 0; start + n <= source_length; ++start) {
+        for_each_candidate_window(source, source_length, prefix, n, [&](int64_t start) {
           const int64_t id = window_ban(source, source_length, start, prefix, n, vocab);
-          if (id >= 0) data[row * scores.stride(0) + id * scores.stride(1)] = banned;
-        }
+          if (id >= 0) out_row[id * out.stride(1)] = banned;
+        });
       });
     });
   });
@@ -133,6 +174,7 @@ void bias_sequences_cpu(const at::Tensor& scores, const at::Tensor& ids, const i
 
 TORCH_LIBRARY_IMPL(pysample, CPU, m) {
   m.impl("no_repeat_ngram_", &no_repeat_ngram_<no_repeat_ngram_cpu>);
+  m.impl("no_repeat_ngram", &no_repeat_ngram<no_repeat_ngram_cpu>);
   m.impl("bias_sequences_", &bias_sequences_<bias_sequences_cpu>);
 }
 

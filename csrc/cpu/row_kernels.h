@@ -82,20 +82,39 @@ PYSAMPLE_CPU_CLONES int64_t mark_bins_before(const float* x, int64_t n, Distance
   return count;
 }
 
-// The row seen as a matrix of kColumns columns (token i in column i % kColumns): a lower bound for the k-th
-// largest value is the k-th largest column maximum, since k columns hold a value that large. Column maxima are an
-// element-wise max down the rows, so the loop vectorizes with no horizontal reduction.
-constexpr int64_t kColumns = 1024;
-PYSAMPLE_CPU_CLONES void column_max_keys(const float* x, int64_t n, uint32_t* column_max) {
-  for (int64_t c = 0; c < kColumns; ++c) column_max[c] = 0;
-  int64_t i = 0;
-  for (; i + kColumns <= n; i += kColumns) {
-    for (int64_t c = 0; c < kColumns; ++c) {
-      const uint32_t k = ordered_key(x[i + c]);
-      column_max[c] = k > column_max[c] ? k : column_max[c];
+// The row seen as blocks of kBlock consecutive tokens: a lower bound for the k-th largest value is the k-th largest
+// block maximum, since k blocks hold a value that large. Contiguous blocks keep the later visit of the few blocks
+// that can hold the k largest a sequential read (strided columns would touch a cache line, and a page, per token).
+constexpr int64_t kBlock = 128;
+
+// ordered_key on 8 lanes (GCC vector types: the compiler does not vectorize the block's reduction on its own).
+inline Uints8 ordered_keys(Floats8 x) {
+  Uints8 u;
+  const Floats8 zeroed = x + 0.0f;  // -0.0 + 0.0 = +0.0
+  std::memcpy(&u, &zeroed, sizeof u);
+  const Uints8 key = u ^ (reinterpret_cast<Uints8>(reinterpret_cast<Ints8>(u) >> 31) | 0x80000000u);
+  return x != x ? Uints8{} + 0xFFFFFFFFu : key;
+}
+
+PYSAMPLE_CPU_CLONES void block_max_keys(const float* x, int64_t n, uint32_t* block_max) {
+  int64_t b = 0;
+  for (; (b + 1) * kBlock <= n; ++b) {
+    Uints8 m = {};
+    for (int64_t j = b * kBlock; j < (b + 1) * kBlock; j += 8) {
+      Floats8 v;
+      std::memcpy(&v, x + j, sizeof v);
+      const Uints8 k = ordered_keys(v);
+      m = k > m ? k : m;
     }
+    uint32_t best = 0;
+    for (int l = 0; l < 8; ++l) best = std::max(best, m[l]);
+    block_max[b] = best;
   }
-  for (int64_t c = 0; i + c < n; ++c) column_max[c] = std::max(column_max[c], ordered_key(x[i + c]));
+  if (b * kBlock < n) {
+    uint32_t best = 0;
+    for (int64_t j = b * kBlock; j < n; ++j) best = std::max(best, ordered_key(x[j]));
+    block_max[b] = best;
+  }
 }
 
 // marks[j] = whether ordered_key(v[j]) >= key: the values at least the key's value, NaN above all.
@@ -225,15 +244,16 @@ struct Scratch {
   std::vector<float> y, value, spare_value, weight, distance, row, probs;
   std::vector<int32_t> index, spare_index, members;
   std::vector<uint8_t> keep;
-  std::vector<uint32_t> column_max = std::vector<uint32_t>(kColumns), column_rank;
+  std::vector<uint32_t> block_max, block_rank;
   std::vector<Elem> elems, spare_elems;
-  int64_t candidates = 0;  // tokens gathered by kth_largest from the columns
+  int64_t candidates = 0;  // tokens gathered by kth_largest from the blocks
 
   void reserve(int64_t vocab) {
     if (static_cast<int64_t>(y.size()) >= vocab) return;
     for (auto* v : {&y, &value, &spare_value, &weight, &distance, &row, &probs}) v->resize(vocab);
     for (auto* v : {&index, &spare_index, &members}) v->resize(vocab);
     keep.resize(vocab);
+    block_max.resize(vocab / kBlock + 1);
   }
 };
 
@@ -265,42 +285,38 @@ Active narrow(const Active& a, Scratch& s, bool last) {
   return {s.value.data(), s.index.data(), n};
 }
 
-// Whether the k-th largest of `a` is searched among the columns whose maximum reaches the k-th largest column
-// maximum (see column_max_keys): worth it for small k on a whole row.
-bool select_by_columns(const Active& a, int64_t k) {
-  return a.index == nullptr && k * 4 <= kColumns && a.n >= 16 * kColumns;
-}
-
-// Calls visit(j) for each token j of the columns whose maximum (in `column_max`) is at least `bound`.
-template <typename Visit>
-void visit_columns(const Active& a, const std::vector<uint32_t>& column_max, uint32_t bound, Visit visit) {
-  for (int64_t c = 0; c < kColumns; ++c) {
-    if (column_max[c] < bound) continue;
-    for (int64_t j = c; j < a.n; j += kColumns) visit(j);
-  }
+// Whether the k-th largest of `a` is searched among the blocks whose maximum reaches the k-th largest block
+// maximum (see block_max_keys): worth it for small k on a whole row.
+bool select_by_blocks(const Active& a, int64_t k) {
+  return a.index == nullptr && a.n >= 16384 && k * 4 * kBlock <= a.n;
 }
 
 // Gathers into scratch.value / scratch.index the tokens of the whole row `a` that can be among its k largest: those
-// at least the k-th largest column maximum (see column_max_keys); returns how many.
+// at least the k-th largest block maximum (see block_max_keys); returns how many.
 int64_t gather_top_candidates(const Active& a, int64_t k, Scratch& s) {
-  column_max_keys(a.value, a.n, s.column_max.data());
-  s.column_rank.assign(s.column_max.begin(), s.column_max.end());
-  std::nth_element(s.column_rank.begin(), s.column_rank.begin() + (k - 1), s.column_rank.end(),
+  const int64_t blocks = (a.n + kBlock - 1) / kBlock;
+  block_max_keys(a.value, a.n, s.block_max.data());
+  s.block_rank.assign(s.block_max.begin(), s.block_max.begin() + blocks);
+  std::nth_element(s.block_rank.begin(), s.block_rank.begin() + (k - 1), s.block_rank.end(),
                    std::greater<uint32_t>());
   // -inf tokens never need gathering: with fewer than k others, the k-th largest is -inf (see kth_largest).
-  const uint32_t bound = std::max(s.column_rank[k - 1], ordered_key(-kInf) + 1);
+  const uint32_t bound = std::max(s.block_rank[k - 1], ordered_key(-kInf) + 1);
   int64_t n = 0;
-  visit_columns(a, s.column_max, bound, [&](int64_t j) {
-    if (ordered_key(a.value[j]) >= bound) s.value[n] = a.value[j], s.index[n] = static_cast<int32_t>(j), ++n;
-  });
+  for (int64_t b = 0; b < blocks; ++b) {
+    if (s.block_max[b] < bound) continue;
+    for (int64_t j = b * kBlock; j < std::min(a.n, (b + 1) * kBlock); ++j) {
+      s.value[n] = a.value[j], s.index[n] = static_cast<int32_t>(j);
+      n += ordered_key(a.value[j]) >= bound;
+    }
+  }
   return n;
 }
 
 // The k-th largest active value (NaN largest, as torch.topk) and its key; requires 1 <= k <= a.n. When it uses
-// the columns, the candidates stay in scratch.value / scratch.index (scratch.candidates of them).
+// the blocks, the candidates stay in scratch.value / scratch.index (scratch.candidates of them).
 Elem kth_largest(const Active& a, int64_t k, Scratch& s) {
   // ~key: descending values become ascending keys.
-  if (!select_by_columns(a, k)) {
+  if (!select_by_blocks(a, k)) {
     return select_by_rank(
         a.n, a.value, [&](int64_t j) { return ~ordered_key(a.value[j]); }, [](int64_t) { return 0u; }, k, s.elems,
         s.spare_elems);
@@ -319,7 +335,7 @@ Active top_k_stage(const Active& a, int64_t k, Scratch& s, bool last) {
   const uint32_t kth = ~kth_largest(a, k, s).key;
   // Nothing is below a -inf k-th value, and transformers compares against a NaN one: nothing is removed.
   if (kth == ordered_key(-kInf) || kth == ordered_key(NAN)) return a;
-  if (!select_by_columns(a, k)) {
+  if (!select_by_blocks(a, k)) {
     mark_key_at_least(a.value, a.n, kth, s.keep.data());
     return narrow(a, s, last);
   }

@@ -13,10 +13,11 @@
 namespace pysample {
 namespace {
 
-void no_repeat_ngram_cuda(const at::Tensor& scores, const at::Tensor& ids, const at::Tensor& sources,
-                          const NgramParams& params) {
-  TORCH_CHECK_VALUE(scores.is_cuda(), "scores must be on a CUDA device for the CUDA kernel");
-  const c10::cuda::CUDAGuard device_guard(scores.device());
+void no_repeat_ngram_cuda(const at::Tensor& in, const at::Tensor& scores, const at::Tensor& ids,
+                          const at::Tensor& sources, const NgramParams& params) {
+  TORCH_CHECK_VALUE(in.is_cuda(), "scores must be on a CUDA device for the CUDA kernel");
+  const c10::cuda::CUDAGuard device_guard(in.device());
+  if (!in.is_same(scores)) scores.copy_(in);  // then in place on the copy
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const bool own = !sources.defined();
   // Sources without ids ban nothing; the kernel would take their null data pointer for the rows' own ids.
@@ -62,6 +63,7 @@ void bias_sequences_cuda(const at::Tensor& scores, const at::Tensor& ids, const 
 
 TORCH_LIBRARY_IMPL(pysample, CUDA, m) {
   m.impl("no_repeat_ngram_", &no_repeat_ngram_<no_repeat_ngram_cuda>);
+  m.impl("no_repeat_ngram", &no_repeat_ngram<no_repeat_ngram_cuda>);
   m.impl("bias_sequences_", &bias_sequences_<bias_sequences_cuda>);
 }
 
