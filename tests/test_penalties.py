@@ -68,11 +68,9 @@ def hf_repetition(ids: torch.Tensor, scores: torch.Tensor, penalty: float, promp
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("id_dtype", [torch.int64, torch.int32], ids=str)
-# 32000 tokens with 999 / 1000 ids: the CPU kernel visits the history / makes a pass over the row (kSequentialRatio);
-# 33 x 128256 float32 (over 16 MiB) with 4096 ids: its out-of-place pass writes with streaming stores.
+# 32000 tokens with 999 / 1000 ids: the CPU kernel visits the history / makes a pass over the row (kSequentialRatio).
 @pytest.mark.parametrize("batch, vocab, length", [(0, 17, 5), (1, 17, 0), (7, 1000, 300), (64, 32000, 512),
-                                                  (5, 32000, 999), (5, 32000, 1000), (3, 151936, 4096),
-                                                  (33, 128256, 4096)])
+                                                  (5, 32000, 999), (5, 32000, 1000), (3, 151936, 4096)])
 def test_matches_reference(device, seed, dtype, id_dtype, batch, vocab, length):
     scores = make_scores(batch, vocab, dtype, seed, device)
     ids = make_ids(batch, length, vocab, seed, id_dtype, device)

@@ -65,20 +65,6 @@ PYSAMPLE_CPU_CLONES void penalize_by_entries_dense(float* scores, const uint32_t
   penalize_by_entries(scores, 1, entries, vocab, penalty);
 }
 
-// The dense float32 row penalised from `in` into `out`, through an L1-sized buffer written out with streaming stores
-// (a large output, see kStreamingBytes): each line of `out` is written once and never read.
-void penalize_by_entries_streamed(const float* in, float* out, const uint32_t* entries, int64_t vocab,
-                                  const RowPenalty& penalty) {
-  constexpr int64_t kChunk = 1024;
-  alignas(64) float chunk[kChunk];
-  for (int64_t begin = 0; begin < vocab; begin += kChunk) {
-    const int64_t len = std::min(kChunk, vocab - begin);
-    std::memcpy(chunk, in + begin, len * sizeof(float));
-    penalize_by_entries_dense(chunk, entries + begin, len, penalty);
-    copy_bytes(chunk, out + begin, len * sizeof(float), true);
-  }
-}
-
 template <typename scalar_t>
 void penalize_row_by_entries(scalar_t* scores, int64_t stride, const uint32_t* entries, int64_t vocab,
                              const RowPenalty& penalty) {
@@ -115,21 +101,12 @@ void penalize_history(scalar_t* scores, int64_t stride, int64_t vocab, const id_
 // tokens: the visits hit the row at random, and once they touch most of its cache lines a sequential pass is faster.
 constexpr int64_t kSequentialRatio = 32;
 
-// One row: `in` copied to `out` (unless they are the same row: in place), then penalised from `ids`. `stream`: the
-// output is large (kStreamingBytes); a long history's dense float32 row is then penalised and written in one pass.
+// One row: `in` copied to `out` (unless they are the same row: in place), then penalised from `ids`.
 template <typename scalar_t, typename id_t>
 void penalize_row(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride, int64_t vocab,
                   const id_t* ids, int64_t length, int64_t history_start, int64_t output_start,
-                  const RowPenalty& penalty, uint32_t* entries, bool stream) {
+                  const RowPenalty& penalty, uint32_t* entries) {
   count_row(entries, vocab, ids, length, history_start, output_start);
-  const bool dense = length * kSequentialRatio >= vocab;
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (dense && stream && in != out && in_stride == 1 && out_stride == 1) {
-      penalize_by_entries_streamed(in, out, entries, vocab, penalty);
-      std::fill_n(entries, vocab, 0u);
-      return;
-    }
-  }
   if (in != out) {  // copied row by row, so that the penalties find it in the cache
     if (in_stride == 1 && out_stride == 1) {
       std::memcpy(out, in, vocab * sizeof(scalar_t));
@@ -137,7 +114,7 @@ void penalize_row(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t 
       for (int64_t i = 0; i < vocab; ++i) out[i * out_stride] = in[i * in_stride];
     }
   }
-  if (dense) {
+  if (length * kSequentialRatio >= vocab) {
     penalize_row_by_entries(out, out_stride, entries, vocab, penalty);
     std::fill_n(entries, vocab, 0u);
   } else {
@@ -152,7 +129,6 @@ void apply_penalties_cpu(const at::Tensor& in, const at::Tensor& out, const at::
   const int64_t rows_per_ids = batch / ids.size(0), length = ids.size(1);
   check_row_values(params, batch);
   check_row_values(scope, ids.size(0));
-  const bool stream = !in.is_same(out) && out.nbytes() > kStreamingBytes;
   dispatch_logits(in, [&](auto score_zero) {
     using scalar_t = decltype(score_zero);
     dispatch_ids(ids, [&](auto id_zero) {
@@ -164,7 +140,7 @@ void apply_penalties_cpu(const at::Tensor& in, const at::Tensor& out, const at::
         const int64_t ids_row = row / rows_per_ids;
         penalize_row(in_data + row * in.stride(0), in.stride(1), out_data + row * out.stride(0), out.stride(1),
                      vocab, id_data + ids_row * length, length, scope.history_start.at(ids_row),
-                     scope.output_start.at(ids_row), row_penalty(params, row), table.entries.data(), stream);
+                     scope.output_start.at(ids_row), row_penalty(params, row), table.entries.data());
       });
     });
   });
