@@ -592,11 +592,8 @@ def exp_nonpos(x) -> np.ndarray:
         c23 = _F(4.1665795894e-2) + _F(8.3334519073e-3) * r
         c45 = _F(1.3981999507e-3) + _F(1.9875691500e-4) * r
         p = (((c01 + r2 * (c23 + r2 * c45)) * r2) + r) + _F(1.0)
-        ni = n.astype(np.int32)
-        half = np.trunc(ni / 2).astype(np.int32)  # C's integer division truncates toward 0
-        scale_a = ((half + 127).astype(np.uint32) << np.uint32(23)).view(np.float32)
-        scale_b = ((ni - half + 127).astype(np.uint32) << np.uint32(23)).view(np.float32)
-        return ((p * scale_a) * scale_b).astype(np.float32)
+        scale = ((n.astype(np.int32) + 64 + 127).astype(np.uint32) << np.uint32(23)).view(np.float32)
+        return ((p * scale) * _F(2.0**-64)).astype(np.float32)
 
 
 def sample_weight(y, max_value) -> np.ndarray:

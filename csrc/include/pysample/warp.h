@@ -83,12 +83,10 @@ PYSAMPLE_HD float exp_nonpos(float x) {
   const float c23 = 4.1665795894e-2f + 8.3334519073e-3f * r;
   const float c45 = 1.3981999507e-3f + 1.9875691500e-4f * r;
   const float p = (c01 + r2 * (c23 + r2 * c45)) * r2 + r + 1.0f;
-  // 2^n with n in [-150, 0], as two normal powers of two so the product underflows gradually.
-  const int32_t ni = static_cast<int32_t>(n);
-  const int32_t half = ni / 2;
-  const float scale_a = bits_float(static_cast<uint32_t>(half + 127) << 23);
-  const float scale_b = bits_float(static_cast<uint32_t>(ni - half + 127) << 23);
-  return (p * scale_a) * scale_b;
+  // 2^n with n in [-150, 0] as 2^(n + 64) * 2^-64, both normal: the first product is exact, the second rounds once,
+  // underflowing gradually.
+  const float scale = bits_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 64 + 127) << 23);
+  return (p * scale) * 5.42101086e-20f;  // 2^-64
 }
 
 // Temperature as transformers applies it: `scores / temperature` in float, rounded to the logits' dtype.
