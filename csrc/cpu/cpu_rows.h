@@ -69,11 +69,15 @@ typedef double Doubles4 __attribute__((vector_size(32)));
 template <typename RowScratch, typename Row>
 void for_each_row(int64_t batch, int64_t vocab, Row row) {
   const int64_t rows_per_task = std::max<int64_t>(1, 65536 / std::max<int64_t>(vocab, 1));
-  at::parallel_for(0, batch, rows_per_task, [&](int64_t begin, int64_t end) {
+  auto rows = [&](int64_t begin, int64_t end) {
     thread_local RowScratch scratch;
     scratch.reserve(vocab);
     for (int64_t r = begin; r < end; ++r) row(r, scratch);
-  });
+  };
+  // One task runs on the calling thread: at::parallel_for would still open a parallel region (and wake a thread)
+  // when the batch equals the grain, as a single large row does.
+  if (batch <= rows_per_task) return rows(0, batch);
+  at::parallel_for(0, batch, rows_per_task, rows);
 }
 
 // The scratch of a kernel that needs none.
