@@ -58,6 +58,21 @@ def test_random_permutations_and_fan_outs(device, seed):
             assert all(torch.equal(a, b) for a, b in zip(caches, expected)), beam_idx.tolist()
 
 
+@pytest.mark.parametrize("filled_length", [None, 1000])
+def test_large_moves(device, seed, filled_length):
+    """A reorder moving more than 16 MiB (the CPU kernel then writes with streaming stores), every kind of step: a
+    fan-out, a cycle through the scratch row, fixed rows; odd row sizes (spans not a multiple of 16 bytes)."""
+    caches = make_caches(6, 2, torch.float32, seed, shape=(3, 1101, 129), device=device)  # 6.8 MB per tensor
+    beam_idx = torch.tensor([1, 2, 0, 3, 3, 4], device=device)
+    before = [t.clone() for t in caches]
+    pysample.reorder_kv_cache_(caches, beam_idx, filled_length=filled_length)
+    for actual, old in zip(caches, before):
+        expected = old.index_select(0, beam_idx)
+        if filled_length is not None:
+            expected[:, :, filled_length:] = old[:, :, filled_length:]
+        assert torch.equal(actual, expected)
+
+
 def test_filled_length_moves_only_the_filled_positions(device, seed):
     caches = make_caches(4, 2, torch.bfloat16, seed, shape=(2, 16, 8), device=device)
     beam_idx = torch.tensor([2, 2, 0, 1], device=device)

@@ -1,6 +1,6 @@
 // CPU kernel of the in-place beam reorder: the plan (pysample/reorder.h) is made once from beam_idx, then every
 // cache tensor follows it, tensors in parallel. A row is copied whole, or as one span of the filled sequence
-// positions per head (RowLayout).
+// positions per head (RowLayout); large moves with streaming stores.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../reorder_args.h"
+#include "cpu_rows.h"
 #include "pysample/reorder.h"
 
 namespace pysample {
@@ -26,6 +27,11 @@ void reorder_kv_cache_cpu(at::TensorList caches, const at::Tensor& beam_idx, std
   std::vector<ReorderStep> steps(plan_steps_size(rows));
   const int64_t count = plan_reorder(parent, rows, work.data(), steps.data());
   if (count == 0) return;  // the identity: nothing moves
+  // Moves larger than the cache are written with streaming stores (kStreamingBytes): no read of each destination
+  // line first. (Counted in whole rows: an upper bound with filled_length.)
+  int64_t moved_bytes = 0;
+  for (const at::Tensor& t : caches) moved_bytes += count * (t.size(0) > 0 ? t.nbytes() / t.size(0) : 0);
+  const bool stream = moved_bytes > kStreamingBytes;
 
   at::parallel_for(0, static_cast<int64_t>(caches.size()), 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<uint8_t> scratch;
@@ -44,7 +50,7 @@ void reorder_kv_cache_cpu(at::TensorList caches, const at::Tensor& beam_idx, std
       };
       for (int64_t step = 0; step < count; ++step) {
         for (int64_t s = 0; s < layout.spans; ++s) {
-          std::memcpy(span(steps[step].dest, s), span(steps[step].src, s), layout.span_bytes);
+          copy_bytes(span(steps[step].src, s), span(steps[step].dest, s), layout.span_bytes, stream);
         }
       }
     }
