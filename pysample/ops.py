@@ -532,6 +532,17 @@ def beam_search_step(logits: torch.Tensor, beam_scores: torch.Tensor, num_beams:
                                                                log_softmax))
 
 
+def _check_fake_devices(what: str, first: torch.Tensor, **tensors) -> None:
+    """The real kernels' device check, where tensors on different devices (the meta device among them) dispatch to
+    the fake implementation: each named tensor (or list of them; None skipped) on the device of `first`, called
+    `what` in messages."""
+    for name, value in tensors.items():
+        for t in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(t, torch.Tensor):
+                torch._check_value(t.device == first.device,
+                                   lambda: f"{name} must be on the {what}' device {first.device}, got {t.device}")
+
+
 def _check_fake_arguments(logits: torch.Tensor, args: tuple) -> None:
     """The checks of the real kernels that fake tensors allow: shapes, dtypes and devices."""
     torch._check(logits.dim() == 2, lambda: f"logits must be 2-D (batch, vocab), got shape {tuple(logits.shape)}")
@@ -564,6 +575,7 @@ def _sample_fake(logits, temperature_rows, temperature, top_k_rows, top_k, top_p
                  seed, step, n):
     _check_fake_arguments(logits, (temperature_rows, temperature, top_k_rows, top_k, top_p_rows, top_p, min_p_rows,
                                    min_p))
+    _check_fake_devices("logits", logits, seed=seed, step=step)
     for name, rows in (("seed", seed), ("step", step)):
         torch._check(rows.dim() == 1 and rows.shape[0] == logits.shape[0],
                      lambda: f"{name} must have shape (batch,), got {tuple(rows.shape)}")
@@ -589,6 +601,7 @@ def _check_fake_ids(ids: torch.Tensor) -> None:
 
 @torch.library.register_fake("pysample::apply_penalties_")
 def _apply_penalties_inplace_fake(scores, ids, *args):
+    _check_fake_devices("scores", scores, ids=ids, per_row_parameters=args)
     _check_fake_scores(scores, args[:6])
     _check_fake_ids(ids)
     return None
@@ -596,6 +609,7 @@ def _apply_penalties_inplace_fake(scores, ids, *args):
 
 @torch.library.register_fake("pysample::apply_penalties")
 def _apply_penalties_fake(scores, ids, *args):
+    _check_fake_devices("scores", scores, ids=ids, per_row_parameters=args)
     _check_fake_scores(scores, args[:6])
     _check_fake_ids(ids)
     return torch.empty_like(scores, memory_format=torch.contiguous_format)
@@ -603,6 +617,7 @@ def _apply_penalties_fake(scores, ids, *args):
 
 @torch.library.register_fake("pysample::count_tokens_")
 def _count_tokens_fake(counts, ids, slots, *scope):
+    _check_fake_devices("ids", ids, counts=counts, slots=slots, history_scope=scope)
     _check_fake_ids(ids)
     torch._check(counts.dim() == 2 and counts.dtype == torch.int32,
                  lambda: f"counts must be 2-D int32, got {counts.dtype} {tuple(counts.shape)}")
@@ -611,6 +626,7 @@ def _count_tokens_fake(counts, ids, slots, *scope):
 
 @torch.library.register_fake("pysample::apply_penalty_counts_")
 def _apply_penalty_counts_fake(scores, counts, slots, *args):
+    _check_fake_devices("scores", scores, counts=counts, slots=slots, per_row_parameters=args)
     _check_fake_scores(scores, args)
     torch._check(counts.dim() == 2 and counts.dtype == torch.int32,
                  lambda: f"counts must be 2-D int32, got {counts.dtype} {tuple(counts.shape)}")
@@ -619,6 +635,8 @@ def _apply_penalty_counts_fake(scores, counts, slots, *args):
 
 @torch.library.register_fake("pysample::no_repeat_ngram_")
 def _no_repeat_ngram_fake(scores, ids, lengths, sources, source_lengths, ngram_size_rows, ngram_size):
+    _check_fake_devices("scores", scores, ids=ids, lengths=lengths, sources=sources, source_lengths=source_lengths,
+                        ngram_size=ngram_size_rows)
     _check_fake_scores(scores, ())
     _check_fake_ids(ids)
     return None
@@ -626,13 +644,14 @@ def _no_repeat_ngram_fake(scores, ids, lengths, sources, source_lengths, ngram_s
 
 @torch.library.register_fake("pysample::no_repeat_ngram")
 def _no_repeat_ngram_out_fake(scores, ids, lengths, sources, source_lengths, ngram_size_rows, ngram_size):
-    _check_fake_scores(scores, ())
-    _check_fake_ids(ids)
+    _no_repeat_ngram_fake(scores, ids, lengths, sources, source_lengths, ngram_size_rows, ngram_size)
     return torch.empty_like(scores, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("pysample::bias_sequences_")
 def _bias_sequences_fake(scores, ids, lengths, tokens, offsets, biases):
+    _check_fake_devices("scores", scores, ids=ids, lengths=lengths, sequence_tokens=tokens, sequence_offsets=offsets,
+                        sequence_biases=biases)
     _check_fake_scores(scores, ())
     _check_fake_ids(ids)
     return None
@@ -640,6 +659,9 @@ def _bias_sequences_fake(scores, ids, lengths, tokens, offsets, biases):
 
 @torch.library.register_fake("pysample::reorder_kv_cache_")
 def _reorder_kv_cache_fake(caches, beam_idx, filled_length):
+    for i, t in enumerate(caches):
+        torch._check_value(t.device == caches[0].device,
+                           lambda: f"caches[{i}] must be on caches[0]'s device {caches[0].device}, got {t.device}")
     torch._check(beam_idx.dim() == 1, lambda: f"beam_idx must be 1-D, got shape {tuple(beam_idx.shape)}")
     for i, t in enumerate(caches):
         torch._check(t.shape[0] == beam_idx.shape[0], lambda: f"caches[{i}] must have beam_idx's rows in dim 0")
@@ -649,6 +671,7 @@ def _reorder_kv_cache_fake(caches, beam_idx, filled_length):
 @torch.library.register_fake("pysample::beam_search_step")
 def _beam_search_step_fake(logits, beam_scores, num_beams, num_candidates, log_softmax):
     _check_fake_arguments(logits, ())
+    _check_fake_devices("logits", logits, beam_scores=beam_scores)
     torch._check(num_beams >= 1, lambda: f"num_beams must be >= 1, got {num_beams}")
     torch._check(logits.shape[0] % num_beams == 0,
                  lambda: f"logits' {logits.shape[0]} rows must be batch * num_beams, num_beams = {num_beams}")

@@ -291,6 +291,27 @@ BAD_CALLS = {
     "beam step: float64 beam_scores": (lambda: pysample.beam_search_step(_SCORES, torch.zeros(4).double(), 2),
                                        "beam_scores"),
 }
+# Tensors on another device: the meta device stands in for a GPU here (mixing it in dispatches to the ops' fake
+# implementations, which must check devices as the kernels do).
+_META = torch.device("meta")
+BAD_CALLS.update({
+    "device: warp rows": (lambda: pysample.warp_logits(_SCORES, top_p=torch.full((4,), 0.5, device=_META)), "top_p"),
+    "device: warp logits": (lambda: pysample.warp_logits(_SCORES.to(_META), top_k=torch.full((4,), 2)), "top_k"),
+    "device: sample seeds": (lambda: pysample.sample(_SCORES, seed=torch.zeros(4, dtype=torch.long, device=_META)),
+                             "seed"),
+    "device: penalty ids": (lambda: pysample.apply_penalties(_SCORES, _IDS.to(_META), repetition=1.2), "ids"),
+    "device: penalty scores": (lambda: pysample.apply_penalties_(_SCORES.to(_META), _IDS, repetition=1.2), "ids"),
+    "device: state ids": (lambda: pysample.PenaltyState(4, 10, device=_META).append(_IDS), "counts"),
+    "device: ngram ids": (lambda: pysample.no_repeat_ngram(_SCORES, _IDS.to(_META), ngram_size=2), "ids"),
+    "device: ngram sources": (lambda: pysample.no_repeat_ngram_(_SCORES.clone(), _IDS, ngram_size=2,
+                                                                sources=_IDS.to(_META)), "sources"),
+    "device: bias ids": (lambda: pysample.bias_sequences_(_SCORES.clone(), _IDS.to(_META),
+                                                          pysample.ops.pack_sequences([[1]], [1.0])), "ids"),
+    "device: reorder caches": (lambda: pysample.reorder_kv_cache_([_SCORES.clone(), _SCORES.to(_META)],
+                                                                  torch.zeros(4, dtype=torch.long)), "caches[1]"),
+    "device: beam scores": (lambda: pysample.beam_search_step(_SCORES, torch.zeros(4, device=_META), 2),
+                            "beam_scores"),
+})
 
 
 @pytest.mark.parametrize("case", list(BAD_CALLS))
