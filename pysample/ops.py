@@ -554,8 +554,7 @@ def _check_fake_arguments(logits: torch.Tensor, args: tuple) -> None:
         torch._check(rows.dim() == 1 and rows.shape[0] == logits.shape[0],
                      lambda: f"{name} must have shape (batch,), got {tuple(rows.shape)}")
         torch._check(rows.dtype == dtype, lambda: f"{name} must be {dtype}, got {rows.dtype}")
-        torch._check(rows.device == logits.device,
-                     lambda: f"{name} must be on the logits' device {logits.device}, got {rows.device}")
+        _check_fake_devices("logits", logits, **{name: rows})
 
 
 @torch.library.register_fake("pysample::warp_logits_")
