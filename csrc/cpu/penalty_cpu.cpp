@@ -1,11 +1,12 @@
 // CPU kernels of the penalties. From a row's ids (apply_penalties_): the history is counted into a per-thread table
 // of entries (penalty.h), then every distinct token's score is penalised once, by visiting the history again (a
-// short history: O(history) per row, whatever the vocabulary) or by one vectorized pass over the row (a long one),
-// and the table is left all zero for the next row. From a counts table kept across steps (count_tokens_,
+// short history: O(history) per row, whatever the vocabulary) or by one vectorized pass over the row (a long one:
+// the same pass copies the row when out of place), and the table is left all zero for the next row. From a counts table kept across steps (count_tokens_,
 // apply_penalty_counts_): one vectorized pass over the row.
 #include <torch/library.h>
 
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../penalty_args.h"
@@ -48,30 +49,37 @@ struct EntryTable {
   }
 };
 
-// Penalises every token with a non-zero entry; the others keep their exact bits.
-template <typename scalar_t>
-inline void penalize_by_entries(scalar_t* scores, int64_t stride, const uint32_t* entries, int64_t vocab,
-                                const RowPenalty& penalty) {
+// out[i] = in[i], penalised where entries[i] != 0 (the others keep their exact bits); `in` may be `out`. With `Clear`
+// the entries are zeroed as they are read: a table counted from ids is left clear for the next row by the same pass
+// that copies and penalises the row.
+template <bool Clear>
+using Entries = std::conditional_t<Clear, uint32_t*, const uint32_t*>;
+
+template <bool Clear, typename scalar_t>
+inline void penalize_by_entries(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride,
+                                Entries<Clear> entries, int64_t vocab, const RowPenalty& penalty) {
   for (int64_t i = 0; i < vocab; ++i) {
-    const scalar_t s = scores[i * stride];
+    const scalar_t s = in[i * in_stride];
     const float penalized = penalize<false>(static_cast<float>(s), entries[i], penalty);
-    scores[i * stride] = entries[i] != 0 ? static_cast<scalar_t>(penalized) : s;
+    out[i * out_stride] = entries[i] != 0 ? static_cast<scalar_t>(penalized) : s;
+    if constexpr (Clear) entries[i] = 0;
   }
 }
 
-// The contiguous float32 row, vectorized.
-PYSAMPLE_CPU_CLONES void penalize_by_entries_dense(float* scores, const uint32_t* entries, int64_t vocab,
+// Contiguous float32 rows, vectorized.
+template <bool Clear>
+PYSAMPLE_CPU_CLONES void penalize_by_entries_dense(const float* in, float* out, Entries<Clear> entries, int64_t vocab,
                                                    const RowPenalty& penalty) {
-  penalize_by_entries(scores, 1, entries, vocab, penalty);
+  penalize_by_entries<Clear>(in, 1, out, 1, entries, vocab, penalty);
 }
 
-template <typename scalar_t>
-void penalize_row_by_entries(scalar_t* scores, int64_t stride, const uint32_t* entries, int64_t vocab,
-                             const RowPenalty& penalty) {
+template <bool Clear, typename scalar_t>
+void penalize_row_by_entries(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride,
+                             Entries<Clear> entries, int64_t vocab, const RowPenalty& penalty) {
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (stride == 1) return penalize_by_entries_dense(scores, entries, vocab, penalty);
+    if (in_stride == 1 && out_stride == 1) return penalize_by_entries_dense<Clear>(in, out, entries, vocab, penalty);
   }
-  penalize_by_entries(scores, stride, entries, vocab, penalty);
+  penalize_by_entries<Clear>(in, in_stride, out, out_stride, entries, vocab, penalty);
 }
 
 // Penalises the tokens of a row's history, once each, visiting the history again: clears each entry as it goes.
@@ -98,7 +106,8 @@ void penalize_history(scalar_t* scores, int64_t stride, int64_t vocab, const id_
 }
 
 // A history longer than vocab / kSequentialRatio is penalised by one pass over the row rather than by visiting its
-// tokens: the visits hit the row at random, and once they touch most of its cache lines a sequential pass is faster.
+// tokens: the visits hit the row at random, and once they touch most of its cache lines a sequential pass (which
+// also copies the row when out of place, and clears the table) is faster.
 constexpr int64_t kSequentialRatio = 32;
 
 // One row: `in` copied to `out` (unless they are the same row: in place), then penalised from `ids`.
@@ -107,6 +116,9 @@ void penalize_row(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t 
                   const id_t* ids, int64_t length, int64_t history_start, int64_t output_start,
                   const RowPenalty& penalty, uint32_t* entries) {
   count_row(entries, vocab, ids, length, history_start, output_start);
+  if (length * kSequentialRatio >= vocab) {
+    return penalize_row_by_entries<true>(in, in_stride, out, out_stride, entries, vocab, penalty);
+  }
   if (in != out) {  // copied row by row, so that the penalties find it in the cache
     if (in_stride == 1 && out_stride == 1) {
       std::memcpy(out, in, vocab * sizeof(scalar_t));
@@ -114,12 +126,7 @@ void penalize_row(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t 
       for (int64_t i = 0; i < vocab; ++i) out[i * out_stride] = in[i * in_stride];
     }
   }
-  if (length * kSequentialRatio >= vocab) {
-    penalize_row_by_entries(out, out_stride, entries, vocab, penalty);
-    std::fill_n(entries, vocab, 0u);
-  } else {
-    penalize_history(out, out_stride, vocab, ids, length, history_start, penalty, entries);
-  }
+  penalize_history(out, out_stride, vocab, ids, length, history_start, penalty, entries);
 }
 
 void apply_penalties_cpu(const at::Tensor& in, const at::Tensor& out, const at::Tensor& ids,
@@ -189,7 +196,8 @@ void apply_penalty_counts_cpu(const at::Tensor& scores, const at::Tensor& counts
     for_each_row<NoScratch>(batch, vocab, [&](int64_t row, NoScratch&) {
       scalar_t* row_scores = data + row * scores.stride(0);
       const uint32_t* row_entries = entries + slot[row] * vocab;
-      penalize_row_by_entries(row_scores, stride, row_entries, vocab, row_penalty(params, row));
+      penalize_row_by_entries<false>(row_scores, stride, row_scores, stride, row_entries, vocab,
+                                     row_penalty(params, row));
     });
   });
 }
