@@ -71,12 +71,17 @@ def hf_repetition(ids: torch.Tensor, scores: torch.Tensor, penalty: float, promp
 # 32000 tokens with 999 / 1000 ids: the CPU kernel visits the history / makes a pass over the row (kSequentialRatio).
 @pytest.mark.parametrize("batch, vocab, length", [(0, 17, 5), (1, 17, 0), (7, 1000, 300), (64, 32000, 512),
                                                   (5, 32000, 999), (5, 32000, 1000), (3, 151936, 4096)])
-def test_matches_reference(device, seed, dtype, id_dtype, batch, vocab, length):
+# The CPU kernel records only which tokens a row saw when presence and frequency are +0.0 (and counts them when
+# either is -0.0, which turns a -0.0 score into +0.0).
+@pytest.mark.parametrize("presence, frequency", [(None, None), (0.0, 0.0), (-0.0, 0.0), (0.0, -0.0)],
+                         ids=["random", "repetition alone", "presence -0.0", "frequency -0.0"])
+def test_matches_reference(device, seed, dtype, id_dtype, batch, vocab, length, presence, frequency):
     scores = make_scores(batch, vocab, dtype, seed, device)
     ids = make_ids(batch, length, vocab, seed, id_dtype, device)
     g = torch.Generator().manual_seed(seed + 2)
     params = dict(repetition=float(torch.empty(()).uniform_(0.5, 2.0, generator=g)),
-                  presence=float(torch.randn((), generator=g)), frequency=float(torch.randn((), generator=g)),
+                  presence=float(torch.randn((), generator=g)) if presence is None else presence,
+                  frequency=float(torch.randn((), generator=g)) if frequency is None else frequency,
                   history_start=int(torch.randint(0, max(length, 1), (), generator=g)),
                   output_start=int(torch.randint(0, max(length, 1), (), generator=g)))
     expected = expected_penalties(scores, ids, **params)

@@ -1,8 +1,9 @@
 // CPU kernels of the penalties. From a row's ids (apply_penalties_): the history is counted into a per-thread table
 // of entries (penalty.h), then every distinct token's score is penalised once, by visiting the history again (a
 // short history: O(history) per row, whatever the vocabulary) or by one vectorized pass over the row (a long one:
-// the same pass copies the row when out of place), and the table is left all zero for the next row. From a counts table kept across steps (count_tokens_,
-// apply_penalty_counts_): one vectorized pass over the row.
+// the same pass copies the row when out of place), and the table is left all zero for the next row. A row with
+// the repetition penalty alone records only which tokens it saw, a byte each. From a counts table kept across steps
+// (count_tokens_, apply_penalty_counts_): one vectorized pass over the row.
 #include <torch/library.h>
 
 #include <cstring>
@@ -29,35 +30,59 @@ void check_row_values(const HistoryScope& h, int64_t batch) {
   check_row_values(h.output_start, batch, "output_start", ">= 0", non_negative);
 }
 
-// Adds the history of one row of ids to its table of entries. Ids outside [0, vocab) (padding such as -1) are
-// ignored.
-template <typename id_t>
-void count_row(uint32_t* entries, int64_t vocab, const id_t* ids, int64_t length, int64_t history_start,
+// A row's table holds an entry per token: penalty.h's (uint32_t: seen in the prompt, times generated) or, when the
+// row's penalties only ask whether a token was seen (no presence or frequency), a byte (uint8_t) that says so. The
+// byte table is a quarter of the size: counting a long history into it, and the pass over the row that reads it,
+// stay in the cache.
+template <typename Entry>
+inline Entry add_to_entry(Entry entry, uint32_t contribution) {
+  if constexpr (std::is_same_v<Entry, uint8_t>) {
+    return 1;
+  } else {
+    return add_contribution(entry, contribution);
+  }
+}
+
+// Whether the row's penalties depend only on whether a token was seen. Presence and frequency must be +0.0 exactly:
+// s - (-0.0) would turn a score of -0.0 into +0.0.
+bool only_seen_matters(const RowPenalty& penalty) {
+  return float_bits(penalty.presence) == 0 && float_bits(penalty.frequency) == 0;
+}
+
+// Adds the history of one row of ids to its table. Ids outside [0, vocab) (padding such as -1) are ignored.
+template <typename Entry, typename id_t>
+void count_row(Entry* entries, int64_t vocab, const id_t* ids, int64_t length, int64_t history_start,
                int64_t output_start) {
   for (int64_t pos = std::min(history_start, length); pos < length; ++pos) {
     const int64_t id = ids[pos];
     if (id < 0 || id >= vocab) continue;
-    entries[id] = add_contribution(entries[id], position_contribution(pos, history_start, output_start));
+    entries[id] = add_to_entry(entries[id], position_contribution(pos, history_start, output_start));
   }
 }
 
-// One entry per token, all zero between rows (penalize_row clears what count_row set).
+// The tables of a thread, all zero between rows (penalize_row clears what count_row set).
 struct EntryTable {
   std::vector<uint32_t> entries;
+  std::vector<uint8_t> seen;
   void reserve(int64_t vocab) {
-    if (static_cast<int64_t>(entries.size()) < vocab) entries.resize(vocab);
+    if (static_cast<int64_t>(entries.size()) >= vocab) return;
+    entries.resize(vocab);
+    seen.resize(vocab);
   }
 };
+
+// A table, written to when it is cleared. Restrict: a table never overlaps the scores, which a byte table (a char
+// type) would otherwise be assumed to do, and the loops over it would not vectorize.
+template <bool Clear, typename Entry>
+using Entries = std::conditional_t<Clear, Entry*, const Entry*> __restrict;
 
 // out[i] = in[i], penalised where entries[i] != 0 (the others keep their exact bits); `in` may be `out`. With `Clear`
 // the entries are zeroed as they are read: a table counted from ids is left clear for the next row by the same pass
 // that copies and penalises the row.
-template <bool Clear>
-using Entries = std::conditional_t<Clear, uint32_t*, const uint32_t*>;
 
-template <bool Clear, typename scalar_t>
+template <bool Clear, typename Entry, typename scalar_t>
 inline void penalize_by_entries(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride,
-                                Entries<Clear> entries, int64_t vocab, const RowPenalty& penalty) {
+                                Entries<Clear, Entry> entries, int64_t vocab, const RowPenalty& penalty) {
   for (int64_t i = 0; i < vocab; ++i) {
     const scalar_t s = in[i * in_stride];
     const float penalized = penalize<false>(static_cast<float>(s), entries[i], penalty);
@@ -67,19 +92,21 @@ inline void penalize_by_entries(const scalar_t* in, int64_t in_stride, scalar_t*
 }
 
 // Contiguous float32 rows, vectorized.
-template <bool Clear>
-PYSAMPLE_CPU_CLONES void penalize_by_entries_dense(const float* in, float* out, Entries<Clear> entries, int64_t vocab,
-                                                   const RowPenalty& penalty) {
-  penalize_by_entries<Clear>(in, 1, out, 1, entries, vocab, penalty);
+template <bool Clear, typename Entry>
+PYSAMPLE_CPU_CLONES void penalize_by_entries_dense(const float* in, float* out, Entries<Clear, Entry> entries,
+                                                   int64_t vocab, const RowPenalty& penalty) {
+  penalize_by_entries<Clear, Entry>(in, 1, out, 1, entries, vocab, penalty);
 }
 
-template <bool Clear, typename scalar_t>
+template <bool Clear, typename Entry, typename scalar_t>
 void penalize_row_by_entries(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride,
-                             Entries<Clear> entries, int64_t vocab, const RowPenalty& penalty) {
+                             Entries<Clear, Entry> entries, int64_t vocab, const RowPenalty& penalty) {
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (in_stride == 1 && out_stride == 1) return penalize_by_entries_dense<Clear>(in, out, entries, vocab, penalty);
+    if (in_stride == 1 && out_stride == 1) {
+      return penalize_by_entries_dense<Clear, Entry>(in, out, entries, vocab, penalty);
+    }
   }
-  penalize_by_entries<Clear>(in, in_stride, out, out_stride, entries, vocab, penalty);
+  penalize_by_entries<Clear, Entry>(in, in_stride, out, out_stride, entries, vocab, penalty);
 }
 
 // Penalises the tokens of a row's history, once each, visiting the history again: clears each entry as it goes.
@@ -87,9 +114,9 @@ void penalize_row_by_entries(const scalar_t* in, int64_t in_stride, scalar_t* ou
 // positions ahead is requested early so that the misses overlap.
 constexpr int64_t kPrefetchDistance = 16;
 
-template <typename scalar_t, typename id_t>
+template <typename Entry, typename scalar_t, typename id_t>
 void penalize_history(scalar_t* scores, int64_t stride, int64_t vocab, const id_t* ids, int64_t length,
-                      int64_t history_start, const RowPenalty& penalty, uint32_t* entries) {
+                      int64_t history_start, const RowPenalty& penalty, Entry* entries) {
   for (int64_t pos = std::min(history_start, length); pos < length; ++pos) {
     if (pos + kPrefetchDistance < length) {
       const int64_t ahead = ids[pos + kPrefetchDistance];
@@ -111,13 +138,13 @@ void penalize_history(scalar_t* scores, int64_t stride, int64_t vocab, const id_
 constexpr int64_t kSequentialRatio = 32;
 
 // One row: `in` copied to `out` (unless they are the same row: in place), then penalised from `ids`.
-template <typename scalar_t, typename id_t>
+template <typename Entry, typename scalar_t, typename id_t>
 void penalize_row(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride, int64_t vocab,
                   const id_t* ids, int64_t length, int64_t history_start, int64_t output_start,
-                  const RowPenalty& penalty, uint32_t* entries) {
+                  const RowPenalty& penalty, Entry* entries) {
   count_row(entries, vocab, ids, length, history_start, output_start);
   if (length * kSequentialRatio >= vocab) {
-    return penalize_row_by_entries<true>(in, in_stride, out, out_stride, entries, vocab, penalty);
+    return penalize_row_by_entries<true, Entry>(in, in_stride, out, out_stride, entries, vocab, penalty);
   }
   if (in != out) {  // copied row by row, so that the penalties find it in the cache
     if (in_stride == 1 && out_stride == 1) {
@@ -145,9 +172,17 @@ void apply_penalties_cpu(const at::Tensor& in, const at::Tensor& out, const at::
       const id_t* id_data = ids.const_data_ptr<id_t>();
       for_each_row<EntryTable>(batch, vocab, [&](int64_t row, EntryTable& table) {
         const int64_t ids_row = row / rows_per_ids;
-        penalize_row(in_data + row * in.stride(0), in.stride(1), out_data + row * out.stride(0), out.stride(1),
-                     vocab, id_data + ids_row * length, length, scope.history_start.at(ids_row),
-                     scope.output_start.at(ids_row), row_penalty(params, row), table.entries.data());
+        const RowPenalty penalty = row_penalty(params, row);
+        auto penalize_with = [&](auto* entries) {
+          penalize_row(in_data + row * in.stride(0), in.stride(1), out_data + row * out.stride(0), out.stride(1),
+                       vocab, id_data + ids_row * length, length, scope.history_start.at(ids_row),
+                       scope.output_start.at(ids_row), penalty, entries);
+        };
+        if (only_seen_matters(penalty)) {
+          penalize_with(table.seen.data());
+        } else {
+          penalize_with(table.entries.data());
+        }
       });
     });
   });
@@ -196,8 +231,8 @@ void apply_penalty_counts_cpu(const at::Tensor& scores, const at::Tensor& counts
     for_each_row<NoScratch>(batch, vocab, [&](int64_t row, NoScratch&) {
       scalar_t* row_scores = data + row * scores.stride(0);
       const uint32_t* row_entries = entries + slot[row] * vocab;
-      penalize_row_by_entries<false>(row_scores, stride, row_scores, stride, row_entries, vocab,
-                                     row_penalty(params, row));
+      penalize_row_by_entries<false, uint32_t>(row_scores, stride, row_scores, stride, row_entries, vocab,
+                                               row_penalty(params, row));
     });
   });
 }
