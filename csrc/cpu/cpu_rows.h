@@ -32,6 +32,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // GCC vector types, for loops the compiler does not vectorize on its own.
 typedef float Floats8 __attribute__((vector_size(32)));
+typedef float Floats4 __attribute__((vector_size(16)));
 typedef int32_t Ints8 __attribute__((vector_size(32)));
 typedef uint32_t Uints8 __attribute__((vector_size(32)));
 typedef double Doubles4 __attribute__((vector_size(32)));
