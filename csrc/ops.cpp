@@ -39,13 +39,15 @@ TORCH_LIBRARY(pysample, m) {
       "Tensor? presence_rows, float? presence, Tensor? frequency_rows, float? frequency, "
       "Tensor? history_start_rows, int history_start, Tensor? output_start_rows, int output_start) -> Tensor");
   // Adds each row of ids (batch, length) to the int32 counts table (slots, vocab) at its slot (slots: int64
-  // (batch,), or row r -> slot r), with the history scope of apply_penalties_ (entries: pysample/penalty.h).
+  // (batch,), or row r -> slot r), with the history scope of apply_penalties_ (entries: pysample/penalty.h), and
+  // sets the token's byte in the uint8 table `seen` (slots, vocab) to 1.
   m.def(
-      "count_tokens_(Tensor(a!) counts, Tensor ids, Tensor? slots, Tensor? history_start_rows, int history_start, "
-      "Tensor? output_start_rows, int output_start) -> ()");
-  // apply_penalties_ from a counts table kept across steps instead of the ids: one pass over each row.
+      "count_tokens_(Tensor(a!) counts, Tensor(b!) seen, Tensor ids, Tensor? slots, Tensor? history_start_rows, "
+      "int history_start, Tensor? output_start_rows, int output_start) -> ()");
+  // apply_penalties_ from the tables count_tokens_ keeps across steps instead of the ids: one pass over each row,
+  // reading `seen` (a quarter of the bytes) for a row with the repetition penalty alone, else `counts`.
   m.def(
-      "apply_penalty_counts_(Tensor(a!) scores, Tensor counts, Tensor? slots, Tensor? repetition_rows, "
+      "apply_penalty_counts_(Tensor(a!) scores, Tensor counts, Tensor seen, Tensor? slots, Tensor? repetition_rows, "
       "float? repetition, Tensor? presence_rows, float? presence, Tensor? frequency_rows, float? frequency) -> ()");
   // Sets to -inf, in place, every token that would complete an n-gram: where the last n - 1 ids of a row (of its
   // first lengths[r]) followed by the token occur as n consecutive ids of its source: the row's own ids, or row

@@ -85,13 +85,24 @@ inline void check_counts(const at::Tensor& counts, const std::optional<at::Tenso
   }
 }
 
-// A device's kernels. `scores` may have any strides (no internal overlap); ids, counts and slots are contiguous.
+// The seen table beside a counts table: uint8, the same shape, device and layout.
+inline void check_seen(const at::Tensor& seen, const at::Tensor& counts) {
+  TORCH_CHECK_TYPE(seen.scalar_type() == at::kByte, "seen must be uint8, got ", seen.scalar_type());
+  TORCH_CHECK_VALUE(seen.sizes() == counts.sizes(), "seen must have the counts' shape ", counts.sizes(), ", got ",
+                    seen.sizes());
+  TORCH_CHECK_VALUE(seen.is_contiguous(), "seen must be contiguous");
+  TORCH_CHECK_VALUE(seen.device() == counts.device(), "seen must be on the counts' device ", counts.device(),
+                    ", got ", seen.device());
+}
+
+// A device's kernels. `scores` may have any strides (no internal overlap); ids, counts, seen and slots are
+// contiguous.
 // PenaltyKernel reads `in` and writes the penalised rows to `out` (the same tensor when in place).
 using PenaltyKernel = void (*)(const at::Tensor& in, const at::Tensor& out, const at::Tensor& ids,
                                const PenaltyParams& params, const HistoryScope& scope);
-using CountKernel = void (*)(const at::Tensor& counts, const at::Tensor& ids, const std::optional<at::Tensor>& slots,
-                             const HistoryScope& scope);
-using CountsPenaltyKernel = void (*)(const at::Tensor& scores, const at::Tensor& counts,
+using CountKernel = void (*)(const at::Tensor& counts, const at::Tensor& seen, const at::Tensor& ids,
+                             const std::optional<at::Tensor>& slots, const HistoryScope& scope);
+using CountsPenaltyKernel = void (*)(const at::Tensor& scores, const at::Tensor& counts, const at::Tensor& seen,
                                      const std::optional<at::Tensor>& slots, const PenaltyParams& params);
 
 #define PYSAMPLE_PENALTY_PARAMETERS                                                                            \
@@ -127,23 +138,25 @@ at::Tensor apply_penalties(const at::Tensor& scores, const at::Tensor& ids, PYSA
 }
 
 template <CountKernel kernel>
-void count_tokens_(at::Tensor counts, const at::Tensor& ids, const std::optional<at::Tensor>& slots,
+void count_tokens_(at::Tensor counts, at::Tensor seen, const at::Tensor& ids, const std::optional<at::Tensor>& slots,
                    PYSAMPLE_SCOPE_PARAMETERS) {
   check_token_ids(ids, "ids", counts, "counts");
   check_counts(counts, slots, ids.size(0), -1, ids, "ids");
+  check_seen(seen, counts);
   const HistoryScope scope = make_history_scope(ids, PYSAMPLE_SCOPE_ARGUMENTS);
   if (ids.numel() == 0 || counts.size(1) == 0) return;
-  kernel(counts, ids.contiguous(), slots, scope);
+  kernel(counts, seen, ids.contiguous(), slots, scope);
 }
 
 template <CountsPenaltyKernel kernel>
-void apply_penalty_counts_(at::Tensor scores, const at::Tensor& counts, const std::optional<at::Tensor>& slots,
-                           PYSAMPLE_PENALTY_PARAMETERS) {
+void apply_penalty_counts_(at::Tensor scores, const at::Tensor& counts, const at::Tensor& seen,
+                           const std::optional<at::Tensor>& slots, PYSAMPLE_PENALTY_PARAMETERS) {
   const PenaltyParams params = make_penalty_params(scores, PYSAMPLE_PENALTY_ARGUMENTS);
   check_counts(counts, slots, scores.size(0), scores.size(1), scores, "scores");
+  check_seen(seen, counts);
   at::assert_no_internal_overlap(scores);
   if (scores.numel() == 0) return;
-  kernel(scores, counts, slots, params);
+  kernel(scores, counts, seen, slots, params);
 }
 
 }  // namespace pysample

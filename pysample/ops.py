@@ -614,21 +614,27 @@ def _apply_penalties_fake(scores, ids, *args):
     return torch.empty_like(scores, memory_format=torch.contiguous_format)
 
 
-@torch.library.register_fake("pysample::count_tokens_")
-def _count_tokens_fake(counts, ids, slots, *scope):
-    _check_fake_devices("ids", ids, counts=counts, slots=slots, history_scope=scope)
-    _check_fake_ids(ids)
+def _check_fake_tables(counts: torch.Tensor, seen: torch.Tensor) -> None:
     torch._check(counts.dim() == 2 and counts.dtype == torch.int32,
                  lambda: f"counts must be 2-D int32, got {counts.dtype} {tuple(counts.shape)}")
+    torch._check(seen.dtype == torch.uint8, lambda: f"seen must be uint8, got {seen.dtype}")
+    torch._check(seen.shape == counts.shape,
+                 lambda: f"seen must have the counts' shape {tuple(counts.shape)}, got {tuple(seen.shape)}")
+
+
+@torch.library.register_fake("pysample::count_tokens_")
+def _count_tokens_fake(counts, seen, ids, slots, *scope):
+    _check_fake_devices("ids", ids, counts=counts, seen=seen, slots=slots, history_scope=scope)
+    _check_fake_ids(ids)
+    _check_fake_tables(counts, seen)
     return None
 
 
 @torch.library.register_fake("pysample::apply_penalty_counts_")
-def _apply_penalty_counts_fake(scores, counts, slots, *args):
-    _check_fake_devices("scores", scores, counts=counts, slots=slots, per_row_parameters=args)
+def _apply_penalty_counts_fake(scores, counts, seen, slots, *args):
+    _check_fake_devices("scores", scores, counts=counts, seen=seen, slots=slots, per_row_parameters=args)
     _check_fake_scores(scores, args)
-    torch._check(counts.dim() == 2 and counts.dtype == torch.int32,
-                 lambda: f"counts must be 2-D int32, got {counts.dtype} {tuple(counts.shape)}")
+    _check_fake_tables(counts, seen)
     return None
 
 

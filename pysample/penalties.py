@@ -34,6 +34,9 @@ class PenaltyState:
     ----------
     counts : torch.Tensor
         ``(slots, vocab_size)`` int32: ``2 * (times generated) + (1 if in the prompt)`` per token.
+    seen : torch.Tensor
+        ``(slots, vocab_size)`` uint8: 1 where ``counts`` is not 0. A step with the repetition penalty alone reads it
+        rather than ``counts``: a quarter of the bytes.
 
     Examples
     --------
@@ -47,6 +50,7 @@ class PenaltyState:
 
     def __init__(self, slots: int, vocab_size: int, device: Union[torch.device, str, None] = None):
         self.counts = torch.zeros(slots, vocab_size, dtype=torch.int32, device=device)
+        self.seen = torch.zeros(slots, vocab_size, dtype=torch.uint8, device=device)
 
     def _slots(self, slots: Slots) -> Optional[torch.Tensor]:
         if slots is None:
@@ -74,15 +78,16 @@ class PenaltyState:
             prompt counts for the repetition penalty only, OpenAI's rule).
         """
         index = self._slots(slots)
-        if index is None:
-            self.counts.zero_()
-        else:
-            self.counts.index_fill_(0, index, 0)
+        for table in (self.counts, self.seen):
+            if index is None:
+                table.zero_()
+            else:
+                table.index_fill_(0, index, 0)
         if prompt_ids is None:
             return
         if output_start is None:
             output_start = prompt_ids.shape[-1]
-        torch.ops.pysample.count_tokens_(self.counts, prompt_ids, index,
+        torch.ops.pysample.count_tokens_(self.counts, self.seen, prompt_ids, index,
                                          *ops._scope_arguments(prompt_ids, history_start, output_start))
 
     def append(self, tokens: torch.Tensor, slots: Slots = None) -> None:
@@ -91,7 +96,7 @@ class PenaltyState:
         Ids outside the vocabulary are not counted.
         """
         ids = tokens.unsqueeze(1) if tokens.dim() == 1 else tokens
-        torch.ops.pysample.count_tokens_(self.counts, ids, self._slots(slots), None, 0, None, 0)
+        torch.ops.pysample.count_tokens_(self.counts, self.seen, ids, self._slots(slots), None, 0, None, 0)
 
     def apply_(self, scores: torch.Tensor, *, repetition: ops.FloatParam = None, presence: ops.FloatParam = None,
                frequency: ops.FloatParam = None, slots: Slots = None) -> torch.Tensor:
@@ -100,6 +105,6 @@ class PenaltyState:
         The penalties are those of :func:`pysample.apply_penalties_` (repetition over prompt and output, presence
         and frequency over the output).
         """
-        torch.ops.pysample.apply_penalty_counts_(scores, self.counts, self._slots(slots),
+        torch.ops.pysample.apply_penalty_counts_(scores, self.counts, self.seen, self._slots(slots),
                                                  *ops._penalty_arguments(scores, repetition, presence, frequency))
         return scores

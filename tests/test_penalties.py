@@ -284,15 +284,31 @@ def test_three_dimensional_scores_are_rejected():
 # ---- the stateful form -----------------------------------------------------------------------------------------
 
 
-def test_state_matches_stateless_over_steps(device, seed):
+# Rows with the repetition penalty alone read the seen table, the others the counts: presence and frequency per
+# row, some +0.0 (seen), some -0.0 (counts).
+STATE_PARAMS = {
+    "all three": (0.4, [0.0, 0.5, -0.2, 1.0, 0.1]),
+    "repetition alone": (None, None),
+    "mixed rows": ([0.0, 0.4, 0.0, -0.0, 0.0], [0.0, 0.0, 0.5, 0.0, -0.0]),
+}
+
+
+@pytest.mark.parametrize("penalties", STATE_PARAMS)
+def test_state_matches_stateless_over_steps(device, seed, penalties):
     """A serving loop: slots start with prompts at different times; every step equals the stateless op on each
     slot's whole history with output_start at its prompt's end."""
     slots, vocab, steps = 5, 4000, 12
     g = torch.Generator().manual_seed(seed)
     state = pysample.PenaltyState(slots, vocab, device=device)
     histories, prompt_lengths = [None] * slots, [0] * slots
-    params = dict(repetition=torch.tensor([1.1, 1.3, 0.8, 1.0, 2.0], device=device), presence=0.4,
-                  frequency=torch.tensor([0.0, 0.5, -0.2, 1.0, 0.1], device=device))
+    presence, frequency = (torch.tensor(v, device=device) if isinstance(v, list) else v
+                           for v in STATE_PARAMS[penalties])
+    params = dict(repetition=torch.tensor([1.1, 1.3, 0.8, 1.0, 2.0], device=device), presence=presence,
+                  frequency=frequency)
+
+    def row_value(value, s):
+        return value[s].item() if isinstance(value, torch.Tensor) else value
+
     for step in range(steps):
         # (re)start some slots with new prompts of their own lengths
         starting = [s for s in range(slots) if histories[s] is None or torch.rand((), generator=g) < 0.1]
@@ -303,10 +319,11 @@ def test_state_matches_stateless_over_steps(device, seed):
         scores = make_scores(slots, vocab, torch.float32, seed + step, device)
         expected = torch.stack([
             expected_penalties(scores[s:s + 1], histories[s].unsqueeze(0), repetition=params["repetition"][s].item(),
-                               presence=0.4, frequency=params["frequency"][s].item(),
+                               presence=row_value(presence, s), frequency=row_value(frequency, s),
                                output_start=prompt_lengths[s])[0]
             for s in range(slots)])
         assert_same_bits(state.apply_(scores.clone(), **params).cpu(), expected)
+        assert torch.equal(state.seen.bool(), state.counts != 0)
         new_tokens = torch.randint(0, vocab, (slots,), generator=g)
         new_tokens[step % slots] = histories[step % slots][0]  # a prompt token generated again
         state.append(new_tokens.to(device))
@@ -329,6 +346,12 @@ def test_state_slots_map_rows(device, seed):
     valid = history[(history >= 0) & (history < vocab)]
     assert counts[2, 7] == 2 * int((valid == 7).sum())
     assert counts[0, 9] == 2 * int((prompts[0].cpu() == 9).sum()) + 2
+    assert torch.equal(state.seen.cpu().bool(), counts != 0)
+    # the repetition penalty alone reads the seen table
+    slot_history = {2: history, 0: torch.cat([prompts[0].cpu(), torch.tensor([9])])}
+    expected = torch.cat([expected_penalties(scores[r:r + 1], slot_history[s].unsqueeze(0), repetition=1.5)
+                          for r, s in enumerate(rows.tolist())])
+    assert_same_bits(state.apply_(scores.clone(), repetition=1.5, slots=rows).cpu(), expected)
 
 
 def test_state_reset_clears_only_its_slots(device):
@@ -339,6 +362,7 @@ def test_state_reset_clears_only_its_slots(device):
     counts = state.counts.cpu()
     assert counts[1].eq(0).all()
     assert counts[0, 1] == 1 and counts[0, 9] == 2 and counts[2, 6] == 1 and counts[2, 9] == 2
+    assert torch.equal(state.seen.cpu().bool(), counts != 0)
 
 
 # ---- registration and bad arguments ----------------------------------------------------------------------------
@@ -368,11 +392,13 @@ def test_opcheck(device, dtype, per_row):
     torch.library.opcheck(torch.ops.pysample.apply_penalties.default, _op_args(scores, ids, **params))
     torch.library.opcheck(torch.ops.pysample.apply_penalties_.default, _op_args(scores.clone(), ids, **params))
     counts = torch.zeros(6, 300, dtype=torch.int32, device=device)
+    seen = torch.zeros(6, 300, dtype=torch.uint8, device=device)
     torch.library.opcheck(torch.ops.pysample.count_tokens_.default,
-                          (counts, ids, None) + _op_args(None, None, history_start=2, output_start=20)[8:])
+                          (counts, seen, ids, None) + _op_args(None, None, history_start=2, output_start=20)[8:])
     penalty_args = _op_args(scores.clone(), None, **{k: v for k, v in params.items() if "start" not in k})[2:8]
-    torch.library.opcheck(torch.ops.pysample.apply_penalty_counts_.default,
-                          (scores.clone(), counts, torch.arange(6, device=device).flip(0)) + penalty_args)
+    for args in (penalty_args, penalty_args[:2] + (None,) * 4):  # all three; the repetition penalty alone
+        torch.library.opcheck(torch.ops.pysample.apply_penalty_counts_.default,
+                              (scores.clone(), counts, seen, torch.arange(6, device=device).flip(0)) + args)
 
 
 def test_compile_fullgraph(device, seed):
@@ -435,12 +461,17 @@ def test_state_bad_arguments():
         state.apply_(torch.zeros(2, 6), repetition=1.2)
     with pytest.raises(ValueError, match="one slot per row"):
         state.append(torch.tensor([1, 2, 3]))
+    penalty_args = (None, 1.2, None, None, None, None)
     with pytest.raises(TypeError, match="counts must be int32"):
-        torch.ops.pysample.apply_penalty_counts_(torch.zeros(2, 5), torch.zeros(2, 5), None, None, 1.2, None, None,
-                                                 None, None)
+        torch.ops.pysample.apply_penalty_counts_(torch.zeros(2, 5), torch.zeros(2, 5), state.seen, None, *penalty_args)
+    with pytest.raises(TypeError, match="seen must be uint8"):
+        torch.ops.pysample.apply_penalty_counts_(torch.zeros(2, 5), state.counts, state.counts, None, *penalty_args)
+    with pytest.raises(ValueError, match="seen must have the counts' shape"):
+        torch.ops.pysample.count_tokens_(state.counts, state.seen[:, :4], torch.zeros(2, 1, dtype=torch.long), None,
+                                         None, 0, None, 0)
     with pytest.raises(TypeError, match="slots must be an integer"):
         state.append(torch.tensor([1]), slots=torch.tensor([0.0]))
-    assert state.counts.eq(0).all()  # nothing was written by the failed calls
+    assert state.counts.eq(0).all() and state.seen.eq(0).all()  # nothing was written by the failed calls
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")

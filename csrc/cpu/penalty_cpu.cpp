@@ -2,8 +2,9 @@
 // of entries (penalty.h), then every distinct token's score is penalised once, by visiting the history again (a
 // short history: O(history) per row, whatever the vocabulary) or by one vectorized pass over the row (a long one:
 // the same pass copies the row when out of place), and the table is left all zero for the next row. A row with
-// the repetition penalty alone records only which tokens it saw, a byte each. From a counts table kept across steps
-// (count_tokens_, apply_penalty_counts_): one vectorized pass over the row.
+// the repetition penalty alone records only which tokens it saw, a byte each. From the tables kept across steps
+// (count_tokens_, apply_penalty_counts_: counts, and the seen bytes the repetition penalty alone reads): one
+// vectorized pass over the row.
 #include <torch/library.h>
 
 #include <cstring>
@@ -31,9 +32,9 @@ void check_row_values(const HistoryScope& h, int64_t batch) {
 }
 
 // A row's table holds an entry per token: penalty.h's (uint32_t: seen in the prompt, times generated) or, when the
-// row's penalties only ask whether a token was seen (no presence or frequency), a byte (uint8_t) that says so. The
-// byte table is a quarter of the size: counting a long history into it, and the pass over the row that reads it,
-// stay in the cache.
+// row's penalties only ask whether a token was seen (only_seen_matters), a byte (uint8_t) that says so. The byte
+// table is a quarter of the size: counting a long history into it, and the pass over the row that reads it, stay in
+// the cache (and a counts table kept across steps is read a quarter as much).
 template <typename Entry>
 inline Entry add_to_entry(Entry entry, uint32_t contribution) {
   if constexpr (std::is_same_v<Entry, uint8_t>) {
@@ -41,12 +42,6 @@ inline Entry add_to_entry(Entry entry, uint32_t contribution) {
   } else {
     return add_contribution(entry, contribution);
   }
-}
-
-// Whether the row's penalties depend only on whether a token was seen. Presence and frequency must be +0.0 exactly:
-// s - (-0.0) would turn a score of -0.0 into +0.0.
-bool only_seen_matters(const RowPenalty& penalty) {
-  return float_bits(penalty.presence) == 0 && float_bits(penalty.frequency) == 0;
 }
 
 // Adds the history of one row of ids to its table. Ids outside [0, vocab) (padding such as -1) are ignored.
@@ -200,39 +195,48 @@ std::vector<int64_t> slots_of(const std::optional<at::Tensor>& slots, int64_t ba
 }
 
 // Rows one after the other: two rows may share a slot (they then both add to it).
-void count_tokens_cpu(const at::Tensor& counts, const at::Tensor& ids, const std::optional<at::Tensor>& slots,
-                      const HistoryScope& scope) {
+void count_tokens_cpu(const at::Tensor& counts, const at::Tensor& seen, const at::Tensor& ids,
+                      const std::optional<at::Tensor>& slots, const HistoryScope& scope) {
   TORCH_CHECK_VALUE(counts.device().is_cpu(), "counts must be on the CPU for the CPU kernel");
   const int64_t batch = ids.size(0), length = ids.size(1), vocab = counts.size(1);
   check_row_values(scope, batch);
   const std::vector<int64_t> slot = slots_of(slots, batch, counts.size(0));
   auto* entries = reinterpret_cast<uint32_t*>(counts.data_ptr<int32_t>());
+  uint8_t* seen_data = seen.data_ptr<uint8_t>();
   dispatch_ids(ids, [&](auto id_zero) {
     using id_t = decltype(id_zero);
     const id_t* id_data = ids.const_data_ptr<id_t>();
     for (int64_t r = 0; r < batch; ++r) {
-      count_row(entries + slot[r] * vocab, vocab, id_data + r * length, length, scope.history_start.at(r),
-                scope.output_start.at(r));
+      const id_t* row_ids = id_data + r * length;
+      const int64_t history_start = scope.history_start.at(r), output_start = scope.output_start.at(r);
+      count_row(entries + slot[r] * vocab, vocab, row_ids, length, history_start, output_start);
+      count_row(seen_data + slot[r] * vocab, vocab, row_ids, length, history_start, output_start);
     }
   });
 }
 
-void apply_penalty_counts_cpu(const at::Tensor& scores, const at::Tensor& counts,
+void apply_penalty_counts_cpu(const at::Tensor& scores, const at::Tensor& counts, const at::Tensor& seen,
                               const std::optional<at::Tensor>& slots, const PenaltyParams& params) {
   TORCH_CHECK_VALUE(scores.device().is_cpu(), "scores must be on the CPU for the CPU kernel");
   const int64_t batch = scores.size(0), vocab = scores.size(1);
   check_row_values(params, batch);
   const std::vector<int64_t> slot = slots_of(slots, batch, counts.size(0));
   const auto* entries = reinterpret_cast<const uint32_t*>(counts.const_data_ptr<int32_t>());
+  const uint8_t* seen_data = seen.const_data_ptr<uint8_t>();
   dispatch_logits(scores, [&](auto zero) {
     using scalar_t = decltype(zero);
     scalar_t* data = scores.data_ptr<scalar_t>();
     const int64_t stride = scores.stride(1);
     for_each_row<NoScratch>(batch, vocab, [&](int64_t row, NoScratch&) {
       scalar_t* row_scores = data + row * scores.stride(0);
-      const uint32_t* row_entries = entries + slot[row] * vocab;
-      penalize_row_by_entries<false, uint32_t>(row_scores, stride, row_scores, stride, row_entries, vocab,
-                                               row_penalty(params, row));
+      const RowPenalty penalty = row_penalty(params, row);
+      if (only_seen_matters(penalty)) {
+        penalize_row_by_entries<false, uint8_t>(row_scores, stride, row_scores, stride, seen_data + slot[row] * vocab,
+                                                vocab, penalty);
+      } else {
+        penalize_row_by_entries<false, uint32_t>(row_scores, stride, row_scores, stride, entries + slot[row] * vocab,
+                                                 vocab, penalty);
+      }
     });
   });
 }

@@ -37,20 +37,21 @@ void apply_penalties_cuda(const at::Tensor& in, const at::Tensor& scores, const 
   });
 }
 
-void count_tokens_cuda(const at::Tensor& counts, const at::Tensor& ids, const std::optional<at::Tensor>& slots,
-                       const HistoryScope& scope) {
+void count_tokens_cuda(const at::Tensor& counts, const at::Tensor& seen, const at::Tensor& ids,
+                       const std::optional<at::Tensor>& slots, const HistoryScope& scope) {
   TORCH_CHECK_VALUE(counts.is_cuda(), "counts must be on a CUDA device for the CUDA kernel");
   const c10::cuda::CUDAGuard device_guard(counts.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   auto* entries = reinterpret_cast<uint32_t*>(counts.data_ptr<int32_t>());
   dispatch_ids(ids, [&](auto id_zero) {
     using id_t = decltype(id_zero);
-    C10_CUDA_CHECK(launch_count_tokens(entries, counts.size(0), counts.size(1), ids.const_data_ptr<id_t>(),
-                                       ids.size(0), ids.size(1), slots_data(slots), scope, stream));
+    C10_CUDA_CHECK(launch_count_tokens(entries, seen.data_ptr<uint8_t>(), counts.size(0), counts.size(1),
+                                       ids.const_data_ptr<id_t>(), ids.size(0), ids.size(1), slots_data(slots),
+                                       scope, stream));
   });
 }
 
-void apply_penalty_counts_cuda(const at::Tensor& scores, const at::Tensor& counts,
+void apply_penalty_counts_cuda(const at::Tensor& scores, const at::Tensor& counts, const at::Tensor& seen,
                                const std::optional<at::Tensor>& slots, const PenaltyParams& params) {
   TORCH_CHECK_VALUE(scores.is_cuda(), "scores must be on a CUDA device for the CUDA kernel");
   const c10::cuda::CUDAGuard device_guard(scores.device());
@@ -59,8 +60,9 @@ void apply_penalty_counts_cuda(const at::Tensor& scores, const at::Tensor& count
   dispatch_logits(scores, [&](auto zero) {
     using scalar_t = decltype(zero);
     C10_CUDA_CHECK(launch_apply_penalty_counts(scores.data_ptr<scalar_t>(), scores.stride(0), scores.stride(1),
-                                               scores.size(0), scores.size(1), entries, counts.size(0),
-                                               slots_data(slots), params, stream));
+                                               scores.size(0), scores.size(1), entries,
+                                               seen.const_data_ptr<uint8_t>(), counts.size(0), slots_data(slots),
+                                               params, stream));
   });
 }
 

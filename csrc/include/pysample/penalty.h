@@ -57,6 +57,13 @@ PYSAMPLE_HD RowPenalty row_penalty(const PenaltyParams& p, int64_t row) {
   return r;
 }
 
+// Whether a row's penalties depend only on whether a token was seen (the repetition penalty alone), so that a table
+// of one byte per token, 1 where the entry is non-zero, can stand for the entries. Presence and frequency must be
+// +0.0 exactly: s - (-0.0) would turn a score of -0.0 into +0.0.
+PYSAMPLE_HD bool only_seen_matters(const RowPenalty& penalty) {
+  return float_bits(penalty.presence) == 0 && float_bits(penalty.frequency) == 0;
+}
+
 // The score of a token whose entry is non-zero: repetition first (transformers' rule), then frequency, then
 // presence (vLLM's order), each rounded to float32 as torch's float32 ops round them. `DivideByReciprocal` is
 // how torch divides a tensor by a scalar on CUDA (x * (1 / p)); the CPU divides truly. Matching each device's
