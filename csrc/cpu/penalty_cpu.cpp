@@ -74,7 +74,6 @@ using Entries = std::conditional_t<Clear, Entry*, const Entry*> __restrict;
 // out[i] = in[i], penalised where entries[i] != 0 (the others keep their exact bits); `in` may be `out`. With `Clear`
 // the entries are zeroed as they are read: a table counted from ids is left clear for the next row by the same pass
 // that copies and penalises the row.
-
 template <bool Clear, typename Entry, typename scalar_t>
 inline void penalize_by_entries(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride,
                                 Entries<Clear, Entry> entries, int64_t vocab, const RowPenalty& penalty) {
