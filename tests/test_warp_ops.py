@@ -154,6 +154,20 @@ def test_top_k_edges_are_exact(seed, vocab):
     assert torch.equal(kept, x[finite] == x[finite].amax(-1, keepdim=True))
 
 
+@pytest.mark.parametrize("k", [1, 7, 50])
+def test_top_k_by_blocks_on_every_row_kind(device, seed, k):
+    """Small k on long rows searches only the blocks whose maximum reaches the k-th largest block maximum (a block's
+    maximum from its float maximum and a NaN flag, then its tokens tested 8 at a time): every row kind, including a
+    NaN, +inf, -0.0 / +0.0 ties and -inf entries, bitwise as transformers."""
+    x = inputs_for(2 * len(W.ROW_KINDS), 40000, torch.float32, seed)
+    g = torch.Generator().manual_seed(seed)
+    zeros = torch.randint(0, 40000, (4,), generator=g)
+    x[0, zeros[:2]], x[0, zeros[2:]] = 50.0, 0.0  # ties at the top...
+    x[1, zeros[:2]], x[1, zeros[2:]] = 0.0, -0.0  # ...and signed zeros as the largest values of a -inf row
+    x[1, x[1] != 0] = -math.inf
+    check_against_transformers(device, x, {"top_k": k})
+
+
 def test_top_k_ignores_min_tokens_to_keep(seed):
     """warp_logits applies min_tokens_to_keep to the probability stages only (the drop-in class folds it in)."""
     x = inputs_for(11, 1000, torch.float32, seed)

@@ -37,6 +37,13 @@ typedef int32_t Ints8 __attribute__((vector_size(32)));
 typedef uint32_t Uints8 __attribute__((vector_size(32)));
 typedef double Doubles4 __attribute__((vector_size(32)));
 
+// Whether any lane of a vector comparison's result is set.
+inline bool any_lane(Ints8 mask) {
+  uint64_t words[4];
+  std::memcpy(words, &mask, sizeof words);
+  return (words[0] | words[1] | words[2] | words[3]) != 0;
+}
+
 // Largest and smallest value, ignoring NaN; `has_nan` tells whether there was one. (Not every file uses it.)
 [[maybe_unused]] PYSAMPLE_CPU_CLONES void value_range(const float* x, int64_t n, float* max, float* min, bool* has_nan) {
   Floats8 hi, lo;

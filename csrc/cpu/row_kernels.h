@@ -67,9 +67,7 @@ PYSAMPLE_CPU_CLONES int64_t mark_bins_before(const float* x, int64_t n, Distance
     Floats8 v;
     std::memcpy(&v, x + i, sizeof v);
     const Ints8 member = bin_of(distance_of(v, bins)) == crossing;
-    uint64_t any[4];
-    std::memcpy(any, &member, sizeof any);
-    if ((any[0] | any[1] | any[2] | any[3]) == 0) continue;
+    if (!any_lane(member)) continue;
     for (int l = 0; l < 8; ++l) members[count] = static_cast<int32_t>(i + l), count += member[l] != 0;
   }
   for (; i < n; ++i) {
@@ -96,25 +94,45 @@ inline Uints8 ordered_keys(Floats8 x) {
   return x != x ? Uints8{} + 0xFFFFFFFFu : key;
 }
 
+// block_max[b] = the largest key of block b. Its float maximum (NaN ignored) and whether it holds a NaN: cheaper per
+// token than each token's key, and the same (ordered_key is monotonic, NaN largest).
 PYSAMPLE_CPU_CLONES void block_max_keys(const float* x, int64_t n, uint32_t* block_max) {
   int64_t b = 0;
   for (; (b + 1) * kBlock <= n; ++b) {
-    Uints8 m = {};
+    Floats8 m = Floats8{} - kInf;
+    Ints8 nan = {};
     for (int64_t j = b * kBlock; j < (b + 1) * kBlock; j += 8) {
       Floats8 v;
       std::memcpy(&v, x + j, sizeof v);
-      const Uints8 k = ordered_keys(v);
-      m = k > m ? k : m;
+      m = v > m ? v : m;
+      nan |= v != v;
     }
-    uint32_t best = 0;
-    for (int l = 0; l < 8; ++l) best = std::max(best, m[l]);
-    block_max[b] = best;
+    float best = m[0];
+    for (int l = 1; l < 8; ++l) best = std::max(best, m[l]);
+    block_max[b] = any_lane(nan) ? ordered_key(NAN) : ordered_key(best);
   }
   if (b * kBlock < n) {
     uint32_t best = 0;
     for (int64_t j = b * kBlock; j < n; ++j) best = std::max(best, ordered_key(x[j]));
     block_max[b] = best;
   }
+}
+
+// Appends to value / index, from position n on, the tokens in [begin, end) of x whose key is at least `bound`;
+// returns the new count. Few tokens of a block reach it: groups of 8 are tested at once, and only a group with one
+// is looked at token by token.
+PYSAMPLE_CPU_CLONES int64_t gather_keys_at_least(const float* x, int64_t begin, int64_t end, uint32_t bound,
+                                                 float* value, int32_t* index, int64_t n) {
+  int64_t j = begin;
+  for (; j + 8 <= end; j += 8) {
+    Floats8 v;
+    std::memcpy(&v, x + j, sizeof v);
+    const Ints8 hit = reinterpret_cast<Ints8>(ordered_keys(v) >= bound);
+    if (!any_lane(hit)) continue;
+    for (int l = 0; l < 8; ++l) value[n] = v[l], index[n] = static_cast<int32_t>(j + l), n += hit[l] != 0;
+  }
+  for (; j < end; ++j) value[n] = x[j], index[n] = static_cast<int32_t>(j), n += ordered_key(x[j]) >= bound;
+  return n;
 }
 
 // marks[j] = whether ordered_key(v[j]) >= key: the values at least the key's value, NaN above all.
@@ -304,10 +322,8 @@ int64_t gather_top_candidates(const Active& a, int64_t k, Scratch& s) {
   int64_t n = 0;
   for (int64_t b = 0; b < blocks; ++b) {
     if (s.block_max[b] < bound) continue;
-    for (int64_t j = b * kBlock; j < std::min(a.n, (b + 1) * kBlock); ++j) {
-      s.value[n] = a.value[j], s.index[n] = static_cast<int32_t>(j);
-      n += ordered_key(a.value[j]) >= bound;
-    }
+    n = gather_keys_at_least(a.value, b * kBlock, std::min(a.n, (b + 1) * kBlock), bound, s.value.data(),
+                             s.index.data(), n);
   }
   return n;
 }
