@@ -85,11 +85,13 @@ inline void check_counts(const at::Tensor& counts, const std::optional<at::Tenso
   }
 }
 
-// The seen table beside a counts table: uint8, the same shape, device and layout.
+// The seen table beside a counts table: int32 words of seen bits (penalty.h), (slots, seen_words(vocab)), on the
+// counts' device, contiguous.
 inline void check_seen(const at::Tensor& seen, const at::Tensor& counts) {
-  TORCH_CHECK_TYPE(seen.scalar_type() == at::kByte, "seen must be uint8, got ", seen.scalar_type());
-  TORCH_CHECK_VALUE(seen.sizes() == counts.sizes(), "seen must have the counts' shape ", counts.sizes(), ", got ",
-                    seen.sizes());
+  TORCH_CHECK_TYPE(seen.scalar_type() == at::kInt, "seen must be int32, got ", seen.scalar_type());
+  const std::vector<int64_t> shape{counts.size(0), seen_words(counts.size(1))};
+  TORCH_CHECK_VALUE(seen.sizes() == at::IntArrayRef(shape), "seen must have shape ", at::IntArrayRef(shape),
+                    " (a bit per token of counts ", counts.sizes(), "), got ", seen.sizes());
   TORCH_CHECK_VALUE(seen.is_contiguous(), "seen must be contiguous");
   TORCH_CHECK_VALUE(seen.device() == counts.device(), "seen must be on the counts' device ", counts.device(),
                     ", got ", seen.device());

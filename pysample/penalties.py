@@ -35,8 +35,9 @@ class PenaltyState:
     counts : torch.Tensor
         ``(slots, vocab_size)`` int32: ``2 * (times generated) + (1 if in the prompt)`` per token.
     seen : torch.Tensor
-        ``(slots, vocab_size)`` uint8: 1 where ``counts`` is not 0. A step with the repetition penalty alone reads it
-        rather than ``counts``: a quarter of the bytes.
+        ``(slots, ceil(vocab_size / 32))`` int32 words of bits: token ``t``'s bit ``t % 32`` of word ``t // 32`` is
+        set where ``counts`` is not 0. A step with the repetition penalty alone reads it rather than ``counts``: 1/32
+        of the bytes.
 
     Examples
     --------
@@ -50,7 +51,7 @@ class PenaltyState:
 
     def __init__(self, slots: int, vocab_size: int, device: Union[torch.device, str, None] = None):
         self.counts = torch.zeros(slots, vocab_size, dtype=torch.int32, device=device)
-        self.seen = torch.zeros(slots, vocab_size, dtype=torch.uint8, device=device)
+        self.seen = torch.zeros(slots, (vocab_size + 31) // 32, dtype=torch.int32, device=device)
 
     def _slots(self, slots: Slots) -> Optional[torch.Tensor]:
         if slots is None:

@@ -303,11 +303,12 @@ BAD_CALLS.update({
     "device: penalty scores": (lambda: pysample.apply_penalties_(_SCORES.to(_META), _IDS, repetition=1.2), "ids"),
     "device: state ids": (lambda: pysample.PenaltyState(4, 10, device=_META).append(_IDS), "counts"),
     "device: count seen": (lambda: torch.ops.pysample.count_tokens_(
-        torch.zeros(4, 10, dtype=torch.int32), torch.zeros(4, 10, dtype=torch.uint8, device=_META), _IDS, None,
+        torch.zeros(4, 10, dtype=torch.int32), torch.zeros(4, 1, dtype=torch.int32, device=_META), _IDS, None,
         None, 0, None, 0), "seen"),
     "device: state seen": (lambda: torch.ops.pysample.apply_penalty_counts_(
         _SCORES.clone(), torch.zeros(_SCORES.shape, dtype=torch.int32),
-        torch.zeros(_SCORES.shape, dtype=torch.uint8, device=_META), None, None, 1.2, None, None, None, None), "seen"),
+        torch.zeros(_SCORES.shape[0], (_SCORES.shape[1] + 31) // 32, dtype=torch.int32, device=_META), None, None, 1.2,
+        None, None, None, None), "seen"),
     "device: ngram ids": (lambda: pysample.no_repeat_ngram(_SCORES, _IDS.to(_META), ngram_size=2), "ids"),
     "device: ngram sources": (lambda: pysample.no_repeat_ngram_(_SCORES.clone(), _IDS, ngram_size=2,
                                                                 sources=_IDS.to(_META)), "sources"),

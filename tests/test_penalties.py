@@ -284,6 +284,12 @@ def test_three_dimensional_scores_are_rejected():
 # ---- the stateful form -----------------------------------------------------------------------------------------
 
 
+def seen_tokens(state: pysample.PenaltyState) -> torch.Tensor:
+    """The state's seen bits as a bool ``(slots, vocab)`` table: token t is bit t % 32 of word t // 32."""
+    bits = (state.seen.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32, device=state.seen.device)) & 1
+    return bits.reshape(state.seen.shape[0], -1)[:, :state.counts.shape[1]].bool()
+
+
 # Rows with the repetition penalty alone read the seen table, the others the counts: presence and frequency per
 # row, some +0.0 (seen), some -0.0 (counts).
 STATE_PARAMS = {
@@ -297,7 +303,7 @@ STATE_PARAMS = {
 def test_state_matches_stateless_over_steps(device, seed, penalties):
     """A serving loop: slots start with prompts at different times; every step equals the stateless op on each
     slot's whole history with output_start at its prompt's end."""
-    slots, vocab, steps = 5, 4000, 12
+    slots, vocab, steps = 5, 4001, 12  # a partial last word of seen bits
     g = torch.Generator().manual_seed(seed)
     state = pysample.PenaltyState(slots, vocab, device=device)
     histories, prompt_lengths = [None] * slots, [0] * slots
@@ -323,7 +329,7 @@ def test_state_matches_stateless_over_steps(device, seed, penalties):
                                output_start=prompt_lengths[s])[0]
             for s in range(slots)])
         assert_same_bits(state.apply_(scores.clone(), **params).cpu(), expected)
-        assert torch.equal(state.seen.bool(), state.counts != 0)
+        assert torch.equal(seen_tokens(state), state.counts != 0)
         new_tokens = torch.randint(0, vocab, (slots,), generator=g)
         new_tokens[step % slots] = histories[step % slots][0]  # a prompt token generated again
         state.append(new_tokens.to(device))
@@ -346,7 +352,7 @@ def test_state_slots_map_rows(device, seed):
     valid = history[(history >= 0) & (history < vocab)]
     assert counts[2, 7] == 2 * int((valid == 7).sum())
     assert counts[0, 9] == 2 * int((prompts[0].cpu() == 9).sum()) + 2
-    assert torch.equal(state.seen.cpu().bool(), counts != 0)
+    assert torch.equal(seen_tokens(state).cpu(), counts != 0)
     # the repetition penalty alone reads the seen table
     slot_history = {2: history, 0: torch.cat([prompts[0].cpu(), torch.tensor([9])])}
     expected = torch.cat([expected_penalties(scores[r:r + 1], slot_history[s].unsqueeze(0), repetition=1.5)
@@ -362,7 +368,7 @@ def test_state_reset_clears_only_its_slots(device):
     counts = state.counts.cpu()
     assert counts[1].eq(0).all()
     assert counts[0, 1] == 1 and counts[0, 9] == 2 and counts[2, 6] == 1 and counts[2, 9] == 2
-    assert torch.equal(state.seen.cpu().bool(), counts != 0)
+    assert torch.equal(seen_tokens(state).cpu(), counts != 0)
 
 
 # ---- registration and bad arguments ----------------------------------------------------------------------------
@@ -392,7 +398,7 @@ def test_opcheck(device, dtype, per_row):
     torch.library.opcheck(torch.ops.pysample.apply_penalties.default, _op_args(scores, ids, **params))
     torch.library.opcheck(torch.ops.pysample.apply_penalties_.default, _op_args(scores.clone(), ids, **params))
     counts = torch.zeros(6, 300, dtype=torch.int32, device=device)
-    seen = torch.zeros(6, 300, dtype=torch.uint8, device=device)
+    seen = torch.zeros(6, 10, dtype=torch.int32, device=device)  # 300 bits a row
     torch.library.opcheck(torch.ops.pysample.count_tokens_.default,
                           (counts, seen, ids, None) + _op_args(None, None, history_start=2, output_start=20)[8:])
     penalty_args = _op_args(scores.clone(), None, **{k: v for k, v in params.items() if "start" not in k})[2:8]
@@ -464,10 +470,11 @@ def test_state_bad_arguments():
     penalty_args = (None, 1.2, None, None, None, None)
     with pytest.raises(TypeError, match="counts must be int32"):
         torch.ops.pysample.apply_penalty_counts_(torch.zeros(2, 5), torch.zeros(2, 5), state.seen, None, *penalty_args)
-    with pytest.raises(TypeError, match="seen must be uint8"):
-        torch.ops.pysample.apply_penalty_counts_(torch.zeros(2, 5), state.counts, state.counts, None, *penalty_args)
-    with pytest.raises(ValueError, match="seen must have the counts' shape"):
-        torch.ops.pysample.count_tokens_(state.counts, state.seen[:, :4], torch.zeros(2, 1, dtype=torch.long), None,
+    with pytest.raises(TypeError, match="seen must be int32"):
+        torch.ops.pysample.apply_penalty_counts_(torch.zeros(2, 5), state.counts, state.seen.to(torch.uint8), None,
+                                                 *penalty_args)
+    with pytest.raises(ValueError, match=r"seen must have shape \[2, 1\]"):  # a bit per token: 5 bits a row
+        torch.ops.pysample.count_tokens_(state.counts, state.counts, torch.zeros(2, 1, dtype=torch.long), None,
                                          None, 0, None, 0)
     with pytest.raises(TypeError, match="slots must be an integer"):
         state.append(torch.tensor([1]), slots=torch.tensor([0.0]))

@@ -2,8 +2,8 @@
 // of entries (penalty.h), then every distinct token's score is penalised once, by visiting the history again (a
 // short history: O(history) per row, whatever the vocabulary) or by one vectorized pass over the row (a long one:
 // the same pass copies the row when out of place), and the table is left all zero for the next row. A row with
-// the repetition penalty alone records only which tokens it saw, a byte each. From the tables kept across steps
-// (count_tokens_, apply_penalty_counts_: counts, and the seen bytes the repetition penalty alone reads): one
+// the repetition penalty alone records only which tokens it saw, a bit each. From the tables kept across steps
+// (count_tokens_, apply_penalty_counts_: counts, and the seen bits the repetition penalty alone reads): one
 // vectorized pass over the row.
 #include <torch/library.h>
 
@@ -31,76 +31,109 @@ void check_row_values(const HistoryScope& h, int64_t batch) {
   check_row_values(h.output_start, batch, "output_start", ">= 0", non_negative);
 }
 
-// A row's table holds an entry per token: penalty.h's (uint32_t: seen in the prompt, times generated) or, when the
-// row's penalties only ask whether a token was seen (only_seen_matters), a byte (uint8_t) that says so. The byte
-// table is a quarter of the size: counting a long history into it, and the pass over the row that reads it, stay in
-// the cache (and a counts table kept across steps is read a quarter as much).
-template <typename Entry>
-inline Entry add_to_entry(Entry entry, uint32_t contribution) {
-  if constexpr (std::is_same_v<Entry, uint8_t>) {
-    return 1;
+// A row's table is one of two kinds. Entries: a uint32_t per token (penalty.h: seen in the prompt, times generated).
+// Seen bits: when the row's penalties only ask whether a token was seen (only_seen_matters), a bit per token
+// (penalty.h): counting a long history into it and the pass over the row that reads it stay in the L1 cache, and a
+// table kept across steps is read at 1/32 of the entries' bytes.
+enum class Table { kEntries, kSeen };
+
+// A table's words. Restrict: a table never overlaps the scores, and the loops over it would not vectorize otherwise.
+template <bool Clear>
+using Words = std::conditional_t<Clear, uint32_t*, const uint32_t*> __restrict;
+
+template <Table kind>
+inline void add_to_table(uint32_t* table, int64_t id, uint32_t contribution) {
+  if constexpr (kind == Table::kSeen) {
+    table[id / kSeenBitsPerWord] |= seen_bit(id);
   } else {
-    return add_contribution(entry, contribution);
+    table[id] = add_contribution(table[id], contribution);
+  }
+}
+
+// A token's entry (for seen bits: 1 when seen), cleared: 0 once the token was penalised, or when never counted.
+template <Table kind>
+inline uint32_t take_from_table(uint32_t* table, int64_t id) {
+  if constexpr (kind == Table::kSeen) {
+    uint32_t& word = table[id / kSeenBitsPerWord];
+    const uint32_t bit = seen_bit(id);
+    const bool seen = (word & bit) != 0;
+    word &= ~bit;
+    return seen;
+  } else {
+    const uint32_t entry = table[id];
+    table[id] = 0;
+    return entry;
   }
 }
 
 // Adds the history of one row of ids to its table. Ids outside [0, vocab) (padding such as -1) are ignored.
-template <typename Entry, typename id_t>
-void count_row(Entry* entries, int64_t vocab, const id_t* ids, int64_t length, int64_t history_start,
+template <Table kind, typename id_t>
+void count_row(uint32_t* table, int64_t vocab, const id_t* ids, int64_t length, int64_t history_start,
                int64_t output_start) {
   for (int64_t pos = std::min(history_start, length); pos < length; ++pos) {
     const int64_t id = ids[pos];
     if (id < 0 || id >= vocab) continue;
-    entries[id] = add_to_entry(entries[id], position_contribution(pos, history_start, output_start));
+    add_to_table<kind>(table, id, position_contribution(pos, history_start, output_start));
   }
 }
 
 // The tables of a thread, all zero between rows (penalize_row clears what count_row set).
-struct EntryTable {
+struct RowTables {
   std::vector<uint32_t> entries;
-  std::vector<uint8_t> seen;
+  std::vector<uint32_t> seen;
   void reserve(int64_t vocab) {
     if (static_cast<int64_t>(entries.size()) >= vocab) return;
     entries.resize(vocab);
-    seen.resize(vocab);
+    seen.resize(seen_words(vocab));
   }
+  uint32_t* of(Table kind) { return kind == Table::kSeen ? seen.data() : entries.data(); }
 };
 
-// A table, written to when it is cleared. Restrict: a table never overlaps the scores, which a byte table (a char
-// type) would otherwise be assumed to do, and the loops over it would not vectorize.
-template <bool Clear, typename Entry>
-using Entries = std::conditional_t<Clear, Entry*, const Entry*> __restrict;
-
-// out[i] = in[i], penalised where entries[i] != 0 (the others keep their exact bits); `in` may be `out`. With `Clear`
-// the entries are zeroed as they are read: a table counted from ids is left clear for the next row by the same pass
-// that copies and penalises the row.
-template <bool Clear, typename Entry, typename scalar_t>
-inline void penalize_by_entries(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride,
-                                Entries<Clear, Entry> entries, int64_t vocab, const RowPenalty& penalty) {
-  for (int64_t i = 0; i < vocab; ++i) {
+// out[i] = in[i], penalised where the token's entry (kind kEntries) or bit (kSeen) is non-zero; the others keep
+// their exact bits. `in` may be `out`. With `Clear` the table is zeroed as it is read: a table counted from ids is
+// left clear for the next row by the same pass that copies and penalises the row.
+template <bool Clear, Table kind, typename scalar_t>
+inline void penalize_by_table(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride,
+                              Words<Clear> table, int64_t vocab, const RowPenalty& penalty) {
+  auto penalize_one = [&](int64_t i, uint32_t entry) {
     const scalar_t s = in[i * in_stride];
-    const float penalized = penalize<false>(static_cast<float>(s), entries[i], penalty);
-    out[i * out_stride] = entries[i] != 0 ? static_cast<scalar_t>(penalized) : s;
-    if constexpr (Clear) entries[i] = 0;
+    const float penalized = penalize<false>(static_cast<float>(s), entry, penalty);
+    out[i * out_stride] = entry != 0 ? static_cast<scalar_t>(penalized) : s;
+  };
+  if constexpr (kind == Table::kEntries) {
+    for (int64_t i = 0; i < vocab; ++i) {
+      penalize_one(i, table[i]);
+      if constexpr (Clear) table[i] = 0;
+    }
+  } else {
+    // Word by word: a whole word's 32 tokens in a loop of constant length (vectorized), the row's last word alone.
+    for (int64_t w = 0; w < seen_words(vocab); ++w) {
+      const uint32_t bits = table[w];
+      const int64_t first = w * kSeenBitsPerWord;
+      if (first + kSeenBitsPerWord <= vocab) {
+        for (int64_t j = 0; j < kSeenBitsPerWord; ++j) penalize_one(first + j, (bits >> j) & 1);
+      } else {
+        for (int64_t j = 0; first + j < vocab; ++j) penalize_one(first + j, (bits >> j) & 1);
+      }
+      if constexpr (Clear) table[w] = 0;
+    }
   }
 }
 
 // Contiguous float32 rows, vectorized.
-template <bool Clear, typename Entry>
-PYSAMPLE_CPU_CLONES void penalize_by_entries_dense(const float* in, float* out, Entries<Clear, Entry> entries,
-                                                   int64_t vocab, const RowPenalty& penalty) {
-  penalize_by_entries<Clear, Entry>(in, 1, out, 1, entries, vocab, penalty);
+template <bool Clear, Table kind>
+PYSAMPLE_CPU_CLONES void penalize_by_table_dense(const float* in, float* out, Words<Clear> table, int64_t vocab,
+                                                 const RowPenalty& penalty) {
+  penalize_by_table<Clear, kind>(in, 1, out, 1, table, vocab, penalty);
 }
 
-template <bool Clear, typename Entry, typename scalar_t>
-void penalize_row_by_entries(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride,
-                             Entries<Clear, Entry> entries, int64_t vocab, const RowPenalty& penalty) {
+template <bool Clear, Table kind, typename scalar_t>
+void penalize_row_by_table(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride,
+                           Words<Clear> table, int64_t vocab, const RowPenalty& penalty) {
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (in_stride == 1 && out_stride == 1) {
-      return penalize_by_entries_dense<Clear, Entry>(in, out, entries, vocab, penalty);
-    }
+    if (in_stride == 1 && out_stride == 1) return penalize_by_table_dense<Clear, kind>(in, out, table, vocab, penalty);
   }
-  penalize_by_entries<Clear, Entry>(in, in_stride, out, out_stride, entries, vocab, penalty);
+  penalize_by_table<Clear, kind>(in, in_stride, out, out_stride, table, vocab, penalty);
 }
 
 // Penalises the tokens of a row's history, once each, visiting the history again: clears each entry as it goes.
@@ -108,9 +141,9 @@ void penalize_row_by_entries(const scalar_t* in, int64_t in_stride, scalar_t* ou
 // positions ahead is requested early so that the misses overlap.
 constexpr int64_t kPrefetchDistance = 16;
 
-template <typename Entry, typename scalar_t, typename id_t>
+template <Table kind, typename scalar_t, typename id_t>
 void penalize_history(scalar_t* scores, int64_t stride, int64_t vocab, const id_t* ids, int64_t length,
-                      int64_t history_start, const RowPenalty& penalty, Entry* entries) {
+                      int64_t history_start, const RowPenalty& penalty, uint32_t* table) {
   for (int64_t pos = std::min(history_start, length); pos < length; ++pos) {
     if (pos + kPrefetchDistance < length) {
       const int64_t ahead = ids[pos + kPrefetchDistance];
@@ -118,9 +151,8 @@ void penalize_history(scalar_t* scores, int64_t stride, int64_t vocab, const id_
     }
     const int64_t id = ids[pos];
     if (id < 0 || id >= vocab) continue;
-    const uint32_t entry = entries[id];
+    const uint32_t entry = take_from_table<kind>(table, id);
     if (entry == 0) continue;  // out of scope, or already penalised: each distinct token once
-    entries[id] = 0;
     scalar_t& s = scores[id * stride];
     s = static_cast<scalar_t>(penalize<false>(static_cast<float>(s), entry, penalty));
   }
@@ -132,13 +164,13 @@ void penalize_history(scalar_t* scores, int64_t stride, int64_t vocab, const id_
 constexpr int64_t kSequentialRatio = 32;
 
 // One row: `in` copied to `out` (unless they are the same row: in place), then penalised from `ids`.
-template <typename Entry, typename scalar_t, typename id_t>
+template <Table kind, typename scalar_t, typename id_t>
 void penalize_row(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride, int64_t vocab,
                   const id_t* ids, int64_t length, int64_t history_start, int64_t output_start,
-                  const RowPenalty& penalty, Entry* entries) {
-  count_row(entries, vocab, ids, length, history_start, output_start);
+                  const RowPenalty& penalty, uint32_t* table) {
+  count_row<kind>(table, vocab, ids, length, history_start, output_start);
   if (length * kSequentialRatio >= vocab) {
-    return penalize_row_by_entries<true, Entry>(in, in_stride, out, out_stride, entries, vocab, penalty);
+    return penalize_row_by_table<true, kind>(in, in_stride, out, out_stride, table, vocab, penalty);
   }
   if (in != out) {  // copied row by row, so that the penalties find it in the cache
     if (in_stride == 1 && out_stride == 1) {
@@ -147,7 +179,7 @@ void penalize_row(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t 
       for (int64_t i = 0; i < vocab; ++i) out[i * out_stride] = in[i * in_stride];
     }
   }
-  penalize_history(out, out_stride, vocab, ids, length, history_start, penalty, entries);
+  penalize_history<kind>(out, out_stride, vocab, ids, length, history_start, penalty, table);
 }
 
 void apply_penalties_cpu(const at::Tensor& in, const at::Tensor& out, const at::Tensor& ids,
@@ -164,18 +196,20 @@ void apply_penalties_cpu(const at::Tensor& in, const at::Tensor& out, const at::
       const scalar_t* in_data = in.const_data_ptr<scalar_t>();
       scalar_t* out_data = out.data_ptr<scalar_t>();
       const id_t* id_data = ids.const_data_ptr<id_t>();
-      for_each_row<EntryTable>(batch, vocab, [&](int64_t row, EntryTable& table) {
+      for_each_row<RowTables>(batch, vocab, [&](int64_t row, RowTables& tables) {
         const int64_t ids_row = row / rows_per_ids;
         const RowPenalty penalty = row_penalty(params, row);
-        auto penalize_with = [&](auto* entries) {
-          penalize_row(in_data + row * in.stride(0), in.stride(1), out_data + row * out.stride(0), out.stride(1),
-                       vocab, id_data + ids_row * length, length, scope.history_start.at(ids_row),
-                       scope.output_start.at(ids_row), penalty, entries);
+        auto penalize_with = [&](auto kind) {
+          penalize_row<decltype(kind)::value>(in_data + row * in.stride(0), in.stride(1),
+                                              out_data + row * out.stride(0), out.stride(1), vocab,
+                                              id_data + ids_row * length, length, scope.history_start.at(ids_row),
+                                              scope.output_start.at(ids_row), penalty,
+                                              tables.of(decltype(kind)::value));
         };
         if (only_seen_matters(penalty)) {
-          penalize_with(table.seen.data());
+          penalize_with(std::integral_constant<Table, Table::kSeen>{});
         } else {
-          penalize_with(table.entries.data());
+          penalize_with(std::integral_constant<Table, Table::kEntries>{});
         }
       });
     });
@@ -201,15 +235,16 @@ void count_tokens_cpu(const at::Tensor& counts, const at::Tensor& seen, const at
   check_row_values(scope, batch);
   const std::vector<int64_t> slot = slots_of(slots, batch, counts.size(0));
   auto* entries = reinterpret_cast<uint32_t*>(counts.data_ptr<int32_t>());
-  uint8_t* seen_data = seen.data_ptr<uint8_t>();
+  auto* seen_data = reinterpret_cast<uint32_t*>(seen.data_ptr<int32_t>());
   dispatch_ids(ids, [&](auto id_zero) {
     using id_t = decltype(id_zero);
     const id_t* id_data = ids.const_data_ptr<id_t>();
     for (int64_t r = 0; r < batch; ++r) {
       const id_t* row_ids = id_data + r * length;
       const int64_t history_start = scope.history_start.at(r), output_start = scope.output_start.at(r);
-      count_row(entries + slot[r] * vocab, vocab, row_ids, length, history_start, output_start);
-      count_row(seen_data + slot[r] * vocab, vocab, row_ids, length, history_start, output_start);
+      count_row<Table::kEntries>(entries + slot[r] * vocab, vocab, row_ids, length, history_start, output_start);
+      count_row<Table::kSeen>(seen_data + slot[r] * seen_words(vocab), vocab, row_ids, length, history_start,
+                              output_start);
     }
   });
 }
@@ -221,7 +256,7 @@ void apply_penalty_counts_cpu(const at::Tensor& scores, const at::Tensor& counts
   check_row_values(params, batch);
   const std::vector<int64_t> slot = slots_of(slots, batch, counts.size(0));
   const auto* entries = reinterpret_cast<const uint32_t*>(counts.const_data_ptr<int32_t>());
-  const uint8_t* seen_data = seen.const_data_ptr<uint8_t>();
+  const auto* seen_data = reinterpret_cast<const uint32_t*>(seen.const_data_ptr<int32_t>());
   dispatch_logits(scores, [&](auto zero) {
     using scalar_t = decltype(zero);
     scalar_t* data = scores.data_ptr<scalar_t>();
@@ -230,11 +265,11 @@ void apply_penalty_counts_cpu(const at::Tensor& scores, const at::Tensor& counts
       scalar_t* row_scores = data + row * scores.stride(0);
       const RowPenalty penalty = row_penalty(params, row);
       if (only_seen_matters(penalty)) {
-        penalize_row_by_entries<false, uint8_t>(row_scores, stride, row_scores, stride, seen_data + slot[row] * vocab,
-                                                vocab, penalty);
+        penalize_row_by_table<false, Table::kSeen>(row_scores, stride, row_scores, stride,
+                                                   seen_data + slot[row] * seen_words(vocab), vocab, penalty);
       } else {
-        penalize_row_by_entries<false, uint32_t>(row_scores, stride, row_scores, stride, entries + slot[row] * vocab,
-                                                 vocab, penalty);
+        penalize_row_by_table<false, Table::kEntries>(row_scores, stride, row_scores, stride,
+                                                      entries + slot[row] * vocab, vocab, penalty);
       }
     });
   });

@@ -43,11 +43,11 @@ void count_tokens_cuda(const at::Tensor& counts, const at::Tensor& seen, const a
   const c10::cuda::CUDAGuard device_guard(counts.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   auto* entries = reinterpret_cast<uint32_t*>(counts.data_ptr<int32_t>());
+  auto* seen_bits = reinterpret_cast<uint32_t*>(seen.data_ptr<int32_t>());
   dispatch_ids(ids, [&](auto id_zero) {
     using id_t = decltype(id_zero);
-    C10_CUDA_CHECK(launch_count_tokens(entries, seen.data_ptr<uint8_t>(), counts.size(0), counts.size(1),
-                                       ids.const_data_ptr<id_t>(), ids.size(0), ids.size(1), slots_data(slots),
-                                       scope, stream));
+    C10_CUDA_CHECK(launch_count_tokens(entries, seen_bits, counts.size(0), counts.size(1), ids.const_data_ptr<id_t>(),
+                                       ids.size(0), ids.size(1), slots_data(slots), scope, stream));
   });
 }
 
@@ -57,12 +57,12 @@ void apply_penalty_counts_cuda(const at::Tensor& scores, const at::Tensor& count
   const c10::cuda::CUDAGuard device_guard(scores.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const auto* entries = reinterpret_cast<const uint32_t*>(counts.const_data_ptr<int32_t>());
+  const auto* seen_bits = reinterpret_cast<const uint32_t*>(seen.const_data_ptr<int32_t>());
   dispatch_logits(scores, [&](auto zero) {
     using scalar_t = decltype(zero);
     C10_CUDA_CHECK(launch_apply_penalty_counts(scores.data_ptr<scalar_t>(), scores.stride(0), scores.stride(1),
-                                               scores.size(0), scores.size(1), entries,
-                                               seen.const_data_ptr<uint8_t>(), counts.size(0), slots_data(slots),
-                                               params, stream));
+                                               scores.size(0), scores.size(1), entries, seen_bits, counts.size(0),
+                                               slots_data(slots), params, stream));
   });
 }
 

@@ -99,11 +99,10 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Rows of ids in y, their positions in x. Rows that share a slot add to it together (every writer of a seen byte
-// writes 1).
+// Rows of ids in y, their positions in x. Rows that share a slot add to it together.
 template <typename Id>
 __global__ void __launch_bounds__(kThreads)
-    count_tokens_kernel(uint32_t* counts, uint8_t* seen, int64_t num_slots, int64_t vocab, const Id* ids,
+    count_tokens_kernel(uint32_t* counts, uint32_t* seen, int64_t num_slots, int64_t vocab, const Id* ids,
                         int64_t batch, int64_t length, const int64_t* slots, HistoryScope scope) {
   const int64_t offset = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const int64_t step = static_cast<int64_t>(gridDim.x) * kThreads;
@@ -111,32 +110,32 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t slot = slot_of(slots, row, num_slots);
     if (slot < 0) continue;
     uint32_t* entries = counts + slot * vocab;
-    uint8_t* seen_row = seen + slot * vocab;
+    uint32_t* seen_row = seen + slot * seen_words(vocab);
     const int64_t history_start = scope.history_start.at(row);
     const int64_t output_start = scope.output_start.at(row);
     for_each_history_id(ids + row * length, length, history_start, vocab, offset, step, [&](int64_t pos, int64_t id) {
       add_contribution_atomic(&entries[id], position_contribution(pos, history_start, output_start));
-      seen_row[id] = 1;
+      atomicOr(&seen_row[id / kSeenBitsPerWord], seen_bit(id));
     });
   }
 }
 
-// Rows of scores in y, their tokens in x; a row with the repetition penalty alone reads the seen bytes.
+// Rows of scores in y, their tokens in x; a row with the repetition penalty alone reads the seen bits.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     apply_penalty_counts_kernel(ScoreRows<T> scores, int64_t batch, int64_t vocab, const uint32_t* counts,
-                                const uint8_t* seen, int64_t num_slots, const int64_t* slots, PenaltyParams params) {
+                                const uint32_t* seen, int64_t num_slots, const int64_t* slots, PenaltyParams params) {
   const int64_t offset = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const int64_t step = static_cast<int64_t>(gridDim.x) * kThreads;
   for (int64_t row = blockIdx.y; row < batch; row += gridDim.y) {
     const int64_t slot = slot_of(slots, row, num_slots);
     if (slot < 0) continue;
     const uint32_t* entries = counts + slot * vocab;
-    const uint8_t* seen_row = seen + slot * vocab;
+    const uint32_t* seen_row = seen + slot * seen_words(vocab);
     const RowPenalty penalty = usable_row_penalty(params, row);
     const bool by_seen = only_seen_matters(penalty);
     for (int64_t token = offset; token < vocab; token += step) {
-      const uint32_t entry = by_seen ? seen_row[token] : entries[token];
+      const uint32_t entry = by_seen ? is_seen(seen_row, token) : entries[token];
       if (entry != 0) penalize_score(scores.at(row, token), entry, penalty);  // the others keep their exact bits
     }
   }
@@ -162,10 +161,10 @@ cudaError_t launch_apply_penalties(T* scores, int64_t row_stride, int64_t stride
 }
 
 // Adds `batch` rows of `length` ids (contiguous) to the counts table (num_slots, vocab) and marks them in the seen
-// table (the same shape), row r at slot slots[r] (or r when `slots` is null). Per-row starts and `slots` point to
+// bits (num_slots, seen_words(vocab)), row r at slot slots[r] (or r when `slots` is null). Per-row starts and `slots` point to
 // device memory. Returns the launch's error.
 template <typename Id>
-cudaError_t launch_count_tokens(uint32_t* counts, uint8_t* seen, int64_t num_slots, int64_t vocab, const Id* ids,
+cudaError_t launch_count_tokens(uint32_t* counts, uint32_t* seen, int64_t num_slots, int64_t vocab, const Id* ids,
                                 int64_t batch, int64_t length, const int64_t* slots, const HistoryScope& scope,
                                 cudaStream_t stream) {
   if (batch == 0 || length == 0 || vocab == 0) return cudaSuccess;
@@ -175,13 +174,13 @@ cudaError_t launch_count_tokens(uint32_t* counts, uint8_t* seen, int64_t num_slo
   return cudaGetLastError();
 }
 
-// Penalises `batch` rows of `vocab` scores (strides row_stride and stride, in elements) from the counts and seen
-// tables (num_slots, vocab), row r reading slot slots[r] (or r when `slots` is null). Per-row parameters and
+// Penalises `batch` rows of `vocab` scores (strides row_stride and stride, in elements) from the counts (num_slots,
+// vocab) and seen bits (num_slots, seen_words(vocab)), row r reading slot slots[r] (or r when `slots` is null). Per-row parameters and
 // `slots` point to device memory. T is float or a 16-bit float type convertible to and from float. Returns the
 // launch's error.
 template <typename T>
 cudaError_t launch_apply_penalty_counts(T* scores, int64_t row_stride, int64_t stride, int64_t batch, int64_t vocab,
-                                        const uint32_t* counts, const uint8_t* seen, int64_t num_slots,
+                                        const uint32_t* counts, const uint32_t* seen, int64_t num_slots,
                                         const int64_t* slots, const PenaltyParams& params, cudaStream_t stream) {
   if (batch == 0 || vocab == 0) return cudaSuccess;
   const dim3 grid(grid_size(vocab, penalty_cuda::kThreads), grid_size(batch, 1));

@@ -58,10 +58,21 @@ PYSAMPLE_HD RowPenalty row_penalty(const PenaltyParams& p, int64_t row) {
 }
 
 // Whether a row's penalties depend only on whether a token was seen (the repetition penalty alone), so that a table
-// of one byte per token, 1 where the entry is non-zero, can stand for the entries. Presence and frequency must be
+// of one bit per token, set where the entry is non-zero, can stand for the entries. Presence and frequency must be
 // +0.0 exactly: s - (-0.0) would turn a score of -0.0 into +0.0.
 PYSAMPLE_HD bool only_seen_matters(const RowPenalty& penalty) {
   return float_bits(penalty.presence) == 0 && float_bits(penalty.frequency) == 0;
+}
+
+// A seen table: one bit per token, token t at bit t % 32 of word t / 32 (1/32 of the entries' bytes).
+constexpr int64_t kSeenBitsPerWord = 32;
+
+PYSAMPLE_HD int64_t seen_words(int64_t vocab) { return (vocab + kSeenBitsPerWord - 1) / kSeenBitsPerWord; }
+
+PYSAMPLE_HD uint32_t seen_bit(int64_t token) { return 1u << (token % kSeenBitsPerWord); }
+
+PYSAMPLE_HD bool is_seen(const uint32_t* words, int64_t token) {
+  return (words[token / kSeenBitsPerWord] & seen_bit(token)) != 0;
 }
 
 // The score of a token whose entry is non-zero: repetition first (transformers' rule), then frequency, then
