@@ -269,9 +269,13 @@ void sample_row(const scalar_t* in, int64_t vocab, int64_t row, const SamplePara
     const float t = static_cast<float>(temperature);
     for (int64_t i = 0; i < vocab; ++i) s.y[i] = apply_temperature<scalar_t>(static_cast<float>(in[i]), t);
   }
+  // Top-k keeps the row's largest value and every NaN: the row's value range is that of the tokens it keeps, and
+  // only they are read for it (greedy draws read the whole row, for the first of its largest tokens).
+  Active a{y, nullptr, vocab};
+  if (top_k > 0 && !greedy) a = top_k_stage(a, top_k, s, false);
   float max, min;
   bool has_nan;
-  value_range(y, vocab, &max, &min, &has_nan);
+  value_range(a.value, a.n, &max, &min, &has_nan);
   if (has_nan || !(max > -kInf && max < kInf)) {  // the softmax is undefined
     std::fill(tokens, tokens + p.draws, -1);
     return;
@@ -283,8 +287,6 @@ void sample_row(const scalar_t* in, int64_t vocab, int64_t row, const SamplePara
   const double top_p = p.top_p.enabled ? p.top_p.at(row) : 1.0;
   // min_p_keeps as a bound on the weight; 0 keeps every token.
   const double min_p_scale = p.min_p.enabled ? p.min_p.at(row) * kWeightScale : 0.0;
-  Active a{y, nullptr, vocab};
-  if (top_k > 0) a = top_k_stage(a, top_k, s, false);
   if (a.index != nullptr) return sample_candidates(a, max, top_p, min_p_scale, p, row, ss, tokens);
   sample_whole_row(y, vocab, max, top_p, min_p_scale, p, row, ss, tokens);
 }
