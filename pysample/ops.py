@@ -614,11 +614,16 @@ def _apply_penalties_fake(scores, ids, *args):
     return torch.empty_like(scores, memory_format=torch.contiguous_format)
 
 
+def _seen_words(vocab: int) -> int:
+    """Width of a seen table (``PenaltyState.seen``): int32 words of one bit per token, as penalty.h packs them."""
+    return (vocab + 31) // 32
+
+
 def _check_fake_tables(counts: torch.Tensor, seen: torch.Tensor) -> None:
     torch._check(counts.dim() == 2 and counts.dtype == torch.int32,
                  lambda: f"counts must be 2-D int32, got {counts.dtype} {tuple(counts.shape)}")
     torch._check(seen.dtype == torch.int32, lambda: f"seen must be int32, got {seen.dtype}")
-    shape = (counts.shape[0], (counts.shape[1] + 31) // 32)  # a bit per token
+    shape = (counts.shape[0], _seen_words(counts.shape[1]))
     torch._check(tuple(seen.shape) == shape, lambda: f"seen must have shape {shape}, got {tuple(seen.shape)}")
 
 

@@ -51,7 +51,7 @@ class PenaltyState:
 
     def __init__(self, slots: int, vocab_size: int, device: Union[torch.device, str, None] = None):
         self.counts = torch.zeros(slots, vocab_size, dtype=torch.int32, device=device)
-        self.seen = torch.zeros(slots, (vocab_size + 31) // 32, dtype=torch.int32, device=device)
+        self.seen = torch.zeros(slots, ops._seen_words(vocab_size), dtype=torch.int32, device=device)
 
     def _slots(self, slots: Slots) -> Optional[torch.Tensor]:
         if slots is None:

@@ -68,7 +68,10 @@ PYSAMPLE_CPU_CLONES void typical_distances(const float* x, int64_t n, float max,
 }
 
 // out[i] = fill: a whole row of removed tokens, before the few kept ones are written back.
-PYSAMPLE_CPU_CLONES void fill_row(float* out, int64_t n, float fill) { std::fill(out, out + n, fill); }
+template <typename scalar_t>
+PYSAMPLE_CPU_CLONES void fill_row(scalar_t* out, int64_t n, scalar_t fill) {
+  std::fill(out, out + n, fill);
+}
 
 // y[i] = x[i] / temperature (float32 logits; half types round in their own loop).
 PYSAMPLE_CPU_CLONES void divide(const float* x, int64_t n, float temperature, float* y) {
@@ -544,11 +547,7 @@ void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, con
       for (int64_t i = 0; i < vocab; ++i) out[i] = static_cast<scalar_t>(y[i]);
     }
   } else {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      fill_row(out, vocab, fill);
-    } else {
-      std::fill(out, out + vocab, fill);
-    }
+    fill_row(out, vocab, fill);
     for (int64_t j = 0; j < a.n; ++j) out[a.index[j]] = static_cast<scalar_t>(a.value[j]);
   }
 }
