@@ -80,6 +80,49 @@ PYSAMPLE_CPU_CLONES int64_t mark_bins_before(const float* x, int64_t n, Distance
   return count;
 }
 
+// A crossing bin can hold thousands of tokens (a 16th of a unit of a flat row's bulk), too many to put in order one
+// by one: its members are split again into kSubBins finer bins of distance, and only the finer bin in which the
+// running mass reaches the goal is put in order. sub_bin_of is monotone in the distance like bin_of; the last
+// bin's far tokens (+inf included) share its last finer bin.
+constexpr int32_t kSubBins = 1024;
+
+inline int32_t sub_bin_of(float distance, int32_t crossing) {
+  const float t = (distance * kBinsPerUnit - static_cast<float>(crossing)) * static_cast<float>(kSubBins);
+  return static_cast<int32_t>(t < static_cast<float>(kSubBins - 1) ? t : static_cast<float>(kSubBins - 1));
+}
+
+// Splits the `count` members of distance bin `crossing` (token ids into x): the running mass (from `before`, weight(j)
+// per member, Mass double or integer) reaches `goal` in one finer bin, that bin's members are moved to the front of
+// `members` (how many is returned), and the mass of the finer bins before it is added to `before`. decided(j, kept)
+// is called for the others: kept when their finer bin comes before. When rounding keeps the mass from reaching the
+// goal, the last finer bin holding a member takes the part of the crossing one.
+template <typename Mass, typename Weight, typename Decided>
+int64_t split_crossing_bin(const float* x, DistanceBins bins, int32_t crossing, int32_t* members, int64_t count,
+                           Weight weight, double goal, Mass* before, Decided decided) {
+  Mass mass[kSubBins] = {};
+  int32_t last = 0;
+  for (int64_t m = 0; m < count; ++m) {
+    const int32_t sub = sub_bin_of(distance_of(x[members[m]], bins), crossing);
+    mass[sub] += weight(members[m]);
+    last = std::max(last, sub);
+  }
+  int32_t split = 0;
+  while (split < last && !(mass[split] > 0 && static_cast<double>(*before + mass[split]) >= goal)) {
+    *before += mass[split++];
+  }
+  int64_t kept = 0;
+  for (int64_t m = 0; m < count; ++m) {
+    const int32_t j = members[m];
+    const int32_t sub = sub_bin_of(distance_of(x[j], bins), crossing);
+    if (sub == split) {
+      members[kept++] = j;
+    } else {
+      decided(j, sub < split);
+    }
+  }
+  return kept;
+}
+
 // The row seen as blocks of kBlock consecutive tokens: a lower bound for the k-th largest value is the k-th largest
 // block maximum, since k blocks hold a value that large. Contiguous blocks keep the later visit of the few blocks
 // that can hold the k largest a sequential read (strided columns would touch a cache line, and a page, per token).

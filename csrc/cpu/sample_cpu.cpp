@@ -1,7 +1,7 @@
 // CPU kernel of pysample.sample; the rules are in pysample/sample.h, shared with the CUDA kernel. Rows run in
 // parallel. Within a row: the scaled logits, top-k through the warper's candidate gathering (row_kernels.h), top-p
 // over the fixed-point weights (a histogram of weight by distance from the max finds the bin where the boundary
-// lies, and only that bin's tokens are put in order), min-p, then each draw a binary search in the running weight
+// lies, and only the tokens of its finer bin are put in order: split_crossing_bin), min-p, then each draw a binary search in the running weight
 // of the kept tokens in token order. No sort of the vocabulary and no softmax written out.
 #include <torch/library.h>
 
@@ -143,9 +143,12 @@ void top_p_marks(const Active& a, const uint64_t* weight, uint64_t total, float 
   uint64_t before = 0;
   int32_t crossing = 0;
   while (crossing < kDistanceBins && static_cast<double>(before + mass[crossing]) < goal) before += mass[crossing++];
-  const int64_t count = mark_bins_before(a.value, a.n, bins, crossing, s.keep.data(), s.members.data());
-  // The crossing bin's tokens in descending y, ties by ascending token id.
   int32_t* members = s.members.data();
+  const int64_t in_bin = mark_bins_before(a.value, a.n, bins, crossing, s.keep.data(), members);
+  const int64_t count = split_crossing_bin(
+      a.value, bins, crossing, members, in_bin, [&](int32_t j) { return weight[j]; }, goal, &before,
+      [&](int32_t j, bool kept) { s.keep[j] = kept; });
+  // The crossing finer bin's tokens in descending y, ties by ascending token id.
   std::sort(members, members + count, [&](int32_t i, int32_t j) {
     return a.value[i] > a.value[j] || (a.value[i] == a.value[j] && a.token(i) < a.token(j));
   });
@@ -192,12 +195,13 @@ void sample_candidates(const Active& a, float max, double top_p, double min_p_sc
 }
 
 // Sampling from the whole row. Top-p's histogram of weight by distance from the max finds the bin where its
-// boundary lies; only that bin's tokens are put in order (kept_members). A token is then kept when its bin comes
-// before that one or it is a kept member, and its weight passes min-p. One vectorized pass sums the kept weight per
+// boundary lies; only the tokens of its finer bin are put in order (the kept ones of that bin: kept_members). A token
+// is then kept when its bin comes before that one or it is a kept member, and its weight passes min-p. One vectorized pass sums the kept weight per
 // chunk of kChunk tokens; each draw then finds its chunk from those sums and walks only that chunk.
 void sample_whole_row(const float* y, int64_t vocab, float max, double top_p, double min_p_scale,
                       const SampleParams& p, int64_t row, SampleScratch& ss, int64_t* tokens) {
   const DistanceBins bins{max, 0.0f, 0.0f, false};
+  auto weight = [&](int64_t i) { return sample_weight(y[i], max); };
   int32_t crossing = kDistanceBins + 1;  // without top-p every bin comes before it
   const float* exps = nullptr;
   std::vector<int32_t>& members = ss.kept_members;
@@ -211,16 +215,19 @@ void sample_whole_row(const float* y, int64_t vocab, float max, double top_p, do
     crossing = 0;
     while (crossing < kDistanceBins && static_cast<double>(before + mass[crossing]) < goal) before += mass[crossing++];
     int32_t* in_bin = ss.row.members.data();
-    const int64_t count = mark_bins_before(y, vocab, bins, crossing, nullptr, in_bin);
+    const int64_t count = split_crossing_bin(y, bins, crossing, in_bin,
+                                             mark_bins_before(y, vocab, bins, crossing, nullptr, in_bin), weight,
+                                             goal, &before, [&](int32_t i, bool kept) {
+                                               if (kept) members.push_back(i);
+                                             });
     // Descending y, ties by ascending token id; once one goes, the rest do (the weight before them only grows).
     std::sort(in_bin, in_bin + count, [&](int32_t i, int32_t j) { return y[i] > y[j] || (y[i] == y[j] && i < j); });
     for (int64_t m = 0; m < count && top_p_keeps(before, total, top_p); ++m) {
       members.push_back(in_bin[m]);
-      before += sample_weight(y[in_bin[m]], max);
+      before += weight(in_bin[m]);
     }
     std::sort(members.begin(), members.end());
   }
-  auto weight = [&](int64_t i) { return sample_weight(y[i], max); };
   auto fails_min_p = [&](int32_t i) { return static_cast<double>(weight(i)) < min_p_scale; };
   members.erase(std::remove_if(members.begin(), members.end(), fails_min_p), members.end());
   uint64_t* sums = ss.chunk_sums.data();

@@ -269,10 +269,11 @@ Active keep_up_to(const Active& a, Scratch& s, bool last, const float* v, bool d
   return keep_at_least(a, s, last, v, descending, boundary.found, min_keep);
 }
 
-// The tokens of the distance bin in which the running mass (weight(j) per token) reaches `fraction` of the total, in
-// scratch.members, with the tokens of the bins before it marked in scratch.keep and the others not; `histogram(mass)`
-// gives the mass per bin. Few tokens are all taken as members, without a histogram. Returns how many, or -1 when the
-// mass never reaches the goal; `goal` is fraction * total, `before` the mass of the bins before the members'.
+// The tokens of the finer distance bin (split_crossing_bin) in which the running mass (weight(j) per token) reaches
+// `fraction` of the total, in scratch.members, with the tokens before them marked in scratch.keep and the others
+// not; `histogram(mass)` gives the mass per bin. Few tokens are all taken as members, without a histogram. Returns
+// how many, or -1 when the mass never reaches the goal; `goal` is fraction * total, `before` the mass of the tokens
+// before the members'.
 template <typename Weight, typename Histogram>
 int64_t crossing_members(const Active& a, const DistanceBins& bins, double fraction, Weight weight,
                          Histogram histogram, Scratch& s, double* goal, double* before) {
@@ -287,7 +288,10 @@ int64_t crossing_members(const Active& a, const DistanceBins& bins, double fract
   histogram(mass);
   const int32_t crossing = crossing_bin(mass, fraction, goal, before);
   if (crossing < 0) return -1;
-  return mark_bins_before(a.value, a.n, bins, crossing, s.keep.data(), s.members.data());
+  uint8_t* keep = s.keep.data();
+  const int64_t count = mark_bins_before(a.value, a.n, bins, crossing, keep, s.members.data());
+  return split_crossing_bin(a.value, bins, crossing, s.members.data(), count, weight, *goal, before,
+                            [&](int32_t j, bool kept) { keep[j] = kept; });
 }
 
 // Marks (in scratch.keep) the tokens top-p keeps before min_tokens_to_keep: in descending (value, token) order, those
