@@ -37,6 +37,16 @@ typedef int32_t Ints8 __attribute__((vector_size(32)));
 typedef uint32_t Uints8 __attribute__((vector_size(32)));
 typedef double Doubles4 __attribute__((vector_size(32)));
 
+typedef int8_t Bytes8 __attribute__((vector_size(8)));
+typedef int8_t Bytes32 __attribute__((vector_size(32)));
+
+// The lowest byte of each lane (a comparison's result narrowed to 0 / -1 bytes).
+inline Bytes8 low_bytes(Ints8 v) {
+  Bytes32 bytes;
+  std::memcpy(&bytes, &v, sizeof bytes);
+  return __builtin_shufflevector(bytes, bytes, 0, 4, 8, 12, 16, 20, 24, 28);
+}
+
 // Whether any lane of a vector comparison's result is set.
 inline bool any_lane(Ints8 mask) {
   uint64_t words[4];

@@ -57,25 +57,33 @@ inline Ints8 bin_of(Floats8 distance) {
 }
 
 // marks[i] = whether token i's distance bin comes before `crossing` (unless marks is null); writes to `members` the
-// i in the crossing bin and returns how many. GCC vector types for the members (as a loop over lanes, the test for a
-// member does not vectorize); a plain loop for the marks (in vector types, their narrowing to bytes does not).
+// i in the crossing bin, and their x[i] to `values` (read once here, rather than at random later), and returns how
+// many. GCC vector types: as a loop over lanes, neither the test for a member nor the narrowing of the marks to bytes
+// vectorizes.
 PYSAMPLE_CPU_CLONES int64_t mark_bins_before(const float* x, int64_t n, DistanceBins bins, int32_t crossing,
-                                             uint8_t* marks, int32_t* members) {
+                                             uint8_t* marks, int32_t* members, float* values) {
   int64_t count = 0;
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     Floats8 v;
     std::memcpy(&v, x + i, sizeof v);
-    const Ints8 member = bin_of(distance_of(v, bins)) == crossing;
+    const Ints8 bin = bin_of(distance_of(v, bins));
+    if (marks != nullptr) {
+      const Bytes8 before = low_bytes(bin < crossing) & 1;
+      std::memcpy(marks + i, &before, sizeof before);
+    }
+    const Ints8 member = bin == crossing;
     if (!any_lane(member)) continue;
-    for (int l = 0; l < 8; ++l) members[count] = static_cast<int32_t>(i + l), count += member[l] != 0;
+    for (int l = 0; l < 8; ++l) {
+      members[count] = static_cast<int32_t>(i + l), values[count] = v[l];
+      count += member[l] != 0;
+    }
   }
   for (; i < n; ++i) {
-    members[count] = static_cast<int32_t>(i);
-    count += bin_of(distance_of(x[i], bins)) == crossing;
-  }
-  if (marks != nullptr) {
-    for (i = 0; i < n; ++i) marks[i] = bin_of(distance_of(x[i], bins)) < crossing;
+    const int32_t bin = bin_of(distance_of(x[i], bins));
+    if (marks != nullptr) marks[i] = bin < crossing;
+    members[count] = static_cast<int32_t>(i), values[count] = x[i];
+    count += bin == crossing;
   }
   return count;
 }
@@ -91,19 +99,20 @@ inline int32_t sub_bin_of(float distance, int32_t crossing) {
   return static_cast<int32_t>(t < static_cast<float>(kSubBins - 1) ? t : static_cast<float>(kSubBins - 1));
 }
 
-// Splits the `count` members of distance bin `crossing` (token ids into x): the running mass (from `before`, weight(j)
-// per member, Mass double or integer) reaches `goal` in one finer bin, that bin's members are moved to the front of
-// `members` (how many is returned), and the mass of the finer bins before it is added to `before`. decided(j, kept)
-// is called for the others: kept when their finer bin comes before. When rounding keeps the mass from reaching the
-// goal, the last finer bin holding a member takes the part of the crossing one.
+// Splits the `count` members of distance bin `crossing` (as mark_bins_before wrote them: `members` and their
+// `values`): the running mass (from `before`, weight(j, value) per member j, Mass double or integer) reaches `goal` in
+// one finer bin, that bin's members are moved to the front of `members` (how many is returned), and the mass of the
+// finer bins before it is added to `before`. decided(j, kept) is called for the others: kept when their finer bin
+// comes before. When rounding keeps the mass from reaching the goal, the last finer bin holding a member takes the
+// part of the crossing one.
 template <typename Mass, typename Weight, typename Decided>
-int64_t split_crossing_bin(const float* x, DistanceBins bins, int32_t crossing, int32_t* members, int64_t count,
+int64_t split_crossing_bin(const float* values, DistanceBins bins, int32_t crossing, int32_t* members, int64_t count,
                            Weight weight, double goal, Mass* before, Decided decided) {
   Mass mass[kSubBins] = {};
   int32_t last = 0;
   for (int64_t m = 0; m < count; ++m) {
-    const int32_t sub = sub_bin_of(distance_of(x[members[m]], bins), crossing);
-    mass[sub] += weight(members[m]);
+    const int32_t sub = sub_bin_of(distance_of(values[m], bins), crossing);
+    mass[sub] += weight(members[m], values[m]);
     last = std::max(last, sub);
   }
   int32_t split = 0;
@@ -113,7 +122,7 @@ int64_t split_crossing_bin(const float* x, DistanceBins bins, int32_t crossing, 
   int64_t kept = 0;
   for (int64_t m = 0; m < count; ++m) {
     const int32_t j = members[m];
-    const int32_t sub = sub_bin_of(distance_of(x[j], bins), crossing);
+    const int32_t sub = sub_bin_of(distance_of(values[m], bins), crossing);
     if (sub == split) {
       members[kept++] = j;
     } else {
@@ -302,7 +311,7 @@ Elem select_by_rank(int64_t n, const float* value, Key key, Tie tie, int64_t ran
 
 // Scratch buffers of one thread, grown to the vocabulary size once and reused across rows and calls.
 struct Scratch {
-  std::vector<float> y, value, spare_value, weight, distance, row, probs;
+  std::vector<float> y, value, spare_value, weight, distance, row, probs, member_values;
   std::vector<int32_t> index, spare_index, members;
   std::vector<uint8_t> keep;
   std::vector<uint32_t> block_max, block_rank;
@@ -311,7 +320,7 @@ struct Scratch {
 
   void reserve(int64_t vocab) {
     if (static_cast<int64_t>(y.size()) >= vocab) return;
-    for (auto* v : {&y, &value, &spare_value, &weight, &distance, &row, &probs}) v->resize(vocab);
+    for (auto* v : {&y, &value, &spare_value, &weight, &distance, &row, &probs, &member_values}) v->resize(vocab);
     for (auto* v : {&index, &spare_index, &members}) v->resize(vocab);
     keep.resize(vocab);
     block_max.resize(vocab / kBlock + 1);

@@ -144,9 +144,10 @@ void top_p_marks(const Active& a, const uint64_t* weight, uint64_t total, float 
   int32_t crossing = 0;
   while (crossing < kDistanceBins && static_cast<double>(before + mass[crossing]) < goal) before += mass[crossing++];
   int32_t* members = s.members.data();
-  const int64_t in_bin = mark_bins_before(a.value, a.n, bins, crossing, s.keep.data(), members);
+  float* values = s.member_values.data();
+  const int64_t in_bin = mark_bins_before(a.value, a.n, bins, crossing, s.keep.data(), members, values);
   const int64_t count = split_crossing_bin(
-      a.value, bins, crossing, members, in_bin, [&](int32_t j) { return weight[j]; }, goal, &before,
+      values, bins, crossing, members, in_bin, [&](int32_t j, float) { return weight[j]; }, goal, &before,
       [&](int32_t j, bool kept) { s.keep[j] = kept; });
   // The crossing finer bin's tokens in descending y, ties by ascending token id.
   std::sort(members, members + count, [&](int32_t i, int32_t j) {
@@ -215,11 +216,13 @@ void sample_whole_row(const float* y, int64_t vocab, float max, double top_p, do
     crossing = 0;
     while (crossing < kDistanceBins && static_cast<double>(before + mass[crossing]) < goal) before += mass[crossing++];
     int32_t* in_bin = ss.row.members.data();
-    const int64_t count = split_crossing_bin(y, bins, crossing, in_bin,
-                                             mark_bins_before(y, vocab, bins, crossing, nullptr, in_bin), weight,
-                                             goal, &before, [&](int32_t i, bool kept) {
-                                               if (kept) members.push_back(i);
-                                             });
+    float* values = ss.row.member_values.data();
+    const int64_t count = split_crossing_bin(
+        values, bins, crossing, in_bin, mark_bins_before(y, vocab, bins, crossing, nullptr, in_bin, values),
+        [&](int32_t, float value) { return sample_weight(value, max); }, goal, &before,
+        [&](int32_t i, bool kept) {
+          if (kept) members.push_back(i);
+        });
     // Descending y, ties by ascending token id; once one goes, the rest do (the weight before them only grows).
     std::sort(in_bin, in_bin + count, [&](int32_t i, int32_t j) { return y[i] > y[j] || (y[i] == y[j] && i < j); });
     for (int64_t m = 0; m < count && top_p_keeps(before, total, top_p); ++m) {

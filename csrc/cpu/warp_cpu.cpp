@@ -269,9 +269,9 @@ Active keep_up_to(const Active& a, Scratch& s, bool last, const float* v, bool d
   return keep_at_least(a, s, last, v, descending, boundary.found, min_keep);
 }
 
-// The tokens of the finer distance bin (split_crossing_bin) in which the running mass (weight(j) per token) reaches
-// `fraction` of the total, in scratch.members, with the tokens before them marked in scratch.keep and the others
-// not; `histogram(mass)` gives the mass per bin. Few tokens are all taken as members, without a histogram. Returns
+// The tokens of the finer distance bin (split_crossing_bin) in which the running mass (weight(j, value) per token)
+// reaches `fraction` of the total, in scratch.members, with the tokens before them marked in scratch.keep and the
+// others not; `histogram(mass)` gives the mass per bin. Few tokens are all taken as members, without a histogram. Returns
 // how many, or -1 when the mass never reaches the goal; `goal` is fraction * total, `before` the mass of the tokens
 // before the members'.
 template <typename Weight, typename Histogram>
@@ -279,7 +279,9 @@ int64_t crossing_members(const Active& a, const DistanceBins& bins, double fract
                          Histogram histogram, Scratch& s, double* goal, double* before) {
   if (a.n <= static_cast<int64_t>(kSortDirectly)) {
     double total = 0;
-    for (int64_t j = 0; j < a.n; ++j) s.members[j] = static_cast<int32_t>(j), s.keep[j] = 0, total += weight(j);
+    for (int64_t j = 0; j < a.n; ++j) {
+      s.members[j] = static_cast<int32_t>(j), s.keep[j] = 0, total += weight(j, a.value[j]);
+    }
     *goal = fraction * total;
     *before = 0;
     return a.n;
@@ -289,8 +291,9 @@ int64_t crossing_members(const Active& a, const DistanceBins& bins, double fract
   const int32_t crossing = crossing_bin(mass, fraction, goal, before);
   if (crossing < 0) return -1;
   uint8_t* keep = s.keep.data();
-  const int64_t count = mark_bins_before(a.value, a.n, bins, crossing, keep, s.members.data());
-  return split_crossing_bin(a.value, bins, crossing, s.members.data(), count, weight, *goal, before,
+  const int64_t count =
+      mark_bins_before(a.value, a.n, bins, crossing, keep, s.members.data(), s.member_values.data());
+  return split_crossing_bin(s.member_values.data(), bins, crossing, s.members.data(), count, weight, *goal, before,
                             [&](int32_t j, bool kept) { keep[j] = kept; });
 }
 
@@ -300,8 +303,8 @@ int64_t crossing_members(const Active& a, const DistanceBins& bins, double fract
 bool top_p_mark(const Active& a, float max, double keep_fraction, Scratch& s) {
   const DistanceBins bins{max, 0.0f, 0.0f, false};
   // exp(x - max) as the histogram sums it (see exp_in_bin).
-  auto weight = [&](int64_t j) {
-    const float distance = distance_of(a.value[j], bins);
+  auto weight = [&](int64_t, float value) {
+    const float distance = distance_of(value, bins);
     const int32_t bin = bin_of(distance);
     return bin < kDistanceBins ? static_cast<float>(bin_exp_factors()[bin]) * exp_in_bin(distance, bin) : 0.0f;
   };
@@ -312,7 +315,7 @@ bool top_p_mark(const Active& a, float max, double keep_fraction, Scratch& s) {
   if (count < 0) return false;
   // Descending (value, token) = ascending (~key, ~token).
   auto elem = [&](int32_t j) -> Elem {
-    return {~ordered_key(a.value[j]), ~static_cast<uint32_t>(a.token(j)), weight(j), a.value[j]};
+    return {~ordered_key(a.value[j]), ~static_cast<uint32_t>(a.token(j)), weight(j, a.value[j]), a.value[j]};
   };
   s.elems.clear();
   for (int64_t m = 0; m < count; ++m) s.elems.push_back(elem(s.members[m]));
@@ -458,7 +461,7 @@ Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratc
   const float* weight = s.weight.data();
   double goal, before;
   const int64_t count = crossing_members(
-      a, bins, typical_p, [&](int64_t j) { return weight[j]; },
+      a, bins, typical_p, [&](int64_t j, float) { return weight[j]; },
       [&](double* mass) { weight_distance_histogram(a.value, weight, a.n, bins, mass); }, s, &goal, &before);
   // When the mass never reaches typical_p, transformers clamps to the last token: everything stays.
   if (count < 0) return a;
