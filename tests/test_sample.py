@@ -248,6 +248,15 @@ def test_tokens_equal_reference_llama3_vocab(device, dtype, seed):
         assert_tokens_equal(logits, out, R.sample(logits, **params, seed=s, step=11, n=8), params)
 
 
+@pytest.mark.parametrize("top_p", [0.3, 0.9])
+def test_tokens_equal_reference_crowded_crossing_bin(device, seed, top_p):
+    """Top-p's crossing bin holding nearly the whole row, split into finer bins (W.crowded_rows)."""
+    logits = W.crowded_rows(seed)
+    s = seeds_for(logits.shape[0], gen(seed))
+    out = run(device, logits, top_p=top_p, seed=s, step=3, n=16)
+    assert_tokens_equal(logits, out, R.sample(logits, top_p=top_p, seed=s, step=3, n=16), {"top_p": top_p})
+
+
 def test_tokens_equal_reference_exact_top_p_boundaries(device, seed):
     """Rows of equal weights where the mass before a token is exactly top_p times the total: that token goes."""
     g = gen(seed)

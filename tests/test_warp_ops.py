@@ -154,6 +154,13 @@ def test_top_k_edges_are_exact(seed, vocab):
     assert torch.equal(kept, x[finite] == x[finite].amax(-1, keepdim=True))
 
 
+@pytest.mark.parametrize("params", [{"top_p": 0.3}, {"top_p": 0.9}, {"typical_p": 0.5}])
+def test_crowded_crossing_bin(device, seed, params):
+    """Top-p and typical decoding where the bin their mass crosses in holds nearly the whole row (W.crowded_rows): as
+    transformers."""
+    check_against_transformers(device, W.crowded_rows(seed), params)
+
+
 @pytest.mark.parametrize("k", [1, 7, 50])
 def test_top_k_by_blocks_on_every_row_kind(device, seed, k):
     """Small k on long rows searches only the blocks whose maximum reaches the k-th largest block maximum (a block's

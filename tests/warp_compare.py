@@ -130,6 +130,18 @@ def make_logits(
     return logits.to(dtype)
 
 
+def crowded_rows(seed: int, vocab: int = 40000) -> torch.Tensor:
+    """Rows whose bulk lies in one distance bin of top-p's histogram (1/16 wide, row_kernels.h), so that its crossing
+    bin holds nearly every token and is split into finer bins: rows 0 and 2 on 16 values 2^-12 apart (thousands of
+    ties each, the boundary among tied tokens), rows 1 and 3 spread by noise of 2^-10 (no ties, some tokens in the
+    bin before)."""
+    g = torch.Generator().manual_seed(seed)
+    x = -1.0 - torch.randint(0, 16, (4, vocab), generator=g).float() * 2.0**-12
+    x[1::2] += torch.randn(2, vocab, generator=g) * 2.0**-10
+    x[:, 0] = 0.5  # the max, 1.5 from the bulk
+    return x
+
+
 def finite_softmax_rows(x: torch.Tensor) -> torch.Tensor:
     """``(batch,)`` bool: rows whose softmax is defined (no NaN, a finite maximum)."""
     if x.numel() == 0:
