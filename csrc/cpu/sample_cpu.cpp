@@ -1,8 +1,9 @@
 // CPU kernel of pysample.sample; the rules are in pysample/sample.h, shared with the CUDA kernel. Rows run in
 // parallel. Within a row: the scaled logits, top-k through the warper's candidate gathering (row_kernels.h), top-p
 // over the fixed-point weights (a histogram of weight by distance from the max finds the bin where the boundary
-// lies, and only the tokens of its finer bin are put in order: split_crossing_bin), min-p, then each draw a binary search in the running weight
-// of the kept tokens in token order. No sort of the vocabulary and no softmax written out.
+// lies, and only the tokens of its finer bin are put in order: split_crossing_bin), min-p, then each draw a binary
+// search in the running weight of the kept tokens in token order. No sort of the vocabulary and no softmax written
+// out.
 #include <torch/library.h>
 
 #include "../sample_args.h"
@@ -197,8 +198,9 @@ void sample_candidates(const Active& a, float max, double top_p, double min_p_sc
 
 // Sampling from the whole row. Top-p's histogram of weight by distance from the max finds the bin where its
 // boundary lies; only the tokens of its finer bin are put in order (the kept ones of that bin: kept_members). A token
-// is then kept when its bin comes before that one or it is a kept member, and its weight passes min-p. One vectorized pass sums the kept weight per
-// chunk of kChunk tokens; each draw then finds its chunk from those sums and walks only that chunk.
+// is then kept when its bin comes before that one or it is a kept member, and its weight passes min-p. One
+// vectorized pass sums the kept weight per chunk of kChunk tokens; each draw then finds its chunk from those sums
+// and walks only that chunk.
 void sample_whole_row(const float* y, int64_t vocab, float max, double top_p, double min_p_scale,
                       const SampleParams& p, int64_t row, SampleScratch& ss, int64_t* tokens) {
   const DistanceBins bins{max, 0.0f, 0.0f, false};

@@ -271,9 +271,9 @@ Active keep_up_to(const Active& a, Scratch& s, bool last, const float* v, bool d
 
 // The tokens of the finer distance bin (split_crossing_bin) in which the running mass (weight(j, value) per token)
 // reaches `fraction` of the total, in scratch.members, with the tokens before them marked in scratch.keep and the
-// others not; `histogram(mass)` gives the mass per bin. Few tokens are all taken as members, without a histogram. Returns
-// how many, or -1 when the mass never reaches the goal; `goal` is fraction * total, `before` the mass of the tokens
-// before the members'.
+// others not; `histogram(mass)` gives the mass per bin. Few tokens are all taken as members, without a histogram.
+// Returns how many, or -1 when the mass never reaches the goal; `goal` is fraction * total, `before` the mass of the
+// tokens before the members'.
 template <typename Weight, typename Histogram>
 int64_t crossing_members(const Active& a, const DistanceBins& bins, double fraction, Weight weight,
                          Histogram histogram, Scratch& s, double* goal, double* before) {
