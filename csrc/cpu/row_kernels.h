@@ -104,16 +104,16 @@ inline int32_t sub_bin_of(float distance, int32_t crossing) {
 // one finer bin, that bin's members are moved to the front of `members` (how many is returned), and the mass of the
 // finer bins before it is added to `before`. decided(j, kept) is called for the others: kept when their finer bin
 // comes before. When rounding keeps the mass from reaching the goal, the last finer bin holding a member takes the
-// part of the crossing one.
+// part of the crossing one. `subs`: room for each member's finer bin.
 template <typename Mass, typename Weight, typename Decided>
 int64_t split_crossing_bin(const float* values, DistanceBins bins, int32_t crossing, int32_t* members, int64_t count,
-                           Weight weight, double goal, Mass* before, Decided decided) {
+                           Weight weight, double goal, Mass* before, Decided decided, int32_t* subs) {
   Mass mass[kSubBins] = {};
   int32_t last = 0;
   for (int64_t m = 0; m < count; ++m) {
-    const int32_t sub = sub_bin_of(distance_of(values[m], bins), crossing);
-    mass[sub] += weight(members[m], values[m]);
-    last = std::max(last, sub);
+    subs[m] = sub_bin_of(distance_of(values[m], bins), crossing);
+    mass[subs[m]] += weight(members[m], values[m]);
+    last = std::max(last, subs[m]);
   }
   int32_t split = 0;
   while (split < last && !(mass[split] > 0 && static_cast<double>(*before + mass[split]) >= goal)) {
@@ -122,11 +122,10 @@ int64_t split_crossing_bin(const float* values, DistanceBins bins, int32_t cross
   int64_t kept = 0;
   for (int64_t m = 0; m < count; ++m) {
     const int32_t j = members[m];
-    const int32_t sub = sub_bin_of(distance_of(values[m], bins), crossing);
-    if (sub == split) {
+    if (subs[m] == split) {
       members[kept++] = j;
     } else {
-      decided(j, sub < split);
+      decided(j, subs[m] < split);
     }
   }
   return kept;
@@ -312,7 +311,7 @@ Elem select_by_rank(int64_t n, const float* value, Key key, Tie tie, int64_t ran
 // Scratch buffers of one thread, grown to the vocabulary size once and reused across rows and calls.
 struct Scratch {
   std::vector<float> y, value, spare_value, weight, distance, row, probs, member_values;
-  std::vector<int32_t> index, spare_index, members;
+  std::vector<int32_t> index, spare_index, members, member_bins;
   std::vector<uint8_t> keep;
   std::vector<uint32_t> block_max, block_rank;
   std::vector<Elem> elems, spare_elems;
@@ -321,7 +320,7 @@ struct Scratch {
   void reserve(int64_t vocab) {
     if (static_cast<int64_t>(y.size()) >= vocab) return;
     for (auto* v : {&y, &value, &spare_value, &weight, &distance, &row, &probs, &member_values}) v->resize(vocab);
-    for (auto* v : {&index, &spare_index, &members}) v->resize(vocab);
+    for (auto* v : {&index, &spare_index, &members, &member_bins}) v->resize(vocab);
     keep.resize(vocab);
     block_max.resize(vocab / kBlock + 1);
   }

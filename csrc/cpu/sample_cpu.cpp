@@ -149,7 +149,7 @@ void top_p_marks(const Active& a, const uint64_t* weight, uint64_t total, float 
   const int64_t in_bin = mark_bins_before(a.value, a.n, bins, crossing, s.keep.data(), members, values);
   const int64_t count = split_crossing_bin(
       values, bins, crossing, members, in_bin, [&](int32_t j, float) { return weight[j]; }, goal, &before,
-      [&](int32_t j, bool kept) { s.keep[j] = kept; });
+      [&](int32_t j, bool kept) { s.keep[j] = kept; }, s.member_bins.data());
   // The crossing finer bin's tokens in descending y, ties by ascending token id.
   std::sort(members, members + count, [&](int32_t i, int32_t j) {
     return a.value[i] > a.value[j] || (a.value[i] == a.value[j] && a.token(i) < a.token(j));
@@ -224,7 +224,8 @@ void sample_whole_row(const float* y, int64_t vocab, float max, double top_p, do
         [&](int32_t, float value) { return sample_weight(value, max); }, goal, &before,
         [&](int32_t i, bool kept) {
           if (kept) members.push_back(i);
-        });
+        },
+        ss.row.member_bins.data());
     // Descending y, ties by ascending token id; once one goes, the rest do (the weight before them only grows).
     std::sort(in_bin, in_bin + count, [&](int32_t i, int32_t j) { return y[i] > y[j] || (y[i] == y[j] && i < j); });
     for (int64_t m = 0; m < count && top_p_keeps(before, total, top_p); ++m) {

@@ -294,7 +294,7 @@ int64_t crossing_members(const Active& a, const DistanceBins& bins, double fract
   const int64_t count =
       mark_bins_before(a.value, a.n, bins, crossing, keep, s.members.data(), s.member_values.data());
   return split_crossing_bin(s.member_values.data(), bins, crossing, s.members.data(), count, weight, *goal, before,
-                            [&](int32_t j, bool kept) { keep[j] = kept; });
+                            [&](int32_t j, bool kept) { keep[j] = kept; }, s.member_bins.data());
 }
 
 // Marks (in scratch.keep) the tokens top-p keeps before min_tokens_to_keep: in descending (value, token) order, those
