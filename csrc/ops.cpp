@@ -40,12 +40,14 @@ TORCH_LIBRARY(pysample, m) {
       "Tensor? history_start_rows, int history_start, Tensor? output_start_rows, int output_start) -> Tensor");
   // Adds each row of ids (batch, length) to the int32 counts table (slots, vocab) at its slot (slots: int64
   // (batch,), or row r -> slot r), with the history scope of apply_penalties_ (entries: pysample/penalty.h), and
-  // sets the token's byte in the uint8 table `seen` (slots, vocab) to 1.
+  // sets the token's bit in `seen`, int32 words (slots, ceil(vocab / 32)): token t is bit t % 32 of word t / 32.
   m.def(
       "count_tokens_(Tensor(a!) counts, Tensor(b!) seen, Tensor ids, Tensor? slots, Tensor? history_start_rows, "
       "int history_start, Tensor? output_start_rows, int output_start) -> ()");
-  // apply_penalties_ from the tables count_tokens_ keeps across steps instead of the ids: one pass over each row,
-  // reading `seen` (a quarter of the bytes) for a row with the repetition penalty alone, else `counts`.
+  // apply_penalties_ from the tables count_tokens_ keeps across steps instead of the ids, at most one pass over each
+  // row. `seen` must have its bits set exactly where `counts` is non-zero, as count_tokens_ keeps them: a row with the
+  // repetition penalty alone reads only `seen` (1/32 of the bytes), and the CPU visits only the seen tokens of a row
+  // that has few.
   m.def(
       "apply_penalty_counts_(Tensor(a!) scores, Tensor counts, Tensor seen, Tensor? slots, Tensor? repetition_rows, "
       "float? repetition, Tensor? presence_rows, float? presence, Tensor? frequency_rows, float? frequency) -> ()");

@@ -1,5 +1,5 @@
 """Penalties for serving loops: :class:`PenaltyState` keeps each request's token counts on the device, so that a
-decoding step costs one pass over the vocabulary whatever the length of the history."""
+decoding step costs at most one pass over the vocabulary whatever the length of the history."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ class PenaltyState:
     """Token counts of ``slots`` requests over a vocabulary, for repetition, presence and frequency penalties.
 
     Each slot holds one request: :meth:`reset` starts a request in a slot (counting its prompt), :meth:`append` counts
-    each step's new tokens (O(batch)), :meth:`apply_` penalises a step's scores from the counts (one pass over each
-    row, no host synchronisation). Rows of a step map to slots through ``slots`` (default: row ``r`` is slot ``r``).
-    The result equals :func:`pysample.apply_penalties_` on the slot's whole history with ``output_start`` at the
-    prompt's end.
+    each step's new tokens (O(batch)), :meth:`apply_` penalises a step's scores from the counts (at most one pass
+    over each row, only the seen tokens' scores where the CPU finds them few; no host synchronisation). Rows of a
+    step map to slots through ``slots`` (default: row ``r`` is slot ``r``). The result equals
+    :func:`pysample.apply_penalties_` on the slot's whole history with ``output_start`` at the prompt's end.
 
     Parameters
     ----------

@@ -336,6 +336,45 @@ def test_state_matches_stateless_over_steps(device, seed, penalties):
         histories = [torch.cat([h, new_tokens[s:s + 1]]) for s, h in enumerate(histories)]
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
+@pytest.mark.parametrize("penalties", ["repetition alone", "all three"])
+def test_state_sparse_and_dense_histories(device, seed, dtype, strided, penalties):
+    """Slots whose seen tokens are fewer than vocab / 32 (the CPU kernel penalises them one by one), exactly that many
+    (one pass over the row), many, or none: each row equals the stateless op on its slot's history."""
+    vocab = 4001  # 125 words of seen bits and a partial last one
+    lengths = [0, 40, 124, 125, 3000]
+    g = torch.Generator().manual_seed(seed)
+    # distinct ids, so that a slot sees exactly its length in tokens
+    histories = [torch.randperm(vocab, generator=g)[:length].unsqueeze(0) for length in lengths]
+    state = pysample.PenaltyState(len(lengths), vocab, device=device)
+    for slot, history in enumerate(histories):
+        state.reset([slot], history.to(device), output_start=0)
+    params = dict(repetition=1.3) if penalties == "repetition alone" else dict(repetition=1.3, presence=0.5,
+                                                                               frequency=-0.25)
+    scores = make_scores(len(lengths), vocab * (2 if strided else 1), dtype, seed, device)
+    scores = scores[:, ::2] if strided else scores
+    expected = torch.cat([expected_penalties(scores[s:s + 1], history, **params)
+                          for s, history in enumerate(histories)])
+    assert_same_bits(state.apply_(scores.clone() if not strided else scores, **params).cpu(), expected)
+
+
+def test_state_ignores_seen_bits_past_the_vocabulary(device):
+    """Bits of the last seen word past the vocabulary name no token: nothing is written past the row (with few seen
+    tokens, which the CPU kernel penalises one by one, and with many)."""
+    vocab = 4008  # the last word's bits 8..31 are past it
+    state = pysample.PenaltyState(2, vocab, device=device)
+    state.reset([0], torch.tensor([[3, 4007]], device=device), output_start=0)
+    state.reset([1], torch.arange(0, vocab, 2, device=device).unsqueeze(0), output_start=0)
+    state.seen[:, -1] |= torch.tensor(-256, dtype=torch.int32, device=device)
+    buffer = torch.ones(2, vocab + 32, device=device)
+    state.apply_(buffer[:, :vocab], repetition=2.0)
+    expected = torch.ones(2, vocab + 32)
+    expected[0, [3, 4007]] = 0.5
+    expected[1, 0:vocab:2] = 0.5
+    assert torch.equal(buffer.cpu(), expected)
+
+
 def test_state_slots_map_rows(device, seed):
     vocab = 300
     state = pysample.PenaltyState(4, vocab, device=device)

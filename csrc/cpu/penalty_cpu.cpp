@@ -3,8 +3,8 @@
 // short history: O(history) per row, whatever the vocabulary) or by one vectorized pass over the row (a long one:
 // the same pass copies the row when out of place), and the table is left all zero for the next row. A row with
 // the repetition penalty alone records only which tokens it saw, a bit each. From the tables kept across steps
-// (count_tokens_, apply_penalty_counts_: counts, and the seen bits the repetition penalty alone reads): one
-// vectorized pass over the row.
+// (count_tokens_, apply_penalty_counts_: counts, and seen bits): the seen bits' tokens one by one when they are few
+// (a short history), else one vectorized pass over the row.
 #include <torch/library.h>
 
 #include <cstring>
@@ -182,6 +182,42 @@ void penalize_row(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t 
   penalize_history<kind>(out, out_stride, vocab, ids, length, history_start, penalty, table);
 }
 
+// The tokens of a row's seen bits (set exactly where its entries are non-zero), when fewer than vocab /
+// kSequentialRatio, are penalised in place one by one, like a short history's (penalize_history): the scores (and
+// entries) of the token kPrefetchDistance ahead are requested early so that the cache misses overlap.
+struct SeenTokens {
+  std::vector<int32_t> tokens;
+  void reserve(int64_t vocab) { tokens.resize(vocab / kSequentialRatio + 1); }
+};
+
+PYSAMPLE_CPU_CLONES int64_t count_seen(const uint32_t* seen, int64_t words) {
+  int64_t count = 0;
+  for (int64_t w = 0; w < words; ++w) count += __builtin_popcount(seen[w]);
+  return count;
+}
+
+template <Table kind, typename scalar_t>
+void penalize_seen_tokens(scalar_t* row, int64_t stride, const uint32_t* seen, const uint32_t* entries, int64_t vocab,
+                          const RowPenalty& penalty, int32_t* tokens) {
+  int64_t n = 0;
+  for (int64_t w = 0; w < seen_words(vocab); ++w) {
+    for (uint32_t bits = seen[w]; bits != 0; bits &= bits - 1) {
+      tokens[n++] = static_cast<int32_t>(w * kSeenBitsPerWord + __builtin_ctz(bits));
+    }
+  }
+  while (n > 0 && tokens[n - 1] >= vocab) --n;  // bits past the vocabulary in the last word: no tokens
+  for (int64_t t = 0; t < n; ++t) {
+    if (t + kPrefetchDistance < n) {
+      const int64_t ahead = tokens[t + kPrefetchDistance];
+      __builtin_prefetch(&row[ahead * stride], 1);
+      if constexpr (kind == Table::kEntries) __builtin_prefetch(&entries[ahead]);
+    }
+    const int64_t i = tokens[t];
+    const uint32_t entry = kind == Table::kSeen ? 1 : entries[i];
+    row[i * stride] = static_cast<scalar_t>(penalize<false>(static_cast<float>(row[i * stride]), entry, penalty));
+  }
+}
+
 void apply_penalties_cpu(const at::Tensor& in, const at::Tensor& out, const at::Tensor& ids,
                          const PenaltyParams& params, const HistoryScope& scope) {
   TORCH_CHECK_VALUE(in.device().is_cpu(), "scores must be on the CPU for the CPU kernel");
@@ -261,15 +297,24 @@ void apply_penalty_counts_cpu(const at::Tensor& scores, const at::Tensor& counts
     using scalar_t = decltype(zero);
     scalar_t* data = scores.data_ptr<scalar_t>();
     const int64_t stride = scores.stride(1);
-    for_each_row<NoScratch>(batch, vocab, [&](int64_t row, NoScratch&) {
+    for_each_row<SeenTokens>(batch, vocab, [&](int64_t row, SeenTokens& scratch) {
       scalar_t* row_scores = data + row * scores.stride(0);
       const RowPenalty penalty = row_penalty(params, row);
+      const uint32_t* row_seen = seen_data + slot[row] * seen_words(vocab);
+      const uint32_t* row_entries = entries + slot[row] * vocab;
+      auto penalize_with = [&](auto kind) {
+        constexpr Table table = decltype(kind)::value;
+        if (count_seen(row_seen, seen_words(vocab)) * kSequentialRatio < vocab) {
+          return penalize_seen_tokens<table>(row_scores, stride, row_seen, row_entries, vocab, penalty,
+                                             scratch.tokens.data());
+        }
+        penalize_row_by_table<false, table>(row_scores, stride, row_scores, stride,
+                                            table == Table::kSeen ? row_seen : row_entries, vocab, penalty);
+      };
       if (only_seen_matters(penalty)) {
-        penalize_row_by_table<false, Table::kSeen>(row_scores, stride, row_scores, stride,
-                                                   seen_data + slot[row] * seen_words(vocab), vocab, penalty);
+        penalize_with(std::integral_constant<Table, Table::kSeen>{});
       } else {
-        penalize_row_by_table<false, Table::kEntries>(row_scores, stride, row_scores, stride,
-                                                      entries + slot[row] * vocab, vocab, penalty);
+        penalize_with(std::integral_constant<Table, Table::kEntries>{});
       }
     });
   });
