@@ -257,6 +257,19 @@ def test_tokens_equal_reference_crowded_crossing_bin(device, seed, top_p):
     assert_tokens_equal(logits, out, R.sample(logits, top_p=top_p, seed=s, step=3, n=16), {"top_p": top_p})
 
 
+def test_one_draw_of_top_p_from_either_end(device, seed):
+    """One draw with top-p alone, on rows of many chunks: the CPU walks to the draw's token from whichever end of the
+    row its point is nearer; both ends are exercised, and every token is the reference's."""
+    g = gen(seed)
+    logits = W.make_logits(48, 20000, torch.float32, seed, kinds=("normal", "ties", "neg_inf")) * 3
+    s = seeds_for(48, g)
+    out = run(device, logits, top_p=0.9, seed=s)
+    assert_tokens_equal(logits, out, R.sample(logits, top_p=0.9, seed=s), {"top_p": 0.9})
+    _, probs = R.sample_distribution(logits, top_p=0.9)
+    before = probs.cumsum(-1).gather(1, out.unsqueeze(1)).squeeze(1) - probs.gather(1, out.unsqueeze(1)).squeeze(1)
+    assert (before < 0.45).any() and (before > 0.55).any()
+
+
 def test_tokens_equal_reference_exact_top_p_boundaries(device, seed):
     """Rows of equal weights where the mass before a token is exactly top_p times the total: that token goes."""
     g = gen(seed)
@@ -329,6 +342,11 @@ def test_draw_at_the_exact_boundary(device, seed):
     # the same rows with the tokens after token 1 moved to the end of a longer row: the same draws
     wide = torch.cat([logits[:, :2], torch.full((logits.shape[0], 3000), -INF), logits[:, 2:]], 1)
     assert torch.equal(run(device, wide, seed=seeds), expected)
+    # with a top-p that keeps every token: the CPU then sums only the chunks the draw walks (from the row's end here,
+    # the target lying past half the kept weight), also with token 1 first in a later chunk (of 256 tokens)
+    assert torch.equal(run(device, wide, seed=seeds, top_p=1 - 2**-50), expected)
+    later = torch.cat([logits[:, :1], torch.full((logits.shape[0], 511), -INF), logits[:, 1:]], 1)
+    assert torch.equal(run(device, later, seed=seeds, top_p=1 - 2**-50), expected * 512)
 
 
 # ---- statistics ----------------------------------------------------------------------------------------------------

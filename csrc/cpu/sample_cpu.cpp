@@ -198,9 +198,12 @@ void sample_candidates(const Active& a, float max, double top_p, double min_p_sc
 
 // Sampling from the whole row. Top-p's histogram of weight by distance from the max finds the bin where its
 // boundary lies; only the tokens of its finer bin are put in order (the kept ones of that bin: kept_members). A token
-// is then kept when its bin comes before that one or it is a kept member, and its weight passes min-p. One
-// vectorized pass sums the kept weight per chunk of kChunk tokens; each draw then finds its chunk from those sums
-// and walks only that chunk.
+// is then kept when its bin comes before that one or it is a kept member, and its weight passes min-p. A draw finds
+// its chunk of kChunk tokens from their kept weight, summed in a vectorized pass per chunk, and walks only that
+// chunk. With top-p alone and one draw, the kept weight is known from top-p's own sums, so only the chunks up to the
+// draw's are summed, walking from whichever end of the row its point is nearer (the token is the same either way:
+// the first whose running weight from the start exceeds the point is the one at which the running weight from the
+// end first reaches kept - point); otherwise every chunk is summed first.
 void sample_whole_row(const float* y, int64_t vocab, float max, double top_p, double min_p_scale,
                       const SampleParams& p, int64_t row, SampleScratch& ss, int64_t* tokens) {
   const DistanceBins bins{max, 0.0f, 0.0f, false};
@@ -209,6 +212,7 @@ void sample_whole_row(const float* y, int64_t vocab, float max, double top_p, do
   const float* exps = nullptr;
   std::vector<int32_t>& members = ss.kept_members;
   members.clear();
+  uint64_t kept = 0;  // the kept weight, when top-p alone decides it
   if (top_p < 1.0) {
     uint64_t mass[kDistanceBins + 1];
     const uint64_t total = weight_histogram_of_row(y, vocab, bins, mass, ss.exps.data());
@@ -233,31 +237,60 @@ void sample_whole_row(const float* y, int64_t vocab, float max, double top_p, do
       before += weight(in_bin[m]);
     }
     std::sort(members.begin(), members.end());
+    kept = before;
   }
   auto fails_min_p = [&](int32_t i) { return static_cast<double>(weight(i)) < min_p_scale; };
   members.erase(std::remove_if(members.begin(), members.end(), fails_min_p), members.end());
-  uint64_t* sums = ss.chunk_sums.data();
-  kept_chunk_weights(y, exps, vocab, bins, crossing, min_p_scale, sums);
-  for (const int32_t i : members) sums[i / kChunk] += weight(i);
+
+  // Token i's weight if it is kept, else 0 (kept members lie in the crossing bin).
+  auto kept_weight = [&](int64_t i) -> uint64_t {
+    const uint64_t w = weight(i);
+    const int32_t bin = bin_of(distance_of(y[i], bins));
+    const bool keep = bin < crossing ? static_cast<double>(w) >= min_p_scale
+                                     : bin == crossing && std::binary_search(members.begin(), members.end(), i);
+    return keep ? w : 0;
+  };
   const int64_t chunks = (vocab + kChunk - 1) / kChunk;
-  uint64_t kept = 0;
-  for (int64_t c = 0; c < chunks; ++c) kept += sums[c];
+  auto chunk_end = [&](int64_t c) { return std::min((c + 1) * kChunk, vocab); };
+  auto chunk_weight = [&](int64_t c) {  // one chunk of what the whole row's pass below sums
+    uint64_t sum;
+    const int64_t begin = c * kChunk;
+    kept_chunk_weights(y + begin, exps != nullptr ? exps + begin : nullptr, chunk_end(c) - begin, bins, crossing,
+                       min_p_scale, &sum);
+    auto first = std::lower_bound(members.begin(), members.end(), begin);
+    for (auto m = first; m != members.end() && *m < chunk_end(c); ++m) sum += weight(*m);
+    return sum;
+  };
+  uint64_t* sums = ss.chunk_sums.data();
+  const bool lazy = top_p < 1.0 && min_p_scale == 0 && p.draws == 1;
+  if (!lazy) {
+    kept_chunk_weights(y, exps, vocab, bins, crossing, min_p_scale, sums);
+    for (const int32_t i : members) sums[i / kChunk] += weight(i);
+    kept = 0;
+    for (int64_t c = 0; c < chunks; ++c) kept += sums[c];
+  }
   draw_targets(p, row, kept, ss);
 
+  if (lazy && ss.targets[0].first >= kept / 2) {
+    const uint64_t rest = kept - ss.targets[0].first;  // the running weight from the end to reach
+    uint64_t after = 0;
+    int64_t c = chunks - 1;
+    for (uint64_t sum; c > 0 && after + (sum = chunk_weight(c)) < rest; --c) after += sum;
+    for (int64_t i = chunk_end(c) - 1; i >= c * kChunk; --i) {
+      after += kept_weight(i);
+      if (after >= rest) return void(tokens[0] = i);
+    }
+  }
   uint64_t upto = 0;
-  size_t next = 0, member = 0;
+  size_t next = 0;
   for (int64_t c = 0; c < chunks && next < ss.targets.size(); ++c) {
-    const int64_t begin = c * kChunk, end = std::min(begin + kChunk, vocab);
-    if (upto + sums[c] <= ss.targets[next].first) {  // no draw lands in this chunk
-      upto += sums[c];
-      while (member < members.size() && members[member] < end) ++member;
+    const uint64_t sum = lazy ? chunk_weight(c) : sums[c];
+    if (upto + sum <= ss.targets[next].first) {  // no draw lands in this chunk
+      upto += sum;
       continue;
     }
-    for (int64_t i = begin; i < end && next < ss.targets.size(); ++i) {
-      const uint64_t w = weight(i);
-      bool keep = bin_of(distance_of(y[i], bins)) < crossing && static_cast<double>(w) >= min_p_scale;
-      if (member < members.size() && members[member] == i) keep = true, ++member;
-      upto += keep ? w : 0;
+    for (int64_t i = c * kChunk; i < chunk_end(c) && next < ss.targets.size(); ++i) {
+      upto += kept_weight(i);
       for (; next < ss.targets.size() && ss.targets[next].first < upto; ++next) tokens[ss.targets[next].second] = i;
     }
   }
