@@ -186,7 +186,7 @@ void penalize_row(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t 
 // kSequentialRatio, are penalised in place one by one, like a short history's (penalize_history): the scores (and
 // entries) of the token kPrefetchDistance ahead are requested early so that the cache misses overlap.
 struct SeenTokens {
-  std::vector<int32_t> tokens;
+  std::vector<int32_t> tokens;  // room enough: a row's list is made only when it has fewer bits set than that
   void reserve(int64_t vocab) { tokens.resize(vocab / kSequentialRatio + 1); }
 };
 
