@@ -132,32 +132,47 @@ struct SampleScratch {
   }
 };
 
-// Marks in scratch.keep the active tokens top-p keeps (top_p_keeps), given their weights and total.
-void top_p_marks(const Active& a, const uint64_t* weight, uint64_t total, float max, double top_p, SampleScratch& ss) {
-  Scratch& s = ss.row;
-  const double goal = top_p * static_cast<double>(total);
-  // The bins of distance max - y hold the tokens in descending y: the bins before the one in which the running
-  // weight reaches the goal stay whole, and later ones go (the weight before their tokens is past the goal).
+// Top-p over the fixed-point weights of the n tokens x (weight(j, x[j]) each, token(j) their ids), given `mass`, their
+// histogram by distance from `max`, and their total. The bins before the one in which the running weight reaches
+// top_p * total stay whole (marked in `marks` unless it is null), later ones go; decided(j, kept) is called for each
+// token of that bin, of which only those of the finer bin where the weight crosses (split_crossing_bin) are put in
+// order (descending x, ties by ascending id) for top_p_keeps. Returns the bin, and in `kept` the weight of every
+// kept token.
+template <typename Weight, typename Token, typename Decided>
+int32_t top_p_crossing(const float* x, int64_t n, float max, const uint64_t* mass, uint64_t total, double top_p,
+                       Weight weight, Token token, uint8_t* marks, Decided decided, Scratch& s, uint64_t* kept) {
   const DistanceBins bins{max, 0.0f, 0.0f, false};
-  uint64_t mass[kDistanceBins + 1];
-  weight_histogram(a.value, weight, a.n, bins, mass);
+  const double goal = top_p * static_cast<double>(total);
   uint64_t before = 0;
   int32_t crossing = 0;
   while (crossing < kDistanceBins && static_cast<double>(before + mass[crossing]) < goal) before += mass[crossing++];
   int32_t* members = s.members.data();
   float* values = s.member_values.data();
-  const int64_t in_bin = mark_bins_before(a.value, a.n, bins, crossing, s.keep.data(), members, values);
-  const int64_t count = split_crossing_bin(
-      values, bins, crossing, members, in_bin, [&](int32_t j, float) { return weight[j]; }, goal, &before,
-      [&](int32_t j, bool kept) { s.keep[j] = kept; }, s.member_bins.data());
-  // The crossing finer bin's tokens in descending y, ties by ascending token id.
+  const int64_t in_bin = mark_bins_before(x, n, bins, crossing, marks, members, values);
+  const int64_t count =
+      split_crossing_bin(values, bins, crossing, members, in_bin, weight, goal, &before, decided, s.member_bins.data());
   std::sort(members, members + count, [&](int32_t i, int32_t j) {
-    return a.value[i] > a.value[j] || (a.value[i] == a.value[j] && a.token(i) < a.token(j));
+    return x[i] > x[j] || (x[i] == x[j] && token(i) < token(j));
   });
+  // Once one goes, the rest do (the weight before them only grows).
   for (int64_t m = 0; m < count; ++m) {
-    s.keep[members[m]] = top_p_keeps(before, total, top_p);
-    before += weight[members[m]];
+    const bool keep = top_p_keeps(before, total, top_p);
+    decided(members[m], keep);
+    before += keep ? weight(members[m], x[members[m]]) : 0;
   }
+  *kept = before;
+  return crossing;
+}
+
+// Marks in scratch.keep the active tokens top-p keeps (top_p_keeps), given their weights and total.
+void top_p_marks(const Active& a, const uint64_t* weight, uint64_t total, float max, double top_p, SampleScratch& ss) {
+  Scratch& s = ss.row;
+  uint64_t mass[kDistanceBins + 1], kept;
+  weight_histogram(a.value, weight, a.n, DistanceBins{max, 0.0f, 0.0f, false}, mass);
+  top_p_crossing(
+      a.value, a.n, max, mass, total, top_p, [&](int32_t j, float) { return weight[j]; },
+      [&](int32_t j) { return a.token(j); }, s.keep.data(), [&](int32_t j, bool keep) { s.keep[j] = keep; }, s,
+      &kept);
 }
 
 // The draws' targets for the kept weight `kept`, ascending, with the draw each belongs to.
@@ -217,27 +232,14 @@ void sample_whole_row(const float* y, int64_t vocab, float max, double top_p, do
     uint64_t mass[kDistanceBins + 1];
     const uint64_t total = weight_histogram_of_row(y, vocab, bins, mass, ss.exps.data());
     exps = ss.exps.data();
-    const double goal = top_p * static_cast<double>(total);
-    uint64_t before = 0;
-    crossing = 0;
-    while (crossing < kDistanceBins && static_cast<double>(before + mass[crossing]) < goal) before += mass[crossing++];
-    int32_t* in_bin = ss.row.members.data();
-    float* values = ss.row.member_values.data();
-    const int64_t count = split_crossing_bin(
-        values, bins, crossing, in_bin, mark_bins_before(y, vocab, bins, crossing, nullptr, in_bin, values),
-        [&](int32_t, float value) { return sample_weight(value, max); }, goal, &before,
-        [&](int32_t i, bool kept) {
-          if (kept) members.push_back(i);
+    crossing = top_p_crossing(
+        y, vocab, max, mass, total, top_p, [&](int32_t, float value) { return sample_weight(value, max); },
+        [](int32_t j) { return j; }, nullptr,
+        [&](int32_t i, bool keep) {
+          if (keep) members.push_back(i);
         },
-        ss.row.member_bins.data());
-    // Descending y, ties by ascending token id; once one goes, the rest do (the weight before them only grows).
-    std::sort(in_bin, in_bin + count, [&](int32_t i, int32_t j) { return y[i] > y[j] || (y[i] == y[j] && i < j); });
-    for (int64_t m = 0; m < count && top_p_keeps(before, total, top_p); ++m) {
-      members.push_back(in_bin[m]);
-      before += weight(in_bin[m]);
-    }
+        ss.row, &kept);
     std::sort(members.begin(), members.end());
-    kept = before;
   }
   auto fails_min_p = [&](int32_t i) { return static_cast<double>(weight(i)) < min_p_scale; };
   members.erase(std::remove_if(members.begin(), members.end(), fails_min_p), members.end());
