@@ -32,10 +32,8 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // GCC vector types, for loops the compiler does not vectorize on its own.
 typedef float Floats8 __attribute__((vector_size(32)));
-typedef float Floats4 __attribute__((vector_size(16)));
 typedef int32_t Ints8 __attribute__((vector_size(32)));
 typedef uint32_t Uints8 __attribute__((vector_size(32)));
-typedef double Doubles4 __attribute__((vector_size(32)));
 
 typedef int8_t Bytes8 __attribute__((vector_size(8)));
 typedef int8_t Bytes32 __attribute__((vector_size(32)));

@@ -103,57 +103,49 @@ const double* bin_exp_factors() {
   return factors.data();
 }
 
-// Adds e to histogram h[lane % 2] at bins b, lane by lane. Two interleaved double histograms (27 KB, in L1) so that
-// consecutive adds to one bin do not wait on each other; in double, since a bin can hold thousands of tokens whose
-// float sum would drift past the accuracy the boundary needs. The weights are widened to double on the vector
-// lanes, so that the adds only load, each half of the vector converted at once (GCC widens a shuffled Floats8 in
-// twice the instructions).
-inline void add_to_histograms(Ints8 b, Floats8 e, double (*h)[kDistanceBins + 1]) {
-  int32_t bin[8];
-  double weight[8];
-  Floats4 half[2];
-  std::memcpy(half, &e, sizeof e);
-  const Doubles4 low = __builtin_convertvector(half[0], Doubles4);
-  const Doubles4 high = __builtin_convertvector(half[1], Doubles4);
-  std::memcpy(bin, &b, sizeof b);
-  std::memcpy(weight, &low, sizeof low);
-  std::memcpy(weight + 4, &high, sizeof high);
-  for (int l = 0; l < 8; l += 2) h[0][bin[l]] += weight[l], h[1][bin[l + 1]] += weight[l + 1];
+// Distance histograms go through chunks of kHistogramChunk tokens: each token's bin and weight are computed on
+// vector lanes into two arrays, then added one by one to two interleaved double histograms (27 KB, in L1), so that
+// consecutive adds to one bin do not wait on each other. Reading the arrays back is cheaper than taking each lane
+// out of a vector register (measured: 181 -> 112 us for top-p's histogram of a 128256-token row). Double, since a
+// bin can hold thousands of tokens whose float sum would drift past the accuracy the boundary needs.
+constexpr int64_t kHistogramChunk = 256;
+
+inline void add_to_histograms(const int32_t* bin, const float* weight, int64_t n, double (*h)[kDistanceBins + 1]) {
+  int64_t i = 0;
+  for (; i + 2 <= n; i += 2) h[0][bin[i]] += weight[i], h[1][bin[i + 1]] += weight[i + 1];
+  if (i < n) h[0][bin[i]] += weight[i];
 }
 
-// mass[b] = sum of exp(x[i] - max) over the tokens i in distance bin b < kDistanceBins, for top-p (a = b = 0).
-PYSAMPLE_CPU_CLONES void exp_distance_histogram(const float* x, int64_t n, DistanceBins bins, double* mass) {
+// mass[b] = sum of w[i] over the tokens i in distance bin b < kDistanceBins, or with w null of exp(x[i] - max), for
+// top-p (a = b = 0; see exp_in_bin).
+PYSAMPLE_CPU_CLONES void distance_histogram(const float* x, const float* w, int64_t n, DistanceBins bins,
+                                            double* mass) {
   double h[2][kDistanceBins + 1] = {};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    Floats8 v;
-    std::memcpy(&v, x + i, sizeof v);
-    const Floats8 distance = distance_of(v, bins);
-    const Ints8 b = bin_of(distance);
-    add_to_histograms(b, exp_in_bin(distance, b), h);
-  }
-  for (; i < n; ++i) {
-    const float distance = distance_of(x[i], bins);
-    const int32_t b = bin_of(distance);
-    h[0][b] += exp_in_bin(distance, b);
+  int32_t bin[kHistogramChunk];
+  float e[kHistogramChunk];
+  for (int64_t begin = 0; begin < n; begin += kHistogramChunk) {
+    const int64_t len = std::min(kHistogramChunk, n - begin);
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+      Floats8 v;
+      std::memcpy(&v, x + begin + i, sizeof v);
+      const Floats8 distance = distance_of(v, bins);
+      const Ints8 b = bin_of(distance);
+      std::memcpy(bin + i, &b, sizeof b);
+      if (w == nullptr) {
+        const Floats8 weight = exp_in_bin(distance, b);
+        std::memcpy(e + i, &weight, sizeof weight);
+      }
+    }
+    for (; i < len; ++i) {
+      const float distance = distance_of(x[begin + i], bins);
+      bin[i] = bin_of(distance);
+      e[i] = w == nullptr ? exp_in_bin(distance, bin[i]) : 0.0f;
+    }
+    add_to_histograms(bin, w != nullptr ? w + begin : e, len, h);
   }
   const double* factor = bin_exp_factors();
-  for (int b = 0; b < kDistanceBins; ++b) mass[b] = (h[0][b] + h[1][b]) * factor[b];
-}
-
-// mass[b] = sum of w[i] over the tokens i in distance bin b < kDistanceBins.
-PYSAMPLE_CPU_CLONES void weight_distance_histogram(const float* x, const float* w, int64_t n, DistanceBins bins,
-                                                   double* mass) {
-  double h[2][kDistanceBins + 1] = {};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    Floats8 v, e;
-    std::memcpy(&v, x + i, sizeof v);
-    std::memcpy(&e, w + i, sizeof e);
-    add_to_histograms(bin_of(distance_of(v, bins)), e, h);
-  }
-  for (; i < n; ++i) h[0][bin_of(distance_of(x[i], bins))] += w[i];
-  for (int b = 0; b < kDistanceBins; ++b) mass[b] = h[0][b] + h[1][b];
+  for (int b = 0; b < kDistanceBins; ++b) mass[b] = (h[0][b] + h[1][b]) * (w != nullptr ? 1.0 : factor[b]);
 }
 
 // The bin in which the running mass first reaches `fraction` of the total, with that goal in `goal` and the mass of
@@ -310,7 +302,7 @@ bool top_p_mark(const Active& a, float max, double keep_fraction, Scratch& s) {
   };
   double goal, before;
   const int64_t count = crossing_members(
-      a, bins, keep_fraction, weight, [&](double* mass) { exp_distance_histogram(a.value, a.n, bins, mass); }, s,
+      a, bins, keep_fraction, weight, [&](double* mass) { distance_histogram(a.value, nullptr, a.n, bins, mass); }, s,
       &goal, &before);
   if (count < 0) return false;
   // Descending (value, token) = ascending (~key, ~token).
@@ -462,7 +454,7 @@ Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratc
   double goal, before;
   const int64_t count = crossing_members(
       a, bins, typical_p, [&](int64_t j, float) { return weight[j]; },
-      [&](double* mass) { weight_distance_histogram(a.value, weight, a.n, bins, mass); }, s, &goal, &before);
+      [&](double* mass) { distance_histogram(a.value, weight, a.n, bins, mass); }, s, &goal, &before);
   // When the mass never reaches typical_p, transformers clamps to the last token: everything stays.
   if (count < 0) return a;
   auto elem = [&](int32_t j) -> Elem {
