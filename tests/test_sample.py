@@ -35,7 +35,9 @@ import transformers
 import pysample
 from pysample import reference as R
 
+import cuda_logic
 import warp_compare as W
+from conftest import CUDA_SKIP
 
 INF = math.inf
 DTYPES = [pytest.param(d, id=str(d).replace("torch.", "")) for d in W.DTYPES]
@@ -46,8 +48,26 @@ TV_DELTA = 1e-9
 HF_TV = 1e-6
 
 
+# Where the tests that compare tokens draw: the CPU kernel; "cuda-logic", the CUDA kernel's own per-row code run on
+# the host (tests/cuda_logic.py), so that its tokens are checked on machines without a GPU; the CUDA kernel itself.
+DRAW_DEVICES = [
+    "cpu",
+    pytest.param("cuda-logic", marks=pytest.mark.skipif(cuda_logic.nvcc() is None, reason="nvcc not found: the "
+                                                        "CUDA kernel's logic is built with it to run on the host")),
+    pytest.param("cuda", marks=CUDA_SKIP),
+]
+
+
+@pytest.fixture(params=DRAW_DEVICES)
+def draw_device(request) -> str:
+    return request.param
+
+
 def run(device: str, logits: torch.Tensor, **params) -> torch.Tensor:
-    """pysample.sample on `device` (tensors moved there), result on the CPU."""
+    """pysample.sample on `device` (tensors moved there), or the CUDA kernel's logic on the host for "cuda-logic";
+    result on the CPU."""
+    if device == "cuda-logic":
+        return cuda_logic.sample(logits, **params)
     moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in params.items()}
     return pysample.sample(logits.to(device), **moved).cpu()
 
@@ -218,7 +238,7 @@ def assert_tokens_equal(logits, out, expected, params):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("vocab", [1, 2, 17, 1000, 4999])
-def test_tokens_equal_reference(device, dtype, vocab, seed):
+def test_tokens_equal_reference(draw_device, dtype, vocab, seed):
     g = gen(seed)
     batch = 14
     for case in range(10):
@@ -229,14 +249,14 @@ def test_tokens_equal_reference(device, dtype, vocab, seed):
         n = [1, 3, 16][case % 3]
         row_seed = seeds_for(batch, g) if case % 2 else int(torch.randint(0, 2**62, (), generator=g))
         step = torch.randint(0, 2**40, (batch,), generator=g) if case % 4 == 1 else case
-        out = run(device, logits, **params, seed=row_seed, step=step, n=n)
+        out = run(draw_device, logits, **params, seed=row_seed, step=step, n=n)
         expected = R.sample(logits, **params, seed=row_seed, step=step, n=n)
         assert out.shape == expected.shape == ((batch,) if n == 1 else (batch, n))
         assert_tokens_equal(logits, out, expected, params)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_tokens_equal_reference_llama3_vocab(device, dtype, seed):
+def test_tokens_equal_reference_llama3_vocab(draw_device, dtype, seed):
     g = gen(seed)
     vocab = 128256
     logits = W.make_logits(4, vocab, dtype, seed, kinds=("normal", "ties", "neg_inf", "peaked"))
@@ -244,33 +264,33 @@ def test_tokens_equal_reference_llama3_vocab(device, dtype, seed):
     for params in ({"temperature": 0.7, "top_k": 50, "top_p": 0.9, "min_p": 0.05}, {"top_p": 0.95},
                    {"temperature": 1.3, "min_p": torch.rand(4, generator=g) * 0.1}, {}):
         s = seeds_for(4, g)
-        out = run(device, logits, **params, seed=s, step=11, n=8)
+        out = run(draw_device, logits, **params, seed=s, step=11, n=8)
         assert_tokens_equal(logits, out, R.sample(logits, **params, seed=s, step=11, n=8), params)
 
 
 @pytest.mark.parametrize("top_p", [0.3, 0.9])
-def test_tokens_equal_reference_crowded_crossing_bin(device, seed, top_p):
+def test_tokens_equal_reference_crowded_crossing_bin(draw_device, seed, top_p):
     """Top-p's crossing bin holding nearly the whole row, split into finer bins (W.crowded_rows)."""
     logits = W.crowded_rows(seed)
     s = seeds_for(logits.shape[0], gen(seed))
-    out = run(device, logits, top_p=top_p, seed=s, step=3, n=16)
+    out = run(draw_device, logits, top_p=top_p, seed=s, step=3, n=16)
     assert_tokens_equal(logits, out, R.sample(logits, top_p=top_p, seed=s, step=3, n=16), {"top_p": top_p})
 
 
-def test_one_draw_of_top_p_from_either_end(device, seed):
+def test_one_draw_of_top_p_from_either_end(draw_device, seed):
     """One draw with top-p alone, on rows of many chunks: the CPU walks to the draw's token from whichever end of the
     row its point is nearer; both ends are exercised, and every token is the reference's."""
     g = gen(seed)
     logits = W.make_logits(48, 20000, torch.float32, seed, kinds=("normal", "ties", "neg_inf")) * 3
     s = seeds_for(48, g)
-    out = run(device, logits, top_p=0.9, seed=s)
+    out = run(draw_device, logits, top_p=0.9, seed=s)
     assert_tokens_equal(logits, out, R.sample(logits, top_p=0.9, seed=s), {"top_p": 0.9})
     _, probs = R.sample_distribution(logits, top_p=0.9)
     before = probs.cumsum(-1).gather(1, out.unsqueeze(1)).squeeze(1) - probs.gather(1, out.unsqueeze(1)).squeeze(1)
     assert (before < 0.45).any() and (before > 0.55).any()
 
 
-def test_tokens_equal_reference_exact_top_p_boundaries(device, seed):
+def test_tokens_equal_reference_exact_top_p_boundaries(draw_device, seed):
     """Rows of equal weights where the mass before a token is exactly top_p times the total: that token goes."""
     g = gen(seed)
     logits = torch.zeros(6, 8)
@@ -279,7 +299,7 @@ def test_tokens_equal_reference_exact_top_p_boundaries(device, seed):
     keep, _ = R.sample_distribution(logits, top_p=top_p)
     assert keep[:, :4].sum(-1).tolist() == [2, 1, 3, 3, 1, 4]
     s = seeds_for(6, g)
-    out = run(device, logits, top_p=top_p, seed=s, n=64)
+    out = run(draw_device, logits, top_p=top_p, seed=s, n=64)
     assert torch.equal(out, R.sample(logits, top_p=top_p, seed=s, n=64))
     for r, kept in enumerate([2, 1, 3, 3, 1, 4]):
         assert set(out[r].tolist()) == set(range(kept))  # 64 draws cover every kept token (failure < 4 (3/4)^64)
@@ -305,7 +325,7 @@ def logit_with_weight(target: int) -> tuple:
     return float(y), weight_of(y)
 
 
-def test_draw_at_the_exact_boundary(device, seed):
+def test_draw_at_the_exact_boundary(draw_device, seed):
     """Rows built so that draw 0's target is exactly the running weight of token 0 (2^40), or one below: the op must
     draw token 1, or token 0. Every weight counts to the unit: one ulp of exp_nonpos on token 1's weight, a sum or a
     rounding off by one, or a draw rule of ">=" instead of ">" changes the token."""
@@ -338,15 +358,15 @@ def test_draw_at_the_exact_boundary(device, seed):
     logits, seeds = torch.stack(rows), torch.tensor(seeds)
     expected = torch.tensor(expected)
     assert torch.equal(R.sample(logits, seed=seeds), expected)
-    assert torch.equal(run(device, logits, seed=seeds), expected)
+    assert torch.equal(run(draw_device, logits, seed=seeds), expected)
     # the same rows with the tokens after token 1 moved to the end of a longer row: the same draws
     wide = torch.cat([logits[:, :2], torch.full((logits.shape[0], 3000), -INF), logits[:, 2:]], 1)
-    assert torch.equal(run(device, wide, seed=seeds), expected)
+    assert torch.equal(run(draw_device, wide, seed=seeds), expected)
     # with a top-p that keeps every token: the CPU then sums only the chunks the draw walks (from the row's end here,
     # the target lying past half the kept weight), also with token 1 first in a later chunk (of 256 tokens)
-    assert torch.equal(run(device, wide, seed=seeds, top_p=1 - 2**-50), expected)
+    assert torch.equal(run(draw_device, wide, seed=seeds, top_p=1 - 2**-50), expected)
     later = torch.cat([logits[:, :1], torch.full((logits.shape[0], 511), -INF), logits[:, 1:]], 1)
-    assert torch.equal(run(device, later, seed=seeds, top_p=1 - 2**-50), expected * 512)
+    assert torch.equal(run(draw_device, later, seed=seeds, top_p=1 - 2**-50), expected * 512)
 
 
 # ---- statistics ----------------------------------------------------------------------------------------------------
@@ -443,7 +463,7 @@ def tv_bound(draws: int, support: int, delta: float = TV_DELTA) -> float:
 
 
 @pytest.mark.parametrize("name", list(STAT_SETTINGS))
-def test_statistics(device, name, seed):
+def test_statistics(draw_device, name, seed):
     vocab, params = STAT_SETTINGS[name]
     g = gen(seed)
     logits = stat_logits(vocab, params, name, g)
@@ -451,7 +471,7 @@ def test_statistics(device, name, seed):
     hf = hf_probabilities(logits, params)
     batch = logits.repeat_interleave(STAT_SEEDS, 0)  # each row STAT_SEEDS times, with distinct seeds
     seeds = seeds_for(batch.shape[0], g)
-    tokens = run(device, batch, **params, seed=seeds, step=int(torch.randint(0, 2**62, (), generator=g)),
+    tokens = run(draw_device, batch, **params, seed=seeds, step=int(torch.randint(0, 2**62, (), generator=g)),
                  n=STAT_DRAWS)
     tokens = tokens.reshape(STAT_ROWS, STAT_SEEDS * STAT_DRAWS)
     draws = tokens.shape[1]
@@ -499,7 +519,7 @@ def test_chi_square_detects_a_wrong_distribution(seed):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_draws_inside_kept_set(device, dtype, seed):
+def test_draws_inside_kept_set(draw_device, dtype, seed):
     g = gen(seed)
     vocab, batch = 700, 21
     for case in range(4):
@@ -508,7 +528,7 @@ def test_draws_inside_kept_set(device, dtype, seed):
         logits[:, 0] = 0.0  # not all -inf
         params = {"temperature": torch.rand(batch, generator=g) + 0.3, "top_k": [0, 30, 200, 1000][case],
                   "top_p": torch.rand(batch, generator=g), "min_p": float(torch.rand((), generator=g)) * 0.2}
-        tokens = run(device, logits, **params, seed=seeds_for(batch, g), step=case, n=256)
+        tokens = run(draw_device, logits, **params, seed=seeds_for(batch, g), step=case, n=256)
         keep, probs = R.sample_distribution(logits, **params)
         assert tokens.min() >= 0
         drawn_prob = probs.gather(1, tokens)
@@ -517,7 +537,7 @@ def test_draws_inside_kept_set(device, dtype, seed):
         assert not drawn_logit.isneginf().any()
 
 
-def test_batch_invariance(device, seed):
+def test_batch_invariance(draw_device, seed):
     g = gen(seed)
     vocab, batch, n = 333, 9, 8
     logits = W.make_logits(batch, vocab, torch.float32, seed, kinds=W.ROW_KINDS)
@@ -525,53 +545,53 @@ def test_batch_invariance(device, seed):
               "top_k": torch.randint(0, 100, (batch,), generator=g),
               "top_p": torch.rand(batch, generator=g), "min_p": torch.rand(batch, generator=g) * 0.1}
     s, t = seeds_for(batch, g), torch.randint(0, 2**62, (batch,), generator=g)
-    whole = run(device, logits, **params, seed=s, step=t, n=n)
+    whole = run(draw_device, logits, **params, seed=s, step=t, n=n)
     others = W.make_logits(6, vocab, torch.float32, seed + 1)
     for r in range(batch):
         row = {k: v[r : r + 1] for k, v in params.items()}
-        alone = run(device, logits[r : r + 1], **row, seed=s[r : r + 1], step=t[r : r + 1], n=n)
+        alone = run(draw_device, logits[r : r + 1], **row, seed=s[r : r + 1], step=t[r : r + 1], n=n)
         assert torch.equal(alone[0], whole[r])
         # the same row at position 4 of another batch, among other rows with other parameters
         mixed = torch.cat([others[:4], logits[r : r + 1], others[4:]])
         mixed_params = {k: torch.cat([v[:1].repeat(4), v[r : r + 1], v[-1:].repeat(2)]) for k, v in params.items()}
         ms = torch.cat([seeds_for(4, g), s[r : r + 1], seeds_for(2, g)])
         mt = torch.cat([t[:1].repeat(4), t[r : r + 1], t[:2]])
-        assert torch.equal(run(device, mixed, **mixed_params, seed=ms, step=mt, n=n)[4], whole[r])
+        assert torch.equal(run(draw_device, mixed, **mixed_params, seed=ms, step=mt, n=n)[4], whole[r])
     # a scalar parameter is the same as a per-row tensor of it, and a scalar seed the same as a tensor of it
-    assert torch.equal(run(device, logits, top_p=0.8, seed=5, step=3, n=n),
-                       run(device, logits, top_p=torch.full((batch,), 0.8), seed=torch.full((batch,), 5),
+    assert torch.equal(run(draw_device, logits, top_p=0.8, seed=5, step=3, n=n),
+                       run(draw_device, logits, top_p=torch.full((batch,), 0.8), seed=torch.full((batch,), 5),
                            step=torch.tensor(3), n=n))
 
 
-def test_n_draws_prefix(device, seed):
+def test_n_draws_prefix(draw_device, seed):
     """Draw d of a row does not depend on n: the first draws of n = 64 are the draws of n = 1 and 5."""
     logits = W.make_logits(7, 100, torch.float32, seed, kinds=W.FINITE_KINDS)
     s = seeds_for(7, gen(seed))
-    many = run(device, logits, top_p=0.9, seed=s, n=64)
-    assert torch.equal(run(device, logits, top_p=0.9, seed=s, n=1), many[:, 0])
-    assert torch.equal(run(device, logits, top_p=0.9, seed=s, n=5), many[:, :5])
+    many = run(draw_device, logits, top_p=0.9, seed=s, n=64)
+    assert torch.equal(run(draw_device, logits, top_p=0.9, seed=s, n=1), many[:, 0])
+    assert torch.equal(run(draw_device, logits, top_p=0.9, seed=s, n=5), many[:, :5])
 
 
-def test_seed_and_step(device, seed):
+def test_seed_and_step(draw_device, seed):
     g = gen(seed)
     vocab, batch, n = 1000, 6, 32
     logits = torch.randn(batch, vocab, generator=g) * 0.1  # near flat: 32 draws repeat with probability ~1e-96
     s = seeds_for(batch, g)
-    a = run(device, logits, seed=s, step=7, n=n)
-    assert torch.equal(a, run(device, logits, seed=s, step=7, n=n))
-    assert torch.equal(a, run(device, logits.clone(), seed=s.clone(), step=torch.full((batch,), 7), n=n))
-    b = run(device, logits, seed=s, step=8, n=n)
-    c = run(device, logits, seed=s + 1, step=7, n=n)
+    a = run(draw_device, logits, seed=s, step=7, n=n)
+    assert torch.equal(a, run(draw_device, logits, seed=s, step=7, n=n))
+    assert torch.equal(a, run(draw_device, logits.clone(), seed=s.clone(), step=torch.full((batch,), 7), n=n))
+    b = run(draw_device, logits, seed=s, step=8, n=n)
+    c = run(draw_device, logits, seed=s + 1, step=7, n=n)
     for r in range(batch):
         assert not torch.equal(a[r], b[r]) and not torch.equal(a[r], c[r])
     # the steps' high words count too
-    d = run(device, logits, seed=s, step=7 + 2**32, n=n)
+    d = run(draw_device, logits, seed=s, step=7 + 2**32, n=n)
     assert all(not torch.equal(a[r], d[r]) for r in range(batch))
     # rows with the same seed and step but different draws differ: draws are not one repeated value
     assert all(len(set(a[r].tolist())) > n // 2 for r in range(batch))
     # uint64 seeds above 2^63 are the same bits as negative int64 ones
-    assert torch.equal(run(device, logits, seed=2**64 - 5, n=n), run(device, logits, seed=-5, n=n))
-    assert torch.equal(run(device, logits, seed=2**63, n=n), run(device, logits, seed=-(2**63), n=n))
+    assert torch.equal(run(draw_device, logits, seed=2**64 - 5, n=n), run(draw_device, logits, seed=-5, n=n))
+    assert torch.equal(run(draw_device, logits, seed=2**63, n=n), run(draw_device, logits, seed=-(2**63), n=n))
 
 
 def test_seed_none(device, seed):
@@ -595,6 +615,34 @@ def test_seed_none(device, seed):
     assert torch.equal(a, R.sample(logits, seed=drawn, n=32))
 
 
+@pytest.mark.skipif(cuda_logic.nvcc() is None, reason="nvcc not found: the CUDA kernel's logic is built with it")
+def test_cuda_logic_takes_values_the_cpu_rejects_as_usable_ones(seed):
+    """Per-row values the CPU rejects cannot raise on the GPU (that needs a host sync): the CUDA kernel takes a
+    temperature that is not a finite number > 0 as 1 (but 0 and -0: greedy), a negative top_k as 0 (no top-k), skips
+    the stage of a NaN top_p or min_p, and clamps other top_p / min_p to [0, 1]. Checked on its logic run on the host
+    against the CPU kernel given the usable values."""
+    g = gen(seed)
+    batch, vocab = 8, 300
+    logits = W.make_logits(batch, vocab, torch.float32, seed, kinds=W.FINITE_KINDS)
+    rejected = {"temperature": [-1.0, math.nan, INF, -INF, 0.5, -0.0, 1e-30, 2.0],
+                "top_k": [-3, -1, 5, 0, -(2**40), 20, 1, -7],
+                "top_p": [math.nan, 1.5, -0.5, 0.7, INF, -INF, 0.0, 0.95],
+                "min_p": [2.0, math.nan, -1.0, 0.1, -INF, INF, 0.3, math.nan]}
+    usable = {"temperature": [1.0, 1.0, 1.0, 1.0, 0.5, 0.0, 1e-30, 2.0],  # -0.0 is 0: greedy
+              "top_k": [0, 0, 5, 0, 0, 20, 1, 0],
+              "top_p": [1.0, 1.0, 0.0, 0.7, 1.0, 0.0, 0.0, 0.95],
+              "min_p": [1.0, 0.0, 0.0, 0.1, 0.0, 1.0, 0.3, 0.0]}
+    s = seeds_for(batch, g)
+    for name in rejected:
+        bad = torch.tensor(rejected[name], dtype=torch.int64 if name == "top_k" else torch.float32)
+        good = torch.tensor(usable[name], dtype=bad.dtype)
+        with pytest.raises(ValueError, match=name):
+            pysample.sample(logits, **{name: bad}, seed=s)
+        expected = pysample.sample(logits, **{name: good}, seed=s, n=16)
+        assert torch.equal(cuda_logic.sample(logits, **{name: bad}, seed=s, n=16), expected), name
+        assert torch.equal(cuda_logic.sample(logits, **{name: good}, seed=s, n=16), expected), name
+
+
 # ---- greedy --------------------------------------------------------------------------------------------------------
 
 
@@ -606,7 +654,7 @@ def first_argmax(x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_greedy(device, dtype, seed):
+def test_greedy(draw_device, dtype, seed):
     g = gen(seed)
     batch, vocab = 40, 500
     logits = W.make_logits(batch, vocab, dtype, seed, kinds=W.FINITE_KINDS)
@@ -618,13 +666,13 @@ def test_greedy(device, dtype, seed):
     assert int(expected[1]) == min(3, int(first_argmax(logits[1:2].float())))
     for params in ({"temperature": 0}, {"top_k": 1}, {"temperature": 0, "top_k": 1, "top_p": 0.5, "min_p": 0.3},
                    {"top_k": 1, "temperature": 1.0, "top_p": 0.1}):
-        out = run(device, logits, **params, seed=seeds_for(batch, g), n=3)
+        out = run(draw_device, logits, **params, seed=seeds_for(batch, g), n=3)
         assert torch.equal(out, expected[:, None].expand(batch, 3)), params
     # per row, greedy rows mixed with sampled rows
     temperature = torch.where(torch.arange(batch) % 2 == 0, 0.0, 0.8)
     top_k = torch.where(torch.arange(batch) % 3 == 0, 1, 40)
     s = seeds_for(batch, g)
-    out = run(device, logits, temperature=temperature, top_k=top_k, seed=s, n=4)
+    out = run(draw_device, logits, temperature=temperature, top_k=top_k, seed=s, n=4)
     greedy = (temperature == 0) | (top_k == 1)
     assert torch.equal(out[greedy], expected[greedy][:, None].expand(-1, 4))
     assert torch.equal(out, R.sample(logits, temperature=temperature, top_k=top_k, seed=s, n=4))
@@ -645,9 +693,9 @@ def test_reference_top_k_1_greedy_reads_the_scaled_logits():
     assert R.sample(OVERFLOW_BY_TEMPERATURE, temperature=0).tolist() == [1]
 
 
-def test_top_k_1_greedy_reads_the_scaled_logits(device):
-    assert run(device, TIED_BY_TEMPERATURE, temperature=0.7, top_k=1, seed=0).tolist() == [0]
-    assert run(device, OVERFLOW_BY_TEMPERATURE, temperature=0.001, top_k=1, seed=0).tolist() == [-1]
+def test_top_k_1_greedy_reads_the_scaled_logits(draw_device):
+    assert run(draw_device, TIED_BY_TEMPERATURE, temperature=0.7, top_k=1, seed=0).tolist() == [0]
+    assert run(draw_device, OVERFLOW_BY_TEMPERATURE, temperature=0.001, top_k=1, seed=0).tolist() == [-1]
 
 
 # ---- undefined rows, empty shapes ----------------------------------------------------------------------------------
@@ -655,7 +703,7 @@ def test_top_k_1_greedy_reads_the_scaled_logits(device):
 
 @pytest.mark.parametrize("vocab", [50, 40000])  # 40000: top-k searches blocks, and only its survivors are checked
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_undefined_rows(device, dtype, seed, vocab):
+def test_undefined_rows(draw_device, dtype, seed, vocab):
     g = gen(seed)
     logits = torch.randn(8, vocab, generator=g)
     logits[0, 3] = math.nan
@@ -669,16 +717,16 @@ def test_undefined_rows(device, dtype, seed, vocab):
     logits = logits.to(dtype)
     expected = torch.tensor([-1, -1, -1, -1, 9, -1])
     for params in ({}, {"temperature": 0}, {"top_k": 1}, {"temperature": 0.5, "top_k": 5, "top_p": 0.9, "min_p": 0.1}):
-        out = run(device, logits[:6], **params, seed=seeds_for(6, g), n=2)
+        out = run(draw_device, logits[:6], **params, seed=seeds_for(6, g), n=2)
         assert torch.equal(out, expected[:, None].expand(6, 2)), params
     # the other rows are drawn normally
-    out = run(device, logits, seed=3, n=5)
+    out = run(draw_device, logits, seed=3, n=5)
     assert (out[6:] >= 0).all()
     assert torch.equal(out, R.sample(logits, seed=3, n=5))
     # vocab 0
     empty = torch.empty(3, 0, dtype=dtype)
-    assert run(device, empty, seed=1).tolist() == [-1, -1, -1]
-    assert run(device, empty, temperature=0, n=2).tolist() == [[-1, -1]] * 3
+    assert run(draw_device, empty, seed=1).tolist() == [-1, -1, -1]
+    assert run(draw_device, empty, temperature=0, n=2).tolist() == [[-1, -1]] * 3
 
 
 @pytest.mark.parametrize("n", [1, 4])

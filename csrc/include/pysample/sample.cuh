@@ -15,8 +15,8 @@
 // at a time with a warp scan. Every sum is of integers, so no order of additions changes a result.
 //
 // The per-row logic (`sample_row`, `select`) is written once over a `Block` of primitives (a reduction, a digit
-// histogram with its crossing, a search), __host__ __device__, so that a host emulation of the primitives can run
-// it against the CPU kernel; `DeviceBlock` is the CUDA implementation.
+// histogram with its crossing, a search), __host__ __device__: `DeviceBlock` is the CUDA implementation, and the
+// tests run the same logic on the host over `HostBlock` (tests/cuda_host/sample_host.cu) against the CPU kernel.
 //
 // Ideas taken from others, code our own: radix select over order-preserving keys (FlashInfer's RadixTopK, vLLM's
 // csrc/topk.cuh, PyTorch's sortingRadixSelect.cuh, as in warp.cuh) and the sampling of a token by a search of the
