@@ -1,5 +1,6 @@
 """pysample.sample: Philox, bit-exactness with pysample.reference.sample, statistics, invariances, greedy, undefined
-rows, argument checks and registration.
+rows, argument checks and registration. The tests that compare tokens run on the CPU kernel, on the CUDA kernel's
+per-row logic run on the host ("cuda-logic", see tests/cuda_logic.py) and, with a GPU, on the CUDA kernel.
 
 Inputs are random logits (a fixed seed per test, fresh ones with PYSAMPLE_TEST_SEED=random; a failure reports its
 seed for replay).
