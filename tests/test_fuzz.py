@@ -16,6 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import cuda_logic
 import pysample
 import warp_compare as W
 from pysample import reference
@@ -125,8 +126,14 @@ def test_warp_logits(data):
 
 
 @settings(max_examples=40)
+@pytest.mark.parametrize("draw_tokens", [
+    pytest.param(pysample.sample, id="cpu"),
+    pytest.param(cuda_logic.sample, id="cuda-logic", marks=pytest.mark.skipif(
+        cuda_logic.nvcc() is None, reason="nvcc not found: the CUDA kernel's logic is built with it")),
+])
 @given(st.data())
-def test_sample(data):
+def test_sample(draw_tokens, data):
+    """pysample.sample on the CPU, and the CUDA kernel's per-row logic run on the host (tests/cuda_logic.py)."""
     x = data.draw(score_tensors(max_elements=60_000))
     batch = x.shape[0]
     params = dict(
@@ -141,7 +148,7 @@ def test_sample(data):
     seed = torch.randint(-(2**63), 2**63 - 1, (batch,), generator=g, dtype=torch.int64)
     step = data.draw(st.sampled_from([0, 1, 2**40]))
     n = data.draw(st.integers(1, 3))
-    tokens = pysample.sample(x, **params, seed=seed, step=step, n=n)
+    tokens = draw_tokens(x, **params, seed=seed, step=step, n=n)
     expected = reference.sample(x, **params, seed=seed, step=step, n=n)
     assert torch.equal(tokens, expected)
 
