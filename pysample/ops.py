@@ -230,15 +230,21 @@ def sample(
     """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
-    if seed is None:
-        seed = torch.randint(_INT64_MIN, 2**63 - 1, (logits.shape[0],), dtype=torch.int64, device=logits.device)
+    params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, step=step)
+    tokens = torch.ops.pysample.sample(logits, *_sample_arguments(logits, params), n)
+    return tokens[:, 0] if n == 1 else tokens
+
+
+def _sample_arguments(logits: torch.Tensor, params: dict) -> list:
+    """sample's keyword arguments (temperature, top_k, top_p, min_p, seed, step) as the op takes them, after the
+    logits: each stage's (per-row tensor, scalar), then the seed and step tensors (seed None: one torch.randint)."""
     args = []
-    params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     for name, dtype in _SAMPLE_STAGES:
         args.extend(_split(name, params[name], dtype, logits))
-    tokens = torch.ops.pysample.sample(logits, *args, _per_row_int64("seed", seed, logits),
-                                       _per_row_int64("step", step, logits), n)
-    return tokens[:, 0] if n == 1 else tokens
+    seed = params["seed"]
+    if seed is None:
+        seed = torch.randint(_INT64_MIN, 2**63 - 1, (logits.shape[0],), dtype=torch.int64, device=logits.device)
+    return args + [_per_row_int64("seed", seed, logits), _per_row_int64("step", params["step"], logits)]
 
 
 def _penalty_arguments(scores: torch.Tensor, repetition, presence, frequency) -> list:

@@ -78,16 +78,14 @@ def sample(logits: torch.Tensor, *, temperature=1.0, top_k=None, top_p=None, min
         keep.append(t)
         return t.data_ptr()
 
-    args = []
-    for name, value, dtype in (("temperature", temperature, torch.float32), ("top_k", top_k, torch.int64),
-                               ("top_p", top_p, torch.float32), ("min_p", min_p, torch.float32)):
-        rows, scalar = ops._split(name, value, dtype, logits)
-        args += [pointer(rows), 0 if scalar is None else scalar, value is not None]
-    if seed is None:  # as pysample.sample: one torch.randint call
-        seed = torch.randint(-(2**63), 2**63 - 1, (batch,), dtype=torch.int64)
-    seeds = ops._per_row_int64("seed", seed, logits)
-    steps = ops._per_row_int64("step", step, logits)
+    # The op's own arguments: per stage (per-row tensor or None, scalar or None), then the seed and step tensors.
+    args = ops._sample_arguments(logits, dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                              seed=seed, step=step))
+    stages = []
+    for rows, scalar in zip(args[0:8:2], args[1:8:2]):
+        stages += [pointer(rows), 0 if scalar is None else scalar, rows is not None or scalar is not None]
+    seeds, steps = args[8], args[9]
     tokens = torch.empty(batch, n, dtype=torch.int64)
-    library().sample_rows_on_host(DTYPE_CODES[logits.dtype], pointer(logits), logits.stride(0), batch, vocab, *args,
-                                  pointer(seeds), pointer(steps), n, pointer(tokens))
+    library().sample_rows_on_host(DTYPE_CODES[logits.dtype], pointer(logits), logits.stride(0), batch, vocab,
+                                  *stages, pointer(seeds), pointer(steps), n, pointer(tokens))
     return tokens[:, 0] if n == 1 else tokens
