@@ -278,9 +278,19 @@ def test_tokens_equal_reference_crowded_crossing_bin(draw_device, seed, top_p):
     assert_tokens_equal(logits, out, R.sample(logits, top_p=top_p, seed=s, step=3, n=16), {"top_p": top_p})
 
 
-def test_one_draw_of_top_p_from_either_end(draw_device, seed):
-    """One draw with top-p alone, on rows of many chunks: the CPU walks to the draw's token from whichever end of the
-    row its point is nearer; both ends are exercised, and every token is the reference's."""
+@pytest.mark.parametrize("top_p", [0.5, 0.9])
+def test_tokens_equal_reference_mass_away_from_the_sample(draw_device, seed, top_p):
+    """Rows whose mass lies where the CPU kernel's estimate of top-p's crossing does not look (W.unsampled_mass_rows):
+    no cut past the estimate holds top_p of the weight, and the draws are among every token."""
+    logits = W.unsampled_mass_rows(seed)
+    s = seeds_for(logits.shape[0], gen(seed))
+    out = run(draw_device, logits, top_p=top_p, seed=s, step=5, n=16)
+    assert_tokens_equal(logits, out, R.sample(logits, top_p=top_p, seed=s, step=5, n=16), {"top_p": top_p})
+
+
+def test_one_draw_of_top_p_on_either_half(draw_device, seed):
+    """One draw with top-p alone, on rows of many chunks, landing in the first and in the second half of the kept
+    mass: every token is the reference's."""
     g = gen(seed)
     logits = W.make_logits(48, 20000, torch.float32, seed, kinds=("normal", "ties", "neg_inf")) * 3
     s = seeds_for(48, g)

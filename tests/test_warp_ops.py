@@ -9,6 +9,9 @@ probability stages up to tokens within rounding of their threshold or tied with 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from typing import Dict
 
 import pytest
@@ -159,6 +162,36 @@ def test_crowded_crossing_bin(device, seed, params):
     """Top-p and typical decoding where the bin their mass crosses in holds nearly the whole row (W.crowded_rows): as
     transformers."""
     check_against_transformers(device, W.crowded_rows(seed), params)
+
+
+@pytest.mark.parametrize("params", [{"top_p": 0.9}, {"top_p": 0.5, "typical_p": 0.9}, {"typical_p": 0.9}],
+                         ids=["top_p", "top_p+typical_p", "typical_p"])
+@pytest.mark.parametrize("min_tokens_to_keep", [1, 700])
+def test_mass_away_from_the_sample(device, seed, params, min_tokens_to_keep):
+    """Rows whose mass lies where the CPU kernel's sample of the row does not look (W.unsampled_mass_rows), and
+    min_tokens_to_keep beyond the tokens near the crossing: as transformers."""
+    check_against_transformers(device, W.unsampled_mass_rows(seed), params, min_tokens_to_keep)
+
+
+AVX512_OFF_SCRIPT = """
+import sys, torch, pysample
+x = torch.load(sys.argv[1])
+torch.save([pysample.warp_logits(x, **params) for params in eval(sys.argv[2])], sys.argv[3])
+"""
+
+
+def test_same_output_without_avx512(tmp_path, seed):
+    """The kernel's loops written for AVX-512 give what the portable ones do (a process with ATEN_CPU_CAPABILITY=avx2
+    runs the portable ones; on a CPU without AVX-512 both are)."""
+    x = torch.cat([inputs_for(40, 30000, torch.float32, seed), W.unsampled_mass_rows(seed, 30000)])
+    chains = [{"top_p": 0.9}, {"typical_p": 0.9}, {"top_p": 0.95, "typical_p": 0.5}, {"top_k": 2000, "top_p": 0.9}]
+    torch.save(x, tmp_path / "x.pt")
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2")
+    subprocess.run([sys.executable, "-c", AVX512_OFF_SCRIPT, str(tmp_path / "x.pt"), repr(chains),
+                    str(tmp_path / "out.pt")], env=env, check=True, timeout=300)
+    portable = torch.load(tmp_path / "out.pt")
+    for params, expected in zip(chains, portable):
+        assert W.bitwise_equal(pysample.warp_logits(x, **params), expected), params
 
 
 @pytest.mark.parametrize("k", [1, 7, 50])

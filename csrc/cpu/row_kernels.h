@@ -9,6 +9,8 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "cpu_rows.h"
@@ -129,6 +131,184 @@ int64_t split_crossing_bin(const float* values, DistanceBins bins, int32_t cross
     }
   }
   return kept;
+}
+
+// ---- the tokens near a crossing ----------------------------------------------------------------------------
+
+// A histogram of a whole row costs a scattered add per token, though the running mass crosses its goal among few of
+// them: the bulk of a row lies far below its top (top-p), or far from its entropy (typical decoding). So a stage
+// estimates the crossing's distance from a sample of the row (estimate_crossing), measures on vector lanes, with the
+// exact total, the mass within a few cut distances past the estimate (CutMasses), and goes on with only the tokens
+// within the smallest cut whose mass reaches the goal (gather_within). A wrong estimate costs time, never a different
+// result: when no cut holds the goal, every token goes on.
+constexpr int kCuts = 4;
+constexpr float kCutMargins[kCuts] = {0.25f, 0.5f, 1.0f, 2.0f};  // past the estimate, in units of distance
+constexpr int64_t kCutChunk = 256;                               // tokens whose quantities a pass keeps in arrays
+constexpr int64_t kSampleStride = 512, kSampleRun = 16;
+constexpr int kEstimateBinsPerUnit = 4;
+constexpr int kEstimateBins = 32 * kEstimateBinsPerUnit;  // farther crossings are not worth narrowing down to
+
+// distance[i] = distance_of(x[i], bins) for i < n (a plain loop for each kind, which the compiler vectorizes).
+inline void distances(const float* x, int64_t n, const DistanceBins& bins, float* distance) {
+  if (bins.centered) {
+    for (int64_t i = 0; i < n; ++i) distance[i] = typical_distance(x[i], bins.max, bins.a, bins.b);
+  } else {
+    for (int64_t i = 0; i < n; ++i) distance[i] = bins.max - x[i];
+  }
+}
+
+// An estimate of the distance within which the mass reaches `fraction` of the total, from a sample of the row: the
+// first kSampleRun tokens of every kSampleStride, each standing for kSampleStride / kSampleRun tokens (runs rather than
+// single tokens, so that the sample reads a 32nd of the row's cache lines), and the max itself (weight 1), which a
+// peaked row's estimate must not miss. w[i] is token i's weight, or exp(x[i] - max) when w is null.
+[[maybe_unused]] PYSAMPLE_CPU_CLONES float estimate_crossing(const float* x, const float* w, int64_t n,
+                                                             DistanceBins bins, double fraction) {
+  // Two interleaved histograms: a run's tokens often share a bin, and adds to one would wait on each other.
+  double h[2][kEstimateBins + 1] = {};
+  auto bin = [](float distance) {
+    const float t = distance * kEstimateBinsPerUnit;
+    return t < kEstimateBins ? static_cast<int>(t) : kEstimateBins;
+  };
+  h[0][bin(distance_of(bins.max, bins))] += 1.0;
+  constexpr float kStands = static_cast<float>(kSampleStride) / kSampleRun;
+  float distance[kSampleRun], weight[kSampleRun];
+  for (int64_t begin = 0; begin + kSampleRun <= n; begin += kSampleStride) {
+    if (w != nullptr) {
+      std::memcpy(weight, w + begin, sizeof weight);
+    } else {
+      for (int64_t i = 0; i < kSampleRun; ++i) weight[i] = exp_nonpos(x[begin + i] - bins.max);
+    }
+    distances(x + begin, kSampleRun, bins, distance);
+    for (int64_t i = 0; i < kSampleRun; ++i) h[i % 2][bin(distance[i])] += kStands * weight[i];
+  }
+  double mass[kEstimateBins + 1], total = 0;
+  for (int b = 0; b <= kEstimateBins; ++b) mass[b] = h[0][b] + h[1][b], total += mass[b];
+  double running = 0;
+  for (int b = 0; b < kEstimateBins; ++b) {
+    running += mass[b];
+    if (running >= fraction * total) return static_cast<float>(b + 1) / kEstimateBinsPerUnit;
+  }
+  return kInf;
+}
+
+// The weight of the tokens within each cut distance, summed on float lanes: an estimate (relative error below
+// (n / kLanes + kLanes) 2^-24 for n tokens), to choose a cut by.
+struct CutMasses {
+  float cut[kCuts];
+  float lanes[kCuts][kLanes] = {};
+
+  float within(int c) const {
+    float sum = 0;
+    for (int l = 0; l < kLanes; ++l) sum += lanes[c][l];
+    return sum;
+  }
+
+  // Adds the weights e[i] of the tokens at distance[i], i < n.
+  void add(const float* e, const float* distance, int64_t n) {
+    static_assert(kCuts == 4);
+    float m[kCuts][kLanes];
+    std::memcpy(m, lanes, sizeof m);
+    const float cut0 = cut[0], cut1 = cut[1], cut2 = cut[2], cut3 = cut[3];
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+      for (int l = 0; l < kLanes; ++l) {
+        const float weight = e[i + l], d = distance[i + l];
+        m[0][l] += d <= cut0 ? weight : 0.0f;
+        m[1][l] += d <= cut1 ? weight : 0.0f;
+        m[2][l] += d <= cut2 ? weight : 0.0f;
+        m[3][l] += d <= cut3 ? weight : 0.0f;
+      }
+    }
+    for (int l = 0; i < n; ++i, ++l) {
+      for (int c = 0; c < kCuts; ++c) m[c][l] += distance[i] <= cut[c] ? e[i] : 0.0f;
+    }
+    std::memcpy(lanes, m, sizeof m);
+  }
+};
+
+// The cuts past an estimate of the crossing.
+inline CutMasses cuts_past(float estimate) {
+  CutMasses m;
+  for (int c = 0; c < kCuts; ++c) m.cut[c] = estimate + kCutMargins[c];
+  return m;
+}
+
+// The first cut whose mass, known within `error` of itself, surely reaches `goal`; kCuts when none does.
+inline int cut_reaching(const CutMasses& m, double goal, double error) {
+  int c = 0;
+  while (c < kCuts && !(m.within(c) >= goal * (1 + 2 * error))) ++c;
+  return c;
+}
+
+inline double cut_mass_error(int64_t n) { return static_cast<double>(n / kLanes + kLanes) * 0x1p-24; }
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// Whether to run the loops written for AVX-512: when the CPU has it, unless torch's ATEN_CPU_CAPABILITY asks torch's
+// own kernels for less ("default", "avx2"), which also lets the tests run the other path on an AVX-512 machine.
+inline bool use_avx512() {
+  static const bool use = [] {
+    const char* capability = std::getenv("ATEN_CPU_CAPABILITY");
+    const bool less = capability != nullptr && (std::strcmp(capability, "default") == 0 ||
+                                                std::strcmp(capability, "avx2") == 0);
+    return __builtin_cpu_supports("avx512f") && !less;
+  }();
+  return use;
+}
+
+// gather_within's loop on 16 lanes with AVX-512's compress: no branch per token or group of tokens, whose outcome
+// the branch predictor cannot guess when a tenth of the tokens are gathered. Does the whole groups of 16 tokens;
+// returns how many it gathered. The distance is computed with distance_of's operations (the same bits).
+__attribute__((target("avx512f"))) inline int64_t gather_within_avx512(const float* x, const int32_t* token,
+                                                                        const float* w, int64_t n,
+                                                                        const DistanceBins& bins, float cut,
+                                                                        float* value, int32_t* index, float* weight) {
+  const __m512 max = _mm512_set1_ps(bins.max), a = _mm512_set1_ps(bins.a), b = _mm512_set1_ps(bins.b);
+  const __m512 bound = _mm512_set1_ps(cut);
+  const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
+  const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t count = 0;
+  for (int64_t j = 0; j + 16 <= n; j += 16) {
+    const __m512 v = _mm512_loadu_ps(x + j);
+    __m512 distance;
+    if (bins.centered) {  // |-((x - max) - a) - b|
+      const __m512 u = _mm512_sub_ps(_mm512_sub_ps(v, max), a);
+      const __m512 t = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(u), sign)), b);
+      distance = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(t), magnitude));
+    } else {
+      distance = _mm512_sub_ps(max, v);
+    }
+    const __mmask16 within = _mm512_cmp_ps_mask(distance, bound, _CMP_LE_OQ);
+    const __m512i ids = token != nullptr ? _mm512_loadu_si512(token + j)
+                                         : _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(j)));
+    _mm512_storeu_ps(value + count, _mm512_maskz_compress_ps(within, v));
+    _mm512_storeu_si512(index + count, _mm512_maskz_compress_epi32(within, ids));
+    if (w != nullptr) _mm512_storeu_ps(weight + count, _mm512_maskz_compress_ps(within, _mm512_loadu_ps(w + j)));
+    count += __builtin_popcount(within);
+  }
+  return count;
+}
+#endif
+
+// Writes to value / index / weight the tokens j < n (token[j] each, or j when token is null; weights w, or none when
+// w is null) whose distance is at most `cut`, in order; returns how many. The outputs have room for n tokens.
+[[maybe_unused]] PYSAMPLE_CPU_CLONES int64_t gather_within(const float* x, const int32_t* token, const float* w,
+                                                           int64_t n, DistanceBins bins, float cut, float* value,
+                                                           int32_t* index, float* weight) {
+  int64_t count = 0;
+  int64_t j = 0;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  if (use_avx512()) {
+    count = gather_within_avx512(x, token, w, n, bins, cut, value, index, weight);
+    j = n / 16 * 16;
+  }
+#endif
+  for (; j < n; ++j) {
+    value[count] = x[j], index[count] = token != nullptr ? token[j] : static_cast<int32_t>(j);
+    if (w != nullptr) weight[count] = w[j];
+    count += distance_of(x[j], bins) <= cut;
+  }
+  return count;
 }
 
 // The row seen as blocks of kBlock consecutive tokens: a lower bound for the k-th largest value is the k-th largest
@@ -310,7 +490,7 @@ Elem select_by_rank(int64_t n, const float* value, Key key, Tie tie, int64_t ran
 
 // Scratch buffers of one thread, grown to the vocabulary size once and reused across rows and calls.
 struct Scratch {
-  std::vector<float> y, value, spare_value, weight, distance, row, probs, member_values;
+  std::vector<float> y, value, spare_value, weight, spare_weight, distance, row, probs, member_values;
   std::vector<int32_t> index, spare_index, members, member_bins;
   std::vector<uint8_t> keep;
   std::vector<uint32_t> block_max, block_rank;
@@ -319,7 +499,9 @@ struct Scratch {
 
   void reserve(int64_t vocab) {
     if (static_cast<int64_t>(y.size()) >= vocab) return;
-    for (auto* v : {&y, &value, &spare_value, &weight, &distance, &row, &probs, &member_values}) v->resize(vocab);
+    for (auto* v : {&y, &value, &spare_value, &weight, &spare_weight, &distance, &row, &probs, &member_values}) {
+      v->resize(vocab);
+    }
     for (auto* v : {&index, &spare_index, &members, &member_bins}) v->resize(vocab);
     keep.resize(vocab);
     block_max.resize(vocab / kBlock + 1);
@@ -345,9 +527,8 @@ Active narrow(const Active& a, Scratch& s, bool last) {
   float* value = s.spare_value.data();
   int32_t* index = s.spare_index.data();
   int64_t n = 0;
-  for (int64_t j = 0; j < a.n; ++j) {
-    if (marks[j]) value[n] = a.value[j], index[n] = a.token(j), ++n;
-  }
+  // Branch-free: whether a token stays is as hard to predict as a coin toss when a stage keeps half of them.
+  for (int64_t j = 0; j < a.n; ++j) value[n] = a.value[j], index[n] = a.token(j), n += marks[j] != 0;
   if (n == a.n) return a;
   std::swap(s.value, s.spare_value);
   std::swap(s.index, s.spare_index);

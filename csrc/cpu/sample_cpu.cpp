@@ -1,9 +1,9 @@
 // CPU kernel of pysample.sample; the rules are in pysample/sample.h, shared with the CUDA kernel. Rows run in
-// parallel. Within a row: the scaled logits, top-k through the warper's candidate gathering (row_kernels.h), top-p
-// over the fixed-point weights (a histogram of weight by distance from the max finds the bin where the boundary
-// lies, and only the tokens of its finer bin are put in order: split_crossing_bin), min-p, then each draw a binary
-// search in the running weight of the kept tokens in token order. No sort of the vocabulary and no softmax written
-// out.
+// parallel. Within a row: the scaled logits, top-k through the warper's candidate gathering (row_kernels.h), or on
+// the whole row top-p's gathering of the tokens near its crossing (row_kernels.h); top-p over the fixed-point
+// weights of those candidates (a histogram of weight by distance from the max finds the bin where the boundary lies,
+// and only the tokens of its finer bin are put in order: split_crossing_bin), min-p, then each draw a walk along the
+// running weight of the kept tokens in token order. No sort of the vocabulary and no softmax written out.
 #include <torch/library.h>
 
 #include "../sample_args.h"
@@ -44,74 +44,63 @@ PYSAMPLE_CPU_CLONES uint64_t kept_weight(const uint64_t* w, const uint8_t* keep,
   return total;
 }
 
-// The weights (sample_weight) of up to kChunk tokens, as doubles (integers below 2^41, exact), and room for a flag
-// per token. Plain loops over arrays, one quantity at a time, which the compiler vectorizes (exp_nonpos included).
-constexpr int64_t kChunk = 256;
+// The weights (sample_weight) of up to kChunk tokens, as doubles (integers below 2^41, exact), and their exps. Plain
+// loops over arrays, one quantity at a time, which the compiler vectorizes (exp_nonpos
+// included).
+constexpr int64_t kChunk = kCutChunk;
 
 struct ChunkWeights {
-  float e[kChunk], before[kChunk];
+  float e[kChunk];
   double w[kChunk];
 };
 
-// `exps`: exp(x - max) of the chunk when already known (else computed into c.e).
-inline void chunk_weights(const float* x, const float* exps, int64_t n, float max, ChunkWeights& c) {
-  if (exps == nullptr) {
-    for (int64_t i = 0; i < n; ++i) c.e[i] = exp_nonpos(x[i] - max);
-    exps = c.e;
-  }
+inline void chunk_weights(const float* x, int64_t n, float max, ChunkWeights& c) {
+  for (int64_t i = 0; i < n; ++i) c.e[i] = exp_nonpos(x[i] - max);
   for (int64_t i = 0; i < n; ++i) {
-    c.w[i] = (static_cast<double>(exps[i]) * kWeightScale + kRoundingShift) - kRoundingShift;  // sample_weight
+    c.w[i] = (static_cast<double>(c.e[i]) * kWeightScale + kRoundingShift) - kRoundingShift;  // sample_weight
   }
 }
 
-// sums[c] = sum of the weights of the tokens of chunk c (kChunk tokens) whose top-p bin (distance max - x) comes
-// before `crossing` and whose weight is at least min_p_scale = min_p * kWeightScale (min_p_keeps); `exps` as in
-// chunk_weights, or null. Sums of up to 2^11 weights are exact in double whatever the order, so a chunk is summed on
-// double lanes (vectorized).
-PYSAMPLE_CPU_CLONES void kept_chunk_weights(const float* x, const float* exps, int64_t n, DistanceBins bins,
-                                            int32_t crossing, double min_p_scale, uint64_t* sums) {
+// sums[c] = sum of the weights of the tokens of chunk c (kChunk tokens) that are at least min_p_scale = min_p *
+// kWeightScale (min_p_keeps). Sums of up to 2^11 weights are exact in double whatever the order, so a chunk is summed
+// on double lanes (vectorized).
+PYSAMPLE_CPU_CLONES void kept_chunk_weights(const float* x, int64_t n, float max, double min_p_scale,
+                                            uint64_t* sums) {
   ChunkWeights c;
   for (int64_t begin = 0; begin < n; begin += kChunk) {
     const int64_t len = std::min(kChunk, n - begin);
-    chunk_weights(x + begin, exps != nullptr ? exps + begin : nullptr, len, bins.max, c);
-    for (int64_t i = 0; i < len; ++i) c.before[i] = bin_of(distance_of(x[begin + i], bins)) < crossing ? 1.0f : 0.0f;
+    chunk_weights(x + begin, len, max, c);
     double acc[kLanes] = {};
     int64_t i = 0;
     for (; i + kLanes <= len; i += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
-        const double w = c.w[i + l];
-        acc[l] += (w >= min_p_scale ? w : 0.0) * static_cast<double>(c.before[i + l]);
-      }
+      for (int l = 0; l < kLanes; ++l) acc[l] += c.w[i + l] >= min_p_scale ? c.w[i + l] : 0.0;
     }
-    for (; i < len; ++i) acc[0] += (c.w[i] >= min_p_scale ? c.w[i] : 0.0) * static_cast<double>(c.before[i]);
+    for (; i < len; ++i) acc[0] += c.w[i] >= min_p_scale ? c.w[i] : 0.0;
     double sum = 0;
     for (int l = 0; l < kLanes; ++l) sum += acc[l];
     sums[begin / kChunk] = static_cast<uint64_t>(sum);
   }
 }
 
-// mass[b] = sum of the weights of the tokens in top-p bin b <= kDistanceBins, and exps[i] = exp(x[i] - max) for
-// the passes after it; returns the total weight. Two interleaved histograms so that consecutive adds to one bin do
-// not wait on each other.
-PYSAMPLE_CPU_CLONES uint64_t weight_histogram_of_row(const float* x, int64_t n, DistanceBins bins, uint64_t* mass,
-                                                     float* exps) {
-  uint64_t h[2][kDistanceBins + 1] = {};
+// The total weight of the row x (exact) and, in m, the mass within each cut of the tokens' exps (see CutMasses).
+PYSAMPLE_CPU_CLONES uint64_t weigh_within_cuts(const float* x, int64_t n, DistanceBins bins, CutMasses& m) {
   ChunkWeights c;
-  int32_t bin[kChunk];
+  float distance[kChunk];
+  uint64_t total = 0;
   for (int64_t begin = 0; begin < n; begin += kChunk) {
     const int64_t len = std::min(kChunk, n - begin);
-    chunk_weights(x + begin, nullptr, len, bins.max, c);
-    for (int64_t i = 0; i < len; ++i) bin[i] = bin_of(distance_of(x[begin + i], bins)), exps[begin + i] = c.e[i];
-    // Through int64 (the weights are below 2^41): one conversion instruction, where uint64 takes a branch.
+    chunk_weights(x + begin, len, bins.max, c);
+    double acc[kLanes] = {}, rest = 0;
     int64_t i = 0;
-    for (; i + 2 <= len; i += 2) {
-      h[0][bin[i]] += static_cast<int64_t>(c.w[i]);
-      h[1][bin[i + 1]] += static_cast<int64_t>(c.w[i + 1]);
+    for (; i + kLanes <= len; i += kLanes) {
+      for (int l = 0; l < kLanes; ++l) acc[l] += c.w[i + l];
     }
-    if (i < len) h[0][bin[i]] += static_cast<int64_t>(c.w[i]);
+    for (; i < len; ++i) rest += c.w[i];
+    for (int l = 0; l < kLanes; ++l) rest += acc[l];
+    total += static_cast<uint64_t>(rest);
+    distances(x + begin, len, bins, distance);
+    m.add(c.e, distance, len);
   }
-  uint64_t total = 0;
-  for (int b = 0; b <= kDistanceBins; ++b) mass[b] = h[0][b] + h[1][b], total += mass[b];
   return total;
 }
 
@@ -120,59 +109,45 @@ struct SampleScratch {
   std::vector<uint64_t> weight;                       // per active token
   std::vector<int32_t> order;                         // active positions in token order, after top-k
   std::vector<std::pair<uint64_t, int64_t>> targets;  // (target, draw), ascending
-  std::vector<int32_t> kept_members;                  // the kept tokens of top-p's crossing bin, ascending
-  std::vector<float> exps;                            // exp(y - max) of the whole row, for top-p
   std::vector<uint64_t> chunk_sums;                   // kept weight per chunk of kChunk tokens
 
   void reserve(int64_t vocab) {
     row.reserve(vocab);
     if (static_cast<int64_t>(weight.size()) >= vocab) return;
-    weight.resize(vocab), order.resize(vocab), exps.resize(vocab);
+    weight.resize(vocab), order.resize(vocab);
     chunk_sums.resize(vocab / kChunk + 1);
   }
 };
 
-// Top-p over the fixed-point weights of the n tokens x (weight(j, x[j]) each, token(j) their ids), given `mass`, their
-// histogram by distance from `max`, and their total. The bins before the one in which the running weight reaches
-// top_p * total stay whole (marked in `marks` unless it is null), later ones go; decided(j, kept) is called for each
-// token of that bin, of which only those of the finer bin where the weight crosses (split_crossing_bin) are put in
-// order (descending x, ties by ascending id) for top_p_keeps. Returns the bin, and in `kept` the weight of every
-// kept token.
-template <typename Weight, typename Token, typename Decided>
-int32_t top_p_crossing(const float* x, int64_t n, float max, const uint64_t* mass, uint64_t total, double top_p,
-                       Weight weight, Token token, uint8_t* marks, Decided decided, Scratch& s, uint64_t* kept) {
+// Marks in scratch.keep the tokens of `a` top-p keeps (top_p_keeps), given their weights and the total of which it
+// keeps a fraction. The bins of their histogram by distance from `max` before the one in which the running weight
+// reaches top_p * total stay whole, later ones go, and only the tokens of that bin's finer bin where the weight
+// crosses (split_crossing_bin) are put in order (descending value, ties by ascending id).
+void top_p_marks(const Active& a, const uint64_t* weight, uint64_t total, float max, double top_p, SampleScratch& ss) {
+  Scratch& s = ss.row;
   const DistanceBins bins{max, 0.0f, 0.0f, false};
+  uint64_t mass[kDistanceBins + 1];
+  weight_histogram(a.value, weight, a.n, bins, mass);
   const double goal = top_p * static_cast<double>(total);
   uint64_t before = 0;
   int32_t crossing = 0;
   while (crossing < kDistanceBins && static_cast<double>(before + mass[crossing]) < goal) before += mass[crossing++];
+  uint8_t* keep = s.keep.data();
   int32_t* members = s.members.data();
   float* values = s.member_values.data();
-  const int64_t in_bin = mark_bins_before(x, n, bins, crossing, marks, members, values);
-  const int64_t count =
-      split_crossing_bin(values, bins, crossing, members, in_bin, weight, goal, &before, decided, s.member_bins.data());
+  const int64_t in_bin = mark_bins_before(a.value, a.n, bins, crossing, keep, members, values);
+  const int64_t count = split_crossing_bin(
+      values, bins, crossing, members, in_bin, [&](int32_t j, float) { return weight[j]; }, goal, &before,
+      [&](int32_t j, bool kept) { keep[j] = kept; }, s.member_bins.data());
+  const float* x = a.value;
   std::sort(members, members + count, [&](int32_t i, int32_t j) {
-    return x[i] > x[j] || (x[i] == x[j] && token(i) < token(j));
+    return x[i] > x[j] || (x[i] == x[j] && a.token(i) < a.token(j));
   });
   // Once one goes, the rest do (the weight before them only grows).
   for (int64_t m = 0; m < count; ++m) {
-    const bool keep = top_p_keeps(before, total, top_p);
-    decided(members[m], keep);
-    before += keep ? weight(members[m], x[members[m]]) : 0;
+    keep[members[m]] = top_p_keeps(before, total, top_p);
+    before += keep[members[m]] ? weight[members[m]] : 0;
   }
-  *kept = before;
-  return crossing;
-}
-
-// Marks in scratch.keep the active tokens top-p keeps (top_p_keeps), given their weights and total.
-void top_p_marks(const Active& a, const uint64_t* weight, uint64_t total, float max, double top_p, SampleScratch& ss) {
-  Scratch& s = ss.row;
-  uint64_t mass[kDistanceBins + 1], kept;
-  weight_histogram(a.value, weight, a.n, DistanceBins{max, 0.0f, 0.0f, false}, mass);
-  top_p_crossing(
-      a.value, a.n, max, mass, total, top_p, [&](int32_t j, float) { return weight[j]; },
-      [&](int32_t j) { return a.token(j); }, s.keep.data(), [&](int32_t j, bool keep) { s.keep[j] = keep; }, s,
-      &kept);
 }
 
 // The draws' targets for the kept weight `kept`, ascending, with the draw each belongs to.
@@ -185,113 +160,80 @@ void draw_targets(const SampleParams& p, int64_t row, uint64_t kept, SampleScrat
   std::sort(ss.targets.begin(), ss.targets.end());
 }
 
-// Sampling among the candidates top-k gathered (few): their weights are stored and put in token order.
-void sample_candidates(const Active& a, float max, double top_p, double min_p_scale, const SampleParams& p,
-                       int64_t row, SampleScratch& ss, int64_t* tokens) {
-  uint64_t* weight = ss.weight.data();
-  const uint64_t total = sample_weights(a.value, a.n, max, weight);
+// Sampling among candidates, `a` with their weights in ss.weight: top-k's (few), or the tokens near top-p's crossing
+// (see sample_top_p). `total` is the weight of which top-p keeps a fraction: theirs, or the whole row's.
+void sample_candidates(const Active& a, uint64_t total, float max, double top_p, double min_p_scale,
+                       const SampleParams& p, int64_t row, SampleScratch& ss, int64_t* tokens) {
+  const uint64_t* weight = ss.weight.data();
   uint8_t* keep = ss.row.keep.data();
   if (top_p < 1.0) {
     top_p_marks(a, weight, total, max, top_p, ss);
   } else {
     std::fill(keep, keep + a.n, 1);
   }
-  for (int64_t j = 0; j < a.n; ++j) keep[j] &= static_cast<double>(weight[j]) >= min_p_scale;
+  if (min_p_scale > 0) {
+    for (int64_t j = 0; j < a.n; ++j) keep[j] &= static_cast<double>(weight[j]) >= min_p_scale;
+  }
   draw_targets(p, row, kept_weight(weight, keep, a.n), ss);
-  int32_t* order = ss.order.data();
-  for (int64_t j = 0; j < a.n; ++j) order[j] = static_cast<int32_t>(j);
-  std::sort(order, order + a.n, [&](int32_t i, int32_t j) { return a.index[i] < a.index[j]; });
+  // The positions in token order: as they are when gathered from the whole row.
+  int32_t* order = nullptr;
+  if (!std::is_sorted(a.index, a.index + a.n)) {
+    order = ss.order.data();
+    for (int64_t j = 0; j < a.n; ++j) order[j] = static_cast<int32_t>(j);
+    std::sort(order, order + a.n, [&](int32_t i, int32_t j) { return a.index[i] < a.index[j]; });
+  }
   uint64_t upto = 0;
   size_t next = 0;
   for (int64_t i = 0; i < a.n && next < ss.targets.size(); ++i) {
-    upto += keep[order[i]] ? weight[order[i]] : 0;
+    const int64_t j = order != nullptr ? order[i] : i;
+    upto += weight[j] * keep[j];  // branch-free: the kept tokens of top-p's crossing bin are scattered
     for (; next < ss.targets.size() && ss.targets[next].first < upto; ++next) {
-      tokens[ss.targets[next].second] = a.index[order[i]];
+      tokens[ss.targets[next].second] = a.index[j];
     }
   }
 }
 
-// Sampling from the whole row. Top-p's histogram of weight by distance from the max finds the bin where its
-// boundary lies; only the tokens of its finer bin are put in order (the kept ones of that bin: kept_members). A token
-// is then kept when its bin comes before that one or it is a kept member, and its weight passes min-p. A draw finds
-// its chunk of kChunk tokens from their kept weight, summed in a vectorized pass per chunk, and walks only that
-// chunk. With top-p alone and one draw, the kept weight is known from top-p's own sums, so only the chunks up to the
-// draw's are summed, walking from whichever end of the row its point is nearer (the token is the same either way:
-// the first whose running weight from the start exceeds the point is the one at which the running weight from the
-// end first reaches kept - point); otherwise every chunk is summed first.
-void sample_whole_row(const float* y, int64_t vocab, float max, double top_p, double min_p_scale,
-                      const SampleParams& p, int64_t row, SampleScratch& ss, int64_t* tokens) {
+// Top-p on the whole row: every kept token lies within the smallest cut past an estimate of its crossing whose
+// weight reaches top_p of the row's total (row_kernels.h), or every token when none does; those tokens are gathered,
+// in token order, and sampled among as candidates.
+void sample_top_p(const float* y, int64_t vocab, float max, double top_p, double min_p_scale, const SampleParams& p,
+                  int64_t row, SampleScratch& ss, int64_t* tokens) {
   const DistanceBins bins{max, 0.0f, 0.0f, false};
-  auto weight = [&](int64_t i) { return sample_weight(y[i], max); };
-  int32_t crossing = kDistanceBins + 1;  // without top-p every bin comes before it
-  const float* exps = nullptr;
-  std::vector<int32_t>& members = ss.kept_members;
-  members.clear();
-  uint64_t kept = 0;  // the kept weight, when top-p alone decides it
-  if (top_p < 1.0) {
-    uint64_t mass[kDistanceBins + 1];
-    const uint64_t total = weight_histogram_of_row(y, vocab, bins, mass, ss.exps.data());
-    exps = ss.exps.data();
-    crossing = top_p_crossing(
-        y, vocab, max, mass, total, top_p, [&](int32_t, float value) { return sample_weight(value, max); },
-        [](int32_t j) { return j; }, nullptr,
-        [&](int32_t i, bool keep) {
-          if (keep) members.push_back(i);
-        },
-        ss.row, &kept);
-    std::sort(members.begin(), members.end());
-  }
-  auto fails_min_p = [&](int32_t i) { return static_cast<double>(weight(i)) < min_p_scale; };
-  members.erase(std::remove_if(members.begin(), members.end(), fails_min_p), members.end());
+  CutMasses m = cuts_past(estimate_crossing(y, nullptr, vocab, bins, top_p));
+  const uint64_t total = weigh_within_cuts(y, vocab, bins, m);
+  // The cuts sum exps; a weight is its exp times kWeightScale within 1/2.
+  const double goal = (top_p * static_cast<double>(total) + 0.5 * static_cast<double>(vocab)) / kWeightScale;
+  const int c = cut_reaching(m, goal, cut_mass_error(vocab));
+  Scratch& s = ss.row;
+  const int64_t n = gather_within(y, nullptr, nullptr, vocab, bins, c < kCuts ? m.cut[c] : kInf, s.value.data(),
+                                  s.index.data(), nullptr);
+  const Active near{s.value.data(), s.index.data(), n};
+  sample_weights(near.value, n, max, ss.weight.data());
+  sample_candidates(near, total, max, top_p, min_p_scale, p, row, ss, tokens);
+}
 
-  // Token i's weight if it is kept, else 0 (kept members lie in the crossing bin).
+// Sampling from the whole row without top-p. A draw finds its chunk of kChunk tokens from their kept weight (min-p),
+// summed in a vectorized pass per chunk, and walks only that chunk.
+void sample_whole_row(const float* y, int64_t vocab, float max, double min_p_scale, const SampleParams& p,
+                      int64_t row, SampleScratch& ss, int64_t* tokens) {
   auto kept_weight = [&](int64_t i) -> uint64_t {
-    const uint64_t w = weight(i);
-    const int32_t bin = bin_of(distance_of(y[i], bins));
-    const bool keep = bin < crossing ? static_cast<double>(w) >= min_p_scale
-                                     : bin == crossing && std::binary_search(members.begin(), members.end(), i);
-    return keep ? w : 0;
+    const uint64_t w = sample_weight(y[i], max);
+    return static_cast<double>(w) >= min_p_scale ? w : 0;
   };
   const int64_t chunks = (vocab + kChunk - 1) / kChunk;
-  auto chunk_end = [&](int64_t c) { return std::min((c + 1) * kChunk, vocab); };
-  auto chunk_weight = [&](int64_t c) {  // one chunk of what the whole row's pass below sums
-    uint64_t sum;
-    const int64_t begin = c * kChunk;
-    kept_chunk_weights(y + begin, exps != nullptr ? exps + begin : nullptr, chunk_end(c) - begin, bins, crossing,
-                       min_p_scale, &sum);
-    auto first = std::lower_bound(members.begin(), members.end(), begin);
-    for (auto m = first; m != members.end() && *m < chunk_end(c); ++m) sum += weight(*m);
-    return sum;
-  };
   uint64_t* sums = ss.chunk_sums.data();
-  const bool lazy = top_p < 1.0 && min_p_scale == 0 && p.draws == 1;
-  if (!lazy) {
-    kept_chunk_weights(y, exps, vocab, bins, crossing, min_p_scale, sums);
-    for (const int32_t i : members) sums[i / kChunk] += weight(i);
-    kept = 0;
-    for (int64_t c = 0; c < chunks; ++c) kept += sums[c];
-  }
+  kept_chunk_weights(y, vocab, max, min_p_scale, sums);
+  uint64_t kept = 0;
+  for (int64_t c = 0; c < chunks; ++c) kept += sums[c];
   draw_targets(p, row, kept, ss);
-
-  if (lazy && ss.targets[0].first >= kept / 2) {
-    const uint64_t rest = kept - ss.targets[0].first;  // the running weight from the end to reach
-    uint64_t after = 0;
-    int64_t c = chunks - 1;
-    for (uint64_t sum; c > 0 && after + (sum = chunk_weight(c)) < rest; --c) after += sum;
-    for (int64_t i = chunk_end(c) - 1; i >= c * kChunk; --i) {
-      after += kept_weight(i);
-      if (after >= rest) return void(tokens[0] = i);
-    }
-  }
   uint64_t upto = 0;
   size_t next = 0;
   for (int64_t c = 0; c < chunks && next < ss.targets.size(); ++c) {
-    const uint64_t sum = lazy ? chunk_weight(c) : sums[c];
-    if (upto + sum <= ss.targets[next].first) {  // no draw lands in this chunk
-      upto += sum;
+    if (upto + sums[c] <= ss.targets[next].first) {  // no draw lands in this chunk
+      upto += sums[c];
       continue;
     }
-    for (int64_t i = c * kChunk; i < chunk_end(c) && next < ss.targets.size(); ++i) {
+    for (int64_t i = c * kChunk; i < std::min((c + 1) * kChunk, vocab) && next < ss.targets.size(); ++i) {
       upto += kept_weight(i);
       for (; next < ss.targets.size() && ss.targets[next].first < upto; ++next) tokens[ss.targets[next].second] = i;
     }
@@ -335,8 +277,12 @@ void sample_row(const scalar_t* in, int64_t vocab, int64_t row, const SamplePara
   const double top_p = p.top_p.enabled ? p.top_p.at(row) : 1.0;
   // min_p_keeps as a bound on the weight; 0 keeps every token.
   const double min_p_scale = p.min_p.enabled ? p.min_p.at(row) * kWeightScale : 0.0;
-  if (a.index != nullptr) return sample_candidates(a, max, top_p, min_p_scale, p, row, ss, tokens);
-  sample_whole_row(y, vocab, max, top_p, min_p_scale, p, row, ss, tokens);
+  if (a.index != nullptr) {
+    const uint64_t total = sample_weights(a.value, a.n, max, ss.weight.data());
+    return sample_candidates(a, total, max, top_p, min_p_scale, p, row, ss, tokens);
+  }
+  if (top_p < 1.0) return sample_top_p(y, vocab, max, top_p, min_p_scale, p, row, ss, tokens);
+  sample_whole_row(y, vocab, max, min_p_scale, p, row, ss, tokens);
 }
 
 void check_row_values(const SampleParams& p, int64_t batch) {

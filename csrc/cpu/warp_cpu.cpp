@@ -78,88 +78,95 @@ PYSAMPLE_CPU_CLONES void divide(const float* x, int64_t n, float temperature, fl
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] / temperature;
 }
 
-// Top-p's mass without an exp per token: in bin b, s = x - max = -distance lies in (-(b+1)/16, -b/16], so
-// exp(s) = exp(-(b+1)/16) * exp(d) with d = (b+1)/16 - distance in (0, 1/16] (exact, Sterbenz), and exp(d) is a
-// Taylor polynomial of degree 4 (truncation < 1e-8 relative). exp_in_bin gives exp(d) (0 in the last bin),
-// bin_exp_factors the exp(-(b+1)/16).
-inline float exp_in_bin(float distance, int32_t bin) {
-  const float d = static_cast<float>(bin + 1) * (1.0f / kBinsPerUnit) - distance;
-  const float e = 1.0f + d * (1.0f + d * (0.5f + d * (1.0f / 6.0f + d * (1.0f / 24.0f))));
-  return bin < kDistanceBins ? e : 0.0f;
-}
-
-inline Floats8 exp_in_bin(Floats8 distance, Ints8 bin) {
-  const Floats8 d = __builtin_convertvector(bin + 1, Floats8) * (1.0f / kBinsPerUnit) - distance;
-  const Floats8 e = 1.0f + d * (1.0f + d * (0.5f + d * (1.0f / 6.0f + d * (1.0f / 24.0f))));
-  return bin < kDistanceBins ? e : Floats8{};
-}
-
-const double* bin_exp_factors() {
-  static const std::vector<double> factors = [] {
-    std::vector<double> f(kDistanceBins);
-    for (int b = 0; b < kDistanceBins; ++b) f[b] = std::exp(-(b + 1) / static_cast<double>(kBinsPerUnit));
-    return f;
-  }();
-  return factors.data();
-}
-
-// Distance histograms go through chunks of kHistogramChunk tokens: each token's bin and weight are computed on
-// vector lanes into two arrays, then added one by one to two interleaved double histograms (27 KB, in L1), so that
-// consecutive adds to one bin do not wait on each other. Reading the arrays back is cheaper than taking each lane
-// out of a vector register (measured: 181 -> 112 us for top-p's histogram of a 128256-token row). Double, since a
-// bin can hold thousands of tokens whose float sum would drift past the accuracy the boundary needs.
+// Distance histograms go through chunks of kHistogramChunk tokens: each token's bin is computed on vector lanes
+// into an array, then its weight added to one of two interleaved double histograms (27 KB, in L1), so that
+// consecutive adds to one bin do not wait on each other. Reading the bins back is cheaper than taking each lane out
+// of a vector register. Double, since a bin can hold thousands of tokens whose float sum would drift past the
+// accuracy the boundary needs.
 constexpr int64_t kHistogramChunk = 256;
 
-inline void add_to_histograms(const int32_t* bin, const float* weight, int64_t n, double (*h)[kDistanceBins + 1]) {
-  int64_t i = 0;
-  for (; i + 2 <= n; i += 2) h[0][bin[i]] += weight[i], h[1][bin[i + 1]] += weight[i + 1];
-  if (i < n) h[0][bin[i]] += weight[i];
-}
-
-// mass[b] = sum of w[i] over the tokens i in distance bin b < kDistanceBins, or with w null of exp(x[i] - max), for
-// top-p (a = b = 0; see exp_in_bin).
+// mass[b] = sum of w[i] over the tokens i in distance bin b < kDistanceBins.
 PYSAMPLE_CPU_CLONES void distance_histogram(const float* x, const float* w, int64_t n, DistanceBins bins,
                                             double* mass) {
   double h[2][kDistanceBins + 1] = {};
   int32_t bin[kHistogramChunk];
-  float e[kHistogramChunk];
   for (int64_t begin = 0; begin < n; begin += kHistogramChunk) {
     const int64_t len = std::min(kHistogramChunk, n - begin);
     int64_t i = 0;
     for (; i + 8 <= len; i += 8) {
       Floats8 v;
       std::memcpy(&v, x + begin + i, sizeof v);
-      const Floats8 distance = distance_of(v, bins);
-      const Ints8 b = bin_of(distance);
+      const Ints8 b = bin_of(distance_of(v, bins));
       std::memcpy(bin + i, &b, sizeof b);
-      if (w == nullptr) {
-        const Floats8 weight = exp_in_bin(distance, b);
-        std::memcpy(e + i, &weight, sizeof weight);
-      }
     }
-    for (; i < len; ++i) {
-      const float distance = distance_of(x[begin + i], bins);
-      bin[i] = bin_of(distance);
-      e[i] = w == nullptr ? exp_in_bin(distance, bin[i]) : 0.0f;
-    }
-    add_to_histograms(bin, w != nullptr ? w + begin : e, len, h);
+    for (; i < len; ++i) bin[i] = bin_of(distance_of(x[begin + i], bins));
+    const float* weight = w + begin;
+    for (i = 0; i + 2 <= len; i += 2) h[0][bin[i]] += weight[i], h[1][bin[i + 1]] += weight[i + 1];
+    if (i < len) h[0][bin[i]] += weight[i];
   }
-  const double* factor = bin_exp_factors();
-  for (int b = 0; b < kDistanceBins; ++b) mass[b] = (h[0][b] + h[1][b]) * (w != nullptr ? 1.0 : factor[b]);
+  for (int b = 0; b < kDistanceBins; ++b) mass[b] = h[0][b] + h[1][b];
 }
 
-// The bin in which the running mass first reaches `fraction` of the total, with that goal in `goal` and the mass of
-// the bins before it in `before`; -1 when it never does (rounding).
-int32_t crossing_bin(const double* mass, double fraction, double* goal, double* before) {
-  double total = 0;
-  for (int b = 0; b < kDistanceBins; ++b) total += mass[b];
-  *goal = fraction * total;
+// The bin in which the running mass first reaches `goal`, with the mass of the bins before it in `before`; -1 when
+// it never does (rounding).
+int32_t crossing_bin(const double* mass, double goal, double* before) {
   *before = 0;
   for (int32_t b = 0; b < kDistanceBins; ++b) {
-    if (mass[b] > 0 && *before + mass[b] >= *goal) return b;
+    if (mass[b] > 0 && *before + mass[b] >= goal) return b;
     *before += mass[b];
   }
   return -1;
+}
+
+// The total weight (double) and the weight within each cut of m, of the n tokens x: w[i], or exp(x[i] - max) when w
+// is null (not stored: the tokens that go on are few, and a row's weights would push the row out of the L2 cache).
+PYSAMPLE_CPU_CLONES void weigh_within_cuts(const float* x, const float* w, int64_t n, DistanceBins bins, CutMasses& m,
+                                           double* total) {
+  double sum[kLanes] = {}, rest = 0;  // rest: the last chunk's tokens past its whole groups of kLanes
+  float distance[kCutChunk], exps[kCutChunk];
+  for (int64_t begin = 0; begin < n; begin += kCutChunk) {
+    const int64_t len = std::min(kCutChunk, n - begin);
+    const float* e = w + begin;
+    if (w == nullptr) {
+      for (int64_t i = 0; i < len; ++i) exps[i] = exp_nonpos(x[begin + i] - bins.max);
+      e = exps;
+    }
+    distances(x + begin, len, bins, distance);
+    int64_t i = 0;
+    for (; i + kLanes <= len; i += kLanes) {
+      for (int l = 0; l < kLanes; ++l) sum[l] += e[i + l];
+    }
+    for (; i < len; ++i) rest += e[i];
+    m.add(e, distance, len);
+  }
+  *total = rest;
+  for (int l = 0; l < kLanes; ++l) *total += sum[l];
+}
+
+// w[j] = exp(x[j] - max).
+PYSAMPLE_CPU_CLONES void exps_of(const float* x, int64_t n, float max, float* w) {
+  for (int64_t j = 0; j < n; ++j) w[j] = exp_nonpos(x[j] - max);
+}
+
+// The tokens of `a` within the smallest cut of m whose mass reaches `goal`, if it holds at least min_keep of them:
+// gathered into scratch.value / scratch.index, with their weights in scratch.weight. Otherwise `a` itself. The
+// weights are in scratch.weight already when `stored`, else exp(x - max).
+Active near_crossing(const Active& a, DistanceBins bins, const CutMasses& m, double goal, int64_t min_keep,
+                     bool stored, Scratch& s) {
+  const int c = cut_reaching(m, goal, cut_mass_error(a.n));
+  if (c < kCuts && a.n > static_cast<int64_t>(kSortDirectly)) {
+    const int64_t n = gather_within(a.value, a.index, stored ? s.weight.data() : nullptr, a.n, bins, m.cut[c],
+                                    s.spare_value.data(), s.spare_index.data(), s.spare_weight.data());
+    if (n >= min_keep) {
+      if (!stored) exps_of(s.spare_value.data(), n, bins.max, s.spare_weight.data());
+      std::swap(s.value, s.spare_value);
+      std::swap(s.index, s.spare_index);
+      std::swap(s.weight, s.spare_weight);
+      return {s.value.data(), s.index.data(), n};
+    }
+  }
+  if (!stored) exps_of(a.value, a.n, bins.max, s.weight.data());
+  return a;
 }
 
 // marks[j] = whether token j comes at or before the bound in descending (value, token) order (`descending`) or in
@@ -261,60 +268,67 @@ Active keep_up_to(const Active& a, Scratch& s, bool last, const float* v, bool d
   return keep_at_least(a, s, last, v, descending, boundary.found, min_keep);
 }
 
-// The tokens of the finer distance bin (split_crossing_bin) in which the running mass (weight(j, value) per token)
-// reaches `fraction` of the total, in scratch.members, with the tokens before them marked in scratch.keep and the
-// others not; `histogram(mass)` gives the mass per bin. Few tokens are all taken as members, without a histogram.
-// Returns how many, or -1 when the mass never reaches the goal; `goal` is fraction * total, `before` the mass of the
-// tokens before the members'.
-template <typename Weight, typename Histogram>
-int64_t crossing_members(const Active& a, const DistanceBins& bins, double fraction, Weight weight,
-                         Histogram histogram, Scratch& s, double* goal, double* before) {
+// Where the running mass of the tokens of `a` (weights w), in order of distance, reaches `goal`: the tokens of the
+// finer distance bin (split_crossing_bin) in which it does are in scratch.members, those before them marked in
+// scratch.keep and the others not; `before` is the mass of the tokens before the members. Few tokens are all taken as
+// members, without a histogram.
+struct Crossing {
+  Active a;  // the tokens that go on: those near the crossing (see near_crossing), or all
+  const float* w;
+  int64_t members;  // -1 when the mass never reaches the goal (rounding)
+  double goal, before;
+};
+
+int64_t crossing_members(const Active& a, const float* w, const DistanceBins& bins, double goal, Scratch& s,
+                         double* before) {
+  *before = 0;
   if (a.n <= static_cast<int64_t>(kSortDirectly)) {
-    double total = 0;
-    for (int64_t j = 0; j < a.n; ++j) {
-      s.members[j] = static_cast<int32_t>(j), s.keep[j] = 0, total += weight(j, a.value[j]);
-    }
-    *goal = fraction * total;
-    *before = 0;
+    for (int64_t j = 0; j < a.n; ++j) s.members[j] = static_cast<int32_t>(j), s.keep[j] = 0;
     return a.n;
   }
   double mass[kDistanceBins];
-  histogram(mass);
-  const int32_t crossing = crossing_bin(mass, fraction, goal, before);
+  distance_histogram(a.value, w, a.n, bins, mass);
+  const int32_t crossing = crossing_bin(mass, goal, before);
   if (crossing < 0) return -1;
   uint8_t* keep = s.keep.data();
   const int64_t count =
       mark_bins_before(a.value, a.n, bins, crossing, keep, s.members.data(), s.member_values.data());
-  return split_crossing_bin(s.member_values.data(), bins, crossing, s.members.data(), count, weight, *goal, before,
+  return split_crossing_bin(s.member_values.data(), bins, crossing, s.members.data(), count,
+                            [&](int32_t j, float) { return w[j]; }, goal, before,
                             [&](int32_t j, bool kept) { keep[j] = kept; }, s.member_bins.data());
 }
 
-// Marks (in scratch.keep) the tokens top-p keeps before min_tokens_to_keep: in descending (value, token) order, those
-// up to the first at which the mass up to it reaches keep_fraction of the total (see exp_in_bin).
-// Returns false when rounding kept the mass from ever reaching the goal.
-bool top_p_mark(const Active& a, float max, double keep_fraction, Scratch& s) {
-  const DistanceBins bins{max, 0.0f, 0.0f, false};
-  // exp(x - max) as the histogram sums it (see exp_in_bin).
-  auto weight = [&](int64_t, float value) {
-    const float distance = distance_of(value, bins);
-    const int32_t bin = bin_of(distance);
-    return bin < kDistanceBins ? static_cast<float>(bin_exp_factors()[bin]) * exp_in_bin(distance, bin) : 0.0f;
-  };
-  double goal, before;
-  const int64_t count = crossing_members(
-      a, bins, keep_fraction, weight, [&](double* mass) { distance_histogram(a.value, nullptr, a.n, bins, mass); }, s,
-      &goal, &before);
-  if (count < 0) return false;
+// The crossing of `fraction` of the mass of `a` by distance (bins), among the tokens near it, which it returns with
+// their weights (scratch.weight). With `exps` the weights are exp(x - max), computed here; else they are in
+// scratch.weight already.
+Crossing find_crossing(const Active& a, const DistanceBins& bins, double fraction, bool exps, int64_t min_keep,
+                       Scratch& s) {
+  const float* stored = exps ? nullptr : s.weight.data();
+  CutMasses m = cuts_past(estimate_crossing(a.value, stored, a.n, bins, fraction));
+  double total;
+  weigh_within_cuts(a.value, stored, a.n, bins, m, &total);
+  Crossing x{near_crossing(a, bins, m, fraction * total, min_keep, !exps, s), nullptr, -1, fraction * total, 0};
+  x.w = s.weight.data();
+  x.members = crossing_members(x.a, x.w, bins, x.goal, s, &x.before);
+  return x;
+}
+
+// Narrows `a` to the tokens top-p keeps: in descending (value, token) order, those up to the first at which the mass
+// up to it reaches keep_fraction of the total, and at least min_keep. Returns `a` when rounding kept the mass from
+// ever reaching the goal.
+Active top_p_keep(const Active& a, float max, double keep_fraction, int64_t min_keep, Scratch& s, bool last) {
+  const Crossing x = find_crossing(a, DistanceBins{max, 0.0f, 0.0f, false}, keep_fraction, true, min_keep, s);
+  if (x.members < 0) return a;
   // Descending (value, token) = ascending (~key, ~token).
   auto elem = [&](int32_t j) -> Elem {
-    return {~ordered_key(a.value[j]), ~static_cast<uint32_t>(a.token(j)), weight(j, a.value[j]), a.value[j]};
+    return {~ordered_key(x.a.value[j]), ~static_cast<uint32_t>(x.a.token(j)), x.w[j], x.a.value[j]};
   };
   s.elems.clear();
-  for (int64_t m = 0; m < count; ++m) s.elems.push_back(elem(s.members[m]));
-  const Found boundary = select_by_weight(s.elems, s.spare_elems, goal, before);
-  if (!boundary.found) return false;
-  for (int64_t m = 0; m < count; ++m) s.keep[s.members[m]] = elem(s.members[m]) <= boundary.elem;
-  return true;
+  for (int64_t m = 0; m < x.members; ++m) s.elems.push_back(elem(s.members[m]));
+  const Found boundary = select_by_weight(s.elems, s.spare_elems, x.goal, x.before);
+  if (!boundary.found) return a;
+  for (int64_t m = 0; m < x.members; ++m) s.keep[s.members[m]] = elem(s.members[m]) <= boundary.elem;
+  return keep_at_least(x.a, s, last, x.a.value, true, true, min_keep);
 }
 
 // Top-p: keep, in descending (value, token) order, the tokens while the mass above them is below keep_mass, and at
@@ -338,10 +352,7 @@ Active top_p_stage(const Active& a, double top_p, int64_t min_keep, float zero_p
     value_range(a.value, a.n, &max, &min, &has_nan);
     // transformers' softmax is NaN for the whole row when a value is NaN or the max is +-inf: its filters keep all.
     if (has_nan || !std::isfinite(max)) return a;
-    if (keep_fraction > 0.0) {
-      if (!top_p_mark(a, max, keep_fraction, s)) return a;  // rounding: the mass never reached keep_fraction
-      return keep_at_least(a, s, last, a.value, true, true, min_keep);
-    }
+    if (keep_fraction > 0.0) return top_p_keep(a, max, keep_fraction, min_keep, s, last);
   }
   return keep_up_to(a, s, last, a.value, true, boundary, min_keep);
 }
@@ -450,26 +461,22 @@ Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratc
   const float log_sum = static_cast<float>(std::log(sm.sum));
   const float ent = static_cast<float>(entropy_from_moments(sm.sum, sm.moment));
   const DistanceBins bins{sm.max, log_sum, ent, true};
-  const float* weight = s.weight.data();
-  double goal, before;
-  const int64_t count = crossing_members(
-      a, bins, typical_p, [&](int64_t j, float) { return weight[j]; },
-      [&](double* mass) { distance_histogram(a.value, weight, a.n, bins, mass); }, s, &goal, &before);
+  const Crossing x = find_crossing(a, bins, typical_p, false, min_keep, s);
   // When the mass never reaches typical_p, transformers clamps to the last token: everything stays.
-  if (count < 0) return a;
+  if (x.members < 0) return a;
   auto elem = [&](int32_t j) -> Elem {
-    const float distance = distance_of(a.value[j], bins);
-    return {ordered_key(distance), static_cast<uint32_t>(a.token(j)), weight[j], distance};
+    const float distance = distance_of(x.a.value[j], bins);
+    return {ordered_key(distance), static_cast<uint32_t>(x.a.token(j)), x.w[j], distance};
   };
   s.elems.clear();
-  for (int64_t m = 0; m < count; ++m) s.elems.push_back(elem(s.members[m]));
-  const Found boundary = select_by_weight(s.elems, s.spare_elems, goal, before);
+  for (int64_t m = 0; m < x.members; ++m) s.elems.push_back(elem(s.members[m]));
+  const Found boundary = select_by_weight(s.elems, s.spare_elems, x.goal, x.before);
   if (!boundary.found) return a;
   // Every token tied with the boundary distance stays.
-  for (int64_t m = 0; m < count; ++m) s.keep[s.members[m]] = elem(s.members[m]).key <= boundary.elem.key;
+  for (int64_t m = 0; m < x.members; ++m) s.keep[s.members[m]] = elem(s.members[m]).key <= boundary.elem.key;
   // min_keep counts tokens in order of distance: only then are the distances needed one by one.
-  if (min_keep > 1) typical_distances(a.value, a.n, sm.max, log_sum, ent, s.distance.data());
-  return keep_at_least(a, s, last, s.distance.data(), false, true, min_keep);
+  if (min_keep > 1) typical_distances(x.a.value, x.a.n, sm.max, log_sum, ent, s.distance.data());
+  return keep_at_least(x.a, s, last, s.distance.data(), false, true, min_keep);
 }
 
 template <typename scalar_t>
