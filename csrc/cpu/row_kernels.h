@@ -137,12 +137,12 @@ int64_t split_crossing_bin(const float* values, DistanceBins bins, int32_t cross
 
 // A histogram of a whole row costs a scattered add per token, though the running mass crosses its goal among few of
 // them: the bulk of a row lies far below its top (top-p), or far from its entropy (typical decoding). So a stage
-// estimates the crossing's distance from a sample of the row (estimate_crossing), measures on vector lanes, with the
+// estimates the crossing's distance from a sample of the row (estimate_cuts), measures on vector lanes, with the
 // exact total, the mass within a few cut distances past the estimate (CutMasses), and goes on with only the tokens
 // within the smallest cut whose mass reaches the goal (gather_within). A wrong estimate costs time, never a different
-// result: when no cut holds the goal, every token goes on.
+// result: when no cut holds the goal, or the sample says the cut holds most of the row, every token goes on.
 constexpr int kCuts = 4;
-constexpr float kCutMargins[kCuts] = {0.25f, 0.5f, 1.0f, 2.0f};  // past the estimate, in units of distance
+constexpr float kCutMargins[kCuts] = {0.0f, 0.5f, 2.0f, 8.0f};  // past the estimate, in units of distance
 constexpr int64_t kCutChunk = 256;                               // tokens whose quantities a pass keeps in arrays
 constexpr int64_t kSampleStride = 512, kSampleRun = 16;
 constexpr int kEstimateBinsPerUnit = 4;
@@ -157,44 +157,12 @@ inline void distances(const float* x, int64_t n, const DistanceBins& bins, float
   }
 }
 
-// An estimate of the distance within which the mass reaches `fraction` of the total, from a sample of the row: the
-// first kSampleRun tokens of every kSampleStride, each standing for kSampleStride / kSampleRun tokens (runs rather than
-// single tokens, so that the sample reads a 32nd of the row's cache lines), and the max itself (weight 1), which a
-// peaked row's estimate must not miss. w[i] is token i's weight, or exp(x[i] - max) when w is null.
-[[maybe_unused]] PYSAMPLE_CPU_CLONES float estimate_crossing(const float* x, const float* w, int64_t n,
-                                                             DistanceBins bins, double fraction) {
-  // Two interleaved histograms: a run's tokens often share a bin, and adds to one would wait on each other.
-  double h[2][kEstimateBins + 1] = {};
-  auto bin = [](float distance) {
-    const float t = distance * kEstimateBinsPerUnit;
-    return t < kEstimateBins ? static_cast<int>(t) : kEstimateBins;
-  };
-  h[0][bin(distance_of(bins.max, bins))] += 1.0;
-  constexpr float kStands = static_cast<float>(kSampleStride) / kSampleRun;
-  float distance[kSampleRun], weight[kSampleRun];
-  for (int64_t begin = 0; begin + kSampleRun <= n; begin += kSampleStride) {
-    if (w != nullptr) {
-      std::memcpy(weight, w + begin, sizeof weight);
-    } else {
-      for (int64_t i = 0; i < kSampleRun; ++i) weight[i] = exp_nonpos(x[begin + i] - bins.max);
-    }
-    distances(x + begin, kSampleRun, bins, distance);
-    for (int64_t i = 0; i < kSampleRun; ++i) h[i % 2][bin(distance[i])] += kStands * weight[i];
-  }
-  double mass[kEstimateBins + 1], total = 0;
-  for (int b = 0; b <= kEstimateBins; ++b) mass[b] = h[0][b] + h[1][b], total += mass[b];
-  double running = 0;
-  for (int b = 0; b < kEstimateBins; ++b) {
-    running += mass[b];
-    if (running >= fraction * total) return static_cast<float>(b + 1) / kEstimateBinsPerUnit;
-  }
-  return kInf;
-}
-
-// The weight of the tokens within each cut distance, summed on float lanes: an estimate (relative error below
+// Cut distances past an estimate of a crossing (see estimate_cuts), how many tokens the sample suggests lie within
+// each, and the weight of the tokens within each, summed on float lanes: an estimate (relative error below
 // (n / kLanes + kLanes) 2^-24 for n tokens), to choose a cut by.
 struct CutMasses {
   float cut[kCuts];
+  double expected[kCuts];  // tokens within the cut, from the sample
   float lanes[kCuts][kLanes] = {};
 
   float within(int c) const {
@@ -226,18 +194,57 @@ struct CutMasses {
   }
 };
 
-// The cuts past an estimate of the crossing.
-inline CutMasses cuts_past(float estimate) {
+// The cuts past an estimate of the distance within which the mass reaches `fraction` of the total, from a sample of
+// the row: the first kSampleRun tokens of every kSampleStride, each standing for kSampleStride / kSampleRun tokens
+// (runs rather than single tokens, so that the sample reads a 32nd of the row's cache lines), and the max itself
+// (weight 1), which a peaked row's estimate must not miss. w[i] is token i's weight, or exp(x[i] - max) when w is
+// null. No cut when the estimate lies past the sample's farthest bin.
+[[maybe_unused]] PYSAMPLE_CPU_CLONES CutMasses estimate_cuts(const float* x, const float* w, int64_t n,
+                                                             DistanceBins bins, double fraction) {
+  // Mass and tokens by distance; two interleaved mass histograms: a run's tokens often share a bin, and adds to one
+  // would wait on each other.
+  double h[2][kEstimateBins + 1] = {}, tokens[kEstimateBins + 1] = {};
+  auto bin = [](float distance) {
+    const float t = distance * kEstimateBinsPerUnit;
+    return t < kEstimateBins ? static_cast<int>(t) : kEstimateBins;
+  };
+  h[0][bin(distance_of(bins.max, bins))] += 1.0;
+  constexpr float kStands = static_cast<float>(kSampleStride) / kSampleRun;
+  float distance[kSampleRun], weight[kSampleRun];
+  for (int64_t begin = 0; begin + kSampleRun <= n; begin += kSampleStride) {
+    if (w != nullptr) {
+      std::memcpy(weight, w + begin, sizeof weight);
+    } else {
+      for (int64_t i = 0; i < kSampleRun; ++i) weight[i] = exp_nonpos(x[begin + i] - bins.max);
+    }
+    distances(x + begin, kSampleRun, bins, distance);
+    for (int64_t i = 0; i < kSampleRun; ++i) {
+      const int b = bin(distance[i]);
+      h[i % 2][b] += kStands * weight[i], tokens[b] += kStands;
+    }
+  }
+  double mass[kEstimateBins + 1], total = 0;
+  for (int b = 0; b <= kEstimateBins; ++b) mass[b] = h[0][b] + h[1][b], total += mass[b];
+  int crossing = 0;  // the estimate is the far edge of this bin
+  for (double running = mass[0]; crossing < kEstimateBins && running < fraction * total;) running += mass[++crossing];
   CutMasses m;
-  for (int c = 0; c < kCuts; ++c) m.cut[c] = estimate + kCutMargins[c];
+  for (int c = 0; c < kCuts; ++c) {
+    m.cut[c] = static_cast<float>(crossing + 1) / kEstimateBinsPerUnit + kCutMargins[c];
+    // Bins of 1/4 and margins of whole quarters: a cut ends at a bin's far edge.
+    const int last = std::min(crossing + static_cast<int>(kCutMargins[c] * kEstimateBinsPerUnit), kEstimateBins);
+    m.expected[c] = 0;
+    for (int b = 0; b <= last; ++b) m.expected[c] += tokens[b];
+    if (crossing == kEstimateBins) m.cut[c] = kInf, m.expected[c] = static_cast<double>(n);
+  }
   return m;
 }
 
-// The first cut whose mass, known within `error` of itself, surely reaches `goal`; kCuts when none does.
-inline int cut_reaching(const CutMasses& m, double goal, double error) {
+// The first cut whose mass, known within `error` of itself, surely reaches `goal`; kCuts when none does, or when the
+// sample suggests it holds more than half of the n tokens (gathering them would cost more than it saves).
+inline int cut_reaching(const CutMasses& m, double goal, double error, int64_t n) {
   int c = 0;
   while (c < kCuts && !(m.within(c) >= goal * (1 + 2 * error))) ++c;
-  return c;
+  return c < kCuts && m.expected[c] <= n / 2 ? c : kCuts;
 }
 
 inline double cut_mass_error(int64_t n) { return static_cast<double>(n / kLanes + kLanes) * 0x1p-24; }

@@ -199,11 +199,11 @@ void sample_candidates(const Active& a, uint64_t total, float max, double top_p,
 void sample_top_p(const float* y, int64_t vocab, float max, double top_p, double min_p_scale, const SampleParams& p,
                   int64_t row, SampleScratch& ss, int64_t* tokens) {
   const DistanceBins bins{max, 0.0f, 0.0f, false};
-  CutMasses m = cuts_past(estimate_crossing(y, nullptr, vocab, bins, top_p));
+  CutMasses m = estimate_cuts(y, nullptr, vocab, bins, top_p);
   const uint64_t total = weigh_within_cuts(y, vocab, bins, m);
   // The cuts sum exps; a weight is its exp times kWeightScale within 1/2.
   const double goal = (top_p * static_cast<double>(total) + 0.5 * static_cast<double>(vocab)) / kWeightScale;
-  const int c = cut_reaching(m, goal, cut_mass_error(vocab));
+  const int c = cut_reaching(m, goal, cut_mass_error(vocab), vocab);
   Scratch& s = ss.row;
   const int64_t n = gather_within(y, nullptr, nullptr, vocab, bins, c < kCuts ? m.cut[c] : kInf, s.value.data(),
                                   s.index.data(), nullptr);

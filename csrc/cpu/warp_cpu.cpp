@@ -153,7 +153,7 @@ PYSAMPLE_CPU_CLONES void exps_of(const float* x, int64_t n, float max, float* w)
 // weights are in scratch.weight already when `stored`, else exp(x - max).
 Active near_crossing(const Active& a, DistanceBins bins, const CutMasses& m, double goal, int64_t min_keep,
                      bool stored, Scratch& s) {
-  const int c = cut_reaching(m, goal, cut_mass_error(a.n));
+  const int c = cut_reaching(m, goal, cut_mass_error(a.n), a.n);
   if (c < kCuts && a.n > static_cast<int64_t>(kSortDirectly)) {
     const int64_t n = gather_within(a.value, a.index, stored ? s.weight.data() : nullptr, a.n, bins, m.cut[c],
                                     s.spare_value.data(), s.spare_index.data(), s.spare_weight.data());
@@ -304,7 +304,7 @@ int64_t crossing_members(const Active& a, const float* w, const DistanceBins& bi
 Crossing find_crossing(const Active& a, const DistanceBins& bins, double fraction, bool exps, int64_t min_keep,
                        Scratch& s) {
   const float* stored = exps ? nullptr : s.weight.data();
-  CutMasses m = cuts_past(estimate_crossing(a.value, stored, a.n, bins, fraction));
+  CutMasses m = estimate_cuts(a.value, stored, a.n, bins, fraction);
   double total;
   weigh_within_cuts(a.value, stored, a.n, bins, m, &total);
   Crossing x{near_crossing(a, bins, m, fraction * total, min_keep, !exps, s), nullptr, -1, fraction * total, 0};
