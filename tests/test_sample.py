@@ -280,8 +280,8 @@ def test_tokens_equal_reference_crowded_crossing_bin(draw_device, seed, top_p):
 
 @pytest.mark.parametrize("top_p", [0.5, 0.9])
 def test_tokens_equal_reference_mass_away_from_the_sample(draw_device, seed, top_p):
-    """Rows whose mass lies where the CPU kernel's estimate of top-p's crossing does not look (W.unsampled_mass_rows):
-    no cut past the estimate holds top_p of the weight, and the draws are among every token."""
+    """Rows whose mass lies where the CPU kernel's estimate of top-p's crossing mostly does not look
+    (W.unsampled_mass_rows)."""
     logits = W.unsampled_mass_rows(seed)
     s = seeds_for(logits.shape[0], gen(seed))
     out = run(draw_device, logits, top_p=top_p, seed=s, step=5, n=16)

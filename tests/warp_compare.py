@@ -143,11 +143,10 @@ def crowded_rows(seed: int, vocab: int = 40000) -> torch.Tensor:
 
 
 def unsampled_mass_rows(seed: int, vocab: int = 40000) -> torch.Tensor:
-    """Rows whose mass lies where the CPU kernel's sample of a row never looks (estimate_crossing in row_kernels.h reads
-    the first 16 tokens of every 512): a max at 10, 600 tokens at 7 (mass 30 times the max's) away from the sampled
-    runs, the rest near -10. The estimate puts top-p's crossing at the max, no cut past it holds the goal, and every
-    token goes on; typical decoding's cuts hold it (the 600 lie at its entropy). Rows 1 and 3 spread the 600 by noise
-    of 0.1."""
+    """Rows whose mass lies where the CPU kernel's sample of a row mostly does not look (estimate_cuts in
+    row_kernels.h reads the first 16 tokens of every 512 and the largest of each 512): a max at 10, 600 tokens at 7
+    (mass 30 times the max's) away from the sampled runs, the rest near -10; of the 600 only the largest of a block
+    enters the estimate. Rows 1 and 3 spread the 600 by noise of 0.1."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(4, vocab, generator=g) - 10.0
     unsampled = torch.arange(vocab) % 512 >= 16

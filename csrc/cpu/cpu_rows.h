@@ -52,30 +52,46 @@ inline bool any_lane(Ints8 mask) {
   return (words[0] | words[1] | words[2] | words[3]) != 0;
 }
 
-// Largest and smallest value, ignoring NaN; `has_nan` tells whether there was one. (Not every file uses it.)
-[[maybe_unused]] PYSAMPLE_CPU_CLONES void value_range(const float* x, int64_t n, float* max, float* min, bool* has_nan) {
-  Floats8 hi, lo;
+// Tokens per block of value_range's block maxima.
+constexpr int64_t kValueBlock = 512;
+
+// Largest and smallest value, ignoring NaN; `has_nan` tells whether there was one; and unless block_max is null, the
+// largest of each block of kValueBlock tokens (ignoring NaN; -inf for a block of NaN alone). (Not every file uses
+// it.)
+[[maybe_unused]] PYSAMPLE_CPU_CLONES void value_range(const float* x, int64_t n, float* max, float* min, bool* has_nan,
+                                                      float* block_max = nullptr) {
+  Floats8 top, lo;
   Ints8 nan = {};
-  for (int l = 0; l < 8; ++l) hi[l] = -kInf, lo[l] = kInf;
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    Floats8 v;
-    std::memcpy(&v, x + i, sizeof v);
-    hi = v > hi ? v : hi;
-    lo = v < lo ? v : lo;
-    nan |= v != v;
-  }
-  for (int l = 0; i < n; ++i, ++l) {
-    hi[l] = x[i] > hi[l] ? x[i] : hi[l];
-    lo[l] = x[i] < lo[l] ? x[i] : lo[l];
-    nan[l] |= x[i] != x[i];
+  for (int l = 0; l < 8; ++l) top[l] = -kInf, lo[l] = kInf;
+  for (int64_t begin = 0; begin < n; begin += kValueBlock) {
+    const int64_t end = std::min(begin + kValueBlock, n);
+    Floats8 hi = Floats8{} - kInf;
+    int64_t i = begin;
+    for (; i + 8 <= end; i += 8) {
+      Floats8 v;
+      std::memcpy(&v, x + i, sizeof v);
+      hi = v > hi ? v : hi;
+      lo = v < lo ? v : lo;
+      nan |= v != v;
+    }
+    for (int l = 0; i < end; ++i, ++l) {
+      hi[l] = x[i] > hi[l] ? x[i] : hi[l];
+      lo[l] = x[i] < lo[l] ? x[i] : lo[l];
+      nan[l] |= x[i] != x[i];
+    }
+    if (block_max != nullptr) {
+      float block = hi[0];
+      for (int l = 1; l < 8; ++l) block = hi[l] > block ? hi[l] : block;
+      block_max[begin / kValueBlock] = block;
+    }
+    top = hi > top ? hi : top;
   }
   for (int l = 1; l < 8; ++l) {
-    hi[0] = hi[l] > hi[0] ? hi[l] : hi[0];
+    top[0] = top[l] > top[0] ? top[l] : top[0];
     lo[0] = lo[l] < lo[0] ? lo[l] : lo[0];
     nan[0] |= nan[l];
   }
-  *max = hi[0];
+  *max = top[0];
   *min = lo[0];
   *has_nan = nan[0] != 0;
 }

@@ -137,10 +137,11 @@ int64_t split_crossing_bin(const float* values, DistanceBins bins, int32_t cross
 
 // A histogram of a whole row costs a scattered add per token, though the running mass crosses its goal among few of
 // them: the bulk of a row lies far below its top (top-p), or far from its entropy (typical decoding). So a stage
-// estimates the crossing's distance from a sample of the row (estimate_cuts), measures on vector lanes, with the
-// exact total, the mass within a few cut distances past the estimate (CutMasses), and goes on with only the tokens
-// within the smallest cut whose mass reaches the goal (gather_within). A wrong estimate costs time, never a different
-// result: when no cut holds the goal, or the sample says the cut holds most of the row, every token goes on.
+// estimates the crossing's distance from a sample of the row and its block maxima (estimate_cuts), measures on
+// vector lanes, with the exact total, the mass within a few cut distances past the estimate (CutMasses), and goes on
+// with only the tokens within the smallest cut whose mass reaches the goal (gather_within). A wrong estimate costs
+// time, never a different result: when no cut holds the goal, or the sample says the cut holds most of the row,
+// every token goes on.
 constexpr int kCuts = 4;
 constexpr float kCutMargins[kCuts] = {0.0f, 0.5f, 2.0f, 8.0f};  // past the estimate, in units of distance
 constexpr int64_t kCutChunk = 256;                               // tokens whose quantities a pass keeps in arrays
@@ -195,12 +196,14 @@ struct CutMasses {
 };
 
 // The cuts past an estimate of the distance within which the mass reaches `fraction` of the total, from a sample of
-// the row: the first kSampleRun tokens of every kSampleStride, each standing for kSampleStride / kSampleRun tokens
-// (runs rather than single tokens, so that the sample reads a 32nd of the row's cache lines), and the max itself
-// (weight 1), which a peaked row's estimate must not miss. w[i] is token i's weight, or exp(x[i] - max) when w is
-// null. No cut when the estimate lies past the sample's farthest bin.
+// the row: the largest token of each block of kValueBlock (block_max, from value_range), which hold a peaked row's
+// mass, each standing for itself, and the other tokens among the first kSampleRun of every kSampleStride, each
+// standing for kSampleStride / kSampleRun tokens (runs rather than single tokens, so that the sample reads a 32nd
+// of the row's cache lines). w[i] is token i's weight, or exp(x[i] - max) when w is null. No cut when the estimate
+// lies past the sample's farthest bin.
 [[maybe_unused]] PYSAMPLE_CPU_CLONES CutMasses estimate_cuts(const float* x, const float* w, int64_t n,
-                                                             DistanceBins bins, double fraction) {
+                                                             const float* block_max, DistanceBins bins,
+                                                             double fraction) {
   // Mass and tokens by distance; two interleaved mass histograms: a run's tokens often share a bin, and adds to one
   // would wait on each other.
   double h[2][kEstimateBins + 1] = {}, tokens[kEstimateBins + 1] = {};
@@ -208,19 +211,31 @@ struct CutMasses {
     const float t = distance * kEstimateBinsPerUnit;
     return t < kEstimateBins ? static_cast<int>(t) : kEstimateBins;
   };
-  h[0][bin(distance_of(bins.max, bins))] += 1.0;
+  float distance[kCutChunk], weight[kCutChunk];
+  const int64_t blocks = (n + kValueBlock - 1) / kValueBlock;
+  for (int64_t begin = 0; begin < blocks; begin += kCutChunk) {
+    const int64_t len = std::min(kCutChunk, blocks - begin);
+    for (int64_t i = 0; i < len; ++i) weight[i] = exp_nonpos(block_max[begin + i] - bins.max);
+    distances(block_max + begin, len, bins, distance);
+    for (int64_t i = 0; i < len; ++i) {
+      const int b = bin(distance[i]);
+      h[i % 2][b] += weight[i], tokens[b] += 1;
+    }
+  }
   constexpr float kStands = static_cast<float>(kSampleStride) / kSampleRun;
-  float distance[kSampleRun], weight[kSampleRun];
+  static_assert(kSampleStride % kValueBlock == 0 && kSampleRun <= kValueBlock, "a run lies in one block");
   for (int64_t begin = 0; begin + kSampleRun <= n; begin += kSampleStride) {
     if (w != nullptr) {
-      std::memcpy(weight, w + begin, sizeof weight);
+      std::memcpy(weight, w + begin, kSampleRun * sizeof(float));
     } else {
       for (int64_t i = 0; i < kSampleRun; ++i) weight[i] = exp_nonpos(x[begin + i] - bins.max);
     }
     distances(x + begin, kSampleRun, bins, distance);
+    const float largest = block_max[begin / kValueBlock];
     for (int64_t i = 0; i < kSampleRun; ++i) {
       const int b = bin(distance[i]);
-      h[i % 2][b] += kStands * weight[i], tokens[b] += kStands;
+      const float stands = x[begin + i] == largest ? 0.0f : kStands;  // counted with the block maxima
+      h[i % 2][b] += stands * weight[i], tokens[b] += stands;
     }
   }
   double mass[kEstimateBins + 1], total = 0;
@@ -501,6 +516,7 @@ struct Scratch {
   std::vector<int32_t> index, spare_index, members, member_bins;
   std::vector<uint8_t> keep;
   std::vector<uint32_t> block_max, block_rank;
+  std::vector<float> block_values;  // value_range's block maxima
   std::vector<Elem> elems, spare_elems;
   int64_t candidates = 0;  // tokens gathered by kth_largest from the blocks
 
@@ -512,6 +528,7 @@ struct Scratch {
     for (auto* v : {&index, &spare_index, &members, &member_bins}) v->resize(vocab);
     keep.resize(vocab);
     block_max.resize(vocab / kBlock + 1);
+    block_values.resize(vocab / kValueBlock + 1);
   }
 };
 

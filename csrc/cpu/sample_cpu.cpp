@@ -199,7 +199,7 @@ void sample_candidates(const Active& a, uint64_t total, float max, double top_p,
 void sample_top_p(const float* y, int64_t vocab, float max, double top_p, double min_p_scale, const SampleParams& p,
                   int64_t row, SampleScratch& ss, int64_t* tokens) {
   const DistanceBins bins{max, 0.0f, 0.0f, false};
-  CutMasses m = estimate_cuts(y, nullptr, vocab, bins, top_p);
+  CutMasses m = estimate_cuts(y, nullptr, vocab, ss.row.block_values.data(), bins, top_p);
   const uint64_t total = weigh_within_cuts(y, vocab, bins, m);
   // The cuts sum exps; a weight is its exp times kWeightScale within 1/2.
   const double goal = (top_p * static_cast<double>(total) + 0.5 * static_cast<double>(vocab)) / kWeightScale;
@@ -265,7 +265,7 @@ void sample_row(const scalar_t* in, int64_t vocab, int64_t row, const SamplePara
   if (top_k > 0 && !greedy) a = top_k_stage(a, top_k, s, false);
   float max, min;
   bool has_nan;
-  value_range(a.value, a.n, &max, &min, &has_nan);
+  value_range(a.value, a.n, &max, &min, &has_nan, s.block_values.data());
   if (has_nan || !(max > -kInf && max < kInf)) {  // the softmax is undefined
     std::fill(tokens, tokens + p.draws, -1);
     return;

@@ -228,7 +228,7 @@ struct Softmax {
 Softmax softmax_stats(const Active& a, Scratch& s) {
   Softmax sm{};
   bool has_nan;
-  value_range(a.value, a.n, &sm.max, &sm.min, &has_nan);
+  value_range(a.value, a.n, &sm.max, &sm.min, &has_nan, s.block_values.data());
   // transformers' softmax is NaN for the whole row when a value is NaN or the max is +-inf: its filters keep all.
   sm.defined = !has_nan && std::isfinite(sm.max);
   if (sm.defined) exp_shifted(a.value, a.n, sm.max, s.weight.data(), &sm.sum, &sm.moment);
@@ -300,11 +300,11 @@ int64_t crossing_members(const Active& a, const float* w, const DistanceBins& bi
 
 // The crossing of `fraction` of the mass of `a` by distance (bins), among the tokens near it, which it returns with
 // their weights (scratch.weight). With `exps` the weights are exp(x - max), computed here; else they are in
-// scratch.weight already.
+// scratch.weight already. The block maxima of `a` are in scratch.block_values (value_range).
 Crossing find_crossing(const Active& a, const DistanceBins& bins, double fraction, bool exps, int64_t min_keep,
                        Scratch& s) {
   const float* stored = exps ? nullptr : s.weight.data();
-  CutMasses m = estimate_cuts(a.value, stored, a.n, bins, fraction);
+  CutMasses m = estimate_cuts(a.value, stored, a.n, s.block_values.data(), bins, fraction);
   double total;
   weigh_within_cuts(a.value, stored, a.n, bins, m, &total);
   Crossing x{near_crossing(a, bins, m, fraction * total, min_keep, !exps, s), nullptr, -1, fraction * total, 0};
@@ -349,7 +349,7 @@ Active top_p_stage(const Active& a, double top_p, int64_t min_keep, float zero_p
   } else {
     float max, min;
     bool has_nan;
-    value_range(a.value, a.n, &max, &min, &has_nan);
+    value_range(a.value, a.n, &max, &min, &has_nan, s.block_values.data());
     // transformers' softmax is NaN for the whole row when a value is NaN or the max is +-inf: its filters keep all.
     if (has_nan || !std::isfinite(max)) return a;
     if (keep_fraction > 0.0) return top_p_keep(a, max, keep_fraction, min_keep, s, last);
