@@ -201,9 +201,8 @@ struct CutMasses {
 // standing for kSampleStride / kSampleRun tokens (runs rather than single tokens, so that the sample reads a 32nd
 // of the row's cache lines). w[i] is token i's weight, or exp(x[i] - max) when w is null. No cut when the estimate
 // lies past the sample's farthest bin.
-[[maybe_unused]] PYSAMPLE_CPU_CLONES CutMasses estimate_cuts(const float* x, const float* w, int64_t n,
-                                                             const float* block_max, DistanceBins bins,
-                                                             double fraction) {
+PYSAMPLE_CPU_CLONES CutMasses estimate_cuts(const float* x, const float* w, int64_t n, const float* block_max,
+                                            DistanceBins bins, double fraction) {
   // Mass and tokens by distance; two interleaved mass histograms: a run's tokens often share a bin, and adds to one
   // would wait on each other.
   double h[2][kEstimateBins + 1] = {}, tokens[kEstimateBins + 1] = {};
@@ -314,9 +313,8 @@ __attribute__((target("avx512f"))) inline int64_t gather_within_avx512(const flo
 
 // Writes to value / index / weight the tokens j < n (token[j] each, or j when token is null; weights w, or none when
 // w is null) whose distance is at most `cut`, in order; returns how many. The outputs have room for n tokens.
-[[maybe_unused]] PYSAMPLE_CPU_CLONES int64_t gather_within(const float* x, const int32_t* token, const float* w,
-                                                           int64_t n, DistanceBins bins, float cut, float* value,
-                                                           int32_t* index, float* weight) {
+PYSAMPLE_CPU_CLONES int64_t gather_within(const float* x, const int32_t* token, const float* w, int64_t n,
+                                          DistanceBins bins, float cut, float* value, int32_t* index, float* weight) {
   int64_t count = 0;
   int64_t j = 0;
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
