@@ -268,17 +268,18 @@ Active keep_up_to(const Active& a, Scratch& s, bool last, const float* v, bool d
   return keep_at_least(a, s, last, v, descending, boundary.found, min_keep);
 }
 
-// Where the running mass of the tokens of `a` (weights w), in order of distance, reaches `goal`: the tokens of the
-// finer distance bin (split_crossing_bin) in which it does are in scratch.members, those before them marked in
-// scratch.keep and the others not; `before` is the mass of the tokens before the members. Few tokens are all taken as
-// members, without a histogram.
+// Where the running mass of a stage's tokens, in order of distance, reaches its goal (find_crossing).
 struct Crossing {
-  Active a;  // the tokens that go on: those near the crossing (see near_crossing), or all
-  const float* w;
-  int64_t members;  // -1 when the mass never reaches the goal (rounding)
+  Active a;        // the tokens that go on: those near the crossing (see near_crossing), or all
+  const float* w;  // their weights
+  int64_t members;  // in scratch.members (see crossing_members); -1 when the mass never reaches the goal (rounding)
   double goal, before;
 };
 
+// Where the running mass of the tokens of `a` (weights w), in order of distance, reaches `goal`: the tokens of the
+// finer distance bin (split_crossing_bin) in which it does are in scratch.members, those before them marked in
+// scratch.keep and the others not; `before` is the mass of the tokens before the members. Few tokens are all taken as
+// members, without a histogram. Returns how many members, or -1 when the mass never reaches the goal.
 int64_t crossing_members(const Active& a, const float* w, const DistanceBins& bins, double goal, Scratch& s,
                          double* before) {
   *before = 0;
