@@ -45,8 +45,7 @@ PYSAMPLE_CPU_CLONES uint64_t kept_weight(const uint64_t* w, const uint8_t* keep,
 }
 
 // The weights (sample_weight) of up to kChunk tokens, as doubles (integers below 2^41, exact), and their exps. Plain
-// loops over arrays, one quantity at a time, which the compiler vectorizes (exp_nonpos
-// included).
+// loops over arrays, one quantity at a time, which the compiler vectorizes (exp_nonpos included).
 constexpr int64_t kChunk = kCutChunk;
 
 struct ChunkWeights {

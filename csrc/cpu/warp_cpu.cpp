@@ -61,12 +61,6 @@ PYSAMPLE_CPU_CLONES void exp_moments(const float* x, int64_t n, float max, doubl
   for (int l = 0; l < kLanes; ++l) *sum += acc[l], *moment += mom[l];
 }
 
-// d[i] = typical_distance(x[i]).
-PYSAMPLE_CPU_CLONES void typical_distances(const float* x, int64_t n, float max, float log_sum, float entropy,
-                                           float* d) {
-  for (int64_t i = 0; i < n; ++i) d[i] = typical_distance(x[i], max, log_sum, entropy);
-}
-
 // out[i] = fill: a whole row of removed tokens, before the few kept ones are written back.
 template <typename scalar_t>
 PYSAMPLE_CPU_CLONES void fill_row(scalar_t* out, int64_t n, scalar_t fill) {
@@ -476,7 +470,7 @@ Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratc
   // Every token tied with the boundary distance stays.
   for (int64_t m = 0; m < x.members; ++m) s.keep[s.members[m]] = elem(s.members[m]).key <= boundary.elem.key;
   // min_keep counts tokens in order of distance: only then are the distances needed one by one.
-  if (min_keep > 1) typical_distances(x.a.value, x.a.n, sm.max, log_sum, ent, s.distance.data());
+  if (min_keep > 1) distances(x.a.value, x.a.n, bins, s.distance.data());
   return keep_at_least(x.a, s, last, s.distance.data(), false, true, min_keep);
 }
 
