@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "cpu_rows.h"
@@ -171,29 +172,51 @@ struct CutMasses {
     for (int l = 0; l < kLanes; ++l) sum += lanes[c][l];
     return sum;
   }
-
-  // Adds the weights e[i] of the tokens at distance[i], i < n.
-  void add(const float* e, const float* distance, int64_t n) {
-    static_assert(kCuts == 4);
-    float m[kCuts][kLanes];
-    std::memcpy(m, lanes, sizeof m);
-    const float cut0 = cut[0], cut1 = cut[1], cut2 = cut[2], cut3 = cut[3];
-    int64_t i = 0;
-    for (; i + kLanes <= n; i += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
-        const float weight = e[i + l], d = distance[i + l];
-        m[0][l] += d <= cut0 ? weight : 0.0f;
-        m[1][l] += d <= cut1 ? weight : 0.0f;
-        m[2][l] += d <= cut2 ? weight : 0.0f;
-        m[3][l] += d <= cut3 ? weight : 0.0f;
-      }
-    }
-    for (int l = 0; i < n; ++i, ++l) {
-      for (int c = 0; c < kCuts; ++c) m[c][l] += distance[i] <= cut[c] ? e[i] : 0.0f;
-    }
-    std::memcpy(lanes, m, sizeof m);
-  }
 };
+
+// Adds to m the weights e[i] of the n tokens x within each cut, the distance of token i being distance(x[i]), and
+// unless it is null, adds them all to sum[i % kLanes]: one loop over lanes. Inlined, so that each kind of distance
+// gets a loop that the compiler vectorizes for the instruction set of its caller's clone.
+template <typename Distance>
+[[gnu::always_inline]] inline void add_within_cuts(const float* x, const float* e, int64_t n, Distance distance,
+                                                   CutMasses& m, double* sum) {
+  static_assert(kCuts == 4);
+  float m0[kLanes], m1[kLanes], m2[kLanes], m3[kLanes];
+  std::memcpy(m0, m.lanes[0], sizeof m0), std::memcpy(m1, m.lanes[1], sizeof m1);
+  std::memcpy(m2, m.lanes[2], sizeof m2), std::memcpy(m3, m.lanes[3], sizeof m3);
+  double total[kLanes] = {};
+  const float cut0 = m.cut[0], cut1 = m.cut[1], cut2 = m.cut[2], cut3 = m.cut[3];
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float d = distance(x[i + l]), weight = e[i + l];
+      total[l] += weight;
+      m0[l] = d <= cut0 ? m0[l] + weight : m0[l];
+      m1[l] = d <= cut1 ? m1[l] + weight : m1[l];
+      m2[l] = d <= cut2 ? m2[l] + weight : m2[l];
+      m3[l] = d <= cut3 ? m3[l] + weight : m3[l];
+    }
+  }
+  for (int l = 0; i < n; ++i, ++l) {
+    const float d = distance(x[i]), weight = e[i];
+    total[l] += weight;
+    m0[l] += d <= cut0 ? weight : 0.0f, m1[l] += d <= cut1 ? weight : 0.0f;
+    m2[l] += d <= cut2 ? weight : 0.0f, m3[l] += d <= cut3 ? weight : 0.0f;
+  }
+  std::memcpy(m.lanes[0], m0, sizeof m0), std::memcpy(m.lanes[1], m1, sizeof m1);
+  std::memcpy(m.lanes[2], m2, sizeof m2), std::memcpy(m.lanes[3], m3, sizeof m3);
+  if (sum != nullptr) {
+    for (int l = 0; l < kLanes; ++l) sum[l] += total[l];
+  }
+}
+
+// The same, at the distance of `bins`.
+[[gnu::always_inline]] inline void add_within_cuts(const float* x, const float* e, int64_t n, const DistanceBins& bins,
+                                                   CutMasses& m, double* sum) {
+  const float max = bins.max, a = bins.a, b = bins.b;
+  if (bins.centered) return add_within_cuts(x, e, n, [=](float v) { return typical_distance(v, max, a, b); }, m, sum);
+  add_within_cuts(x, e, n, [=](float v) { return max - v; }, m, sum);
+}
 
 // The cuts past an estimate of the distance within which the mass reaches `fraction` of the total, from a sample of
 // the row: the largest token of each block of kValueBlock (block_max, from value_range), which hold a peaked row's
@@ -279,10 +302,9 @@ inline bool use_avx512() {
 // gather_within's loop on 16 lanes with AVX-512's compress: no branch per token or group of tokens, whose outcome
 // the branch predictor cannot guess when a tenth of the tokens are gathered. Does the whole groups of 16 tokens;
 // returns how many it gathered. The distance is computed with distance_of's operations (the same bits).
-__attribute__((target("avx512f"))) inline int64_t gather_within_avx512(const float* x, const int32_t* token,
-                                                                        const float* w, int64_t n,
+__attribute__((target("avx512f"))) inline int64_t gather_within_avx512(const float* x, const int32_t* token, int64_t n,
                                                                         const DistanceBins& bins, float cut,
-                                                                        float* value, int32_t* index, float* weight) {
+                                                                        float* value, int32_t* index) {
   const __m512 max = _mm512_set1_ps(bins.max), a = _mm512_set1_ps(bins.a), b = _mm512_set1_ps(bins.b);
   const __m512 bound = _mm512_set1_ps(cut);
   const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
@@ -304,28 +326,26 @@ __attribute__((target("avx512f"))) inline int64_t gather_within_avx512(const flo
                                          : _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(j)));
     _mm512_storeu_ps(value + count, _mm512_maskz_compress_ps(within, v));
     _mm512_storeu_si512(index + count, _mm512_maskz_compress_epi32(within, ids));
-    if (w != nullptr) _mm512_storeu_ps(weight + count, _mm512_maskz_compress_ps(within, _mm512_loadu_ps(w + j)));
     count += __builtin_popcount(within);
   }
   return count;
 }
 #endif
 
-// Writes to value / index / weight the tokens j < n (token[j] each, or j when token is null; weights w, or none when
-// w is null) whose distance is at most `cut`, in order; returns how many. The outputs have room for n tokens.
-PYSAMPLE_CPU_CLONES int64_t gather_within(const float* x, const int32_t* token, const float* w, int64_t n,
-                                          DistanceBins bins, float cut, float* value, int32_t* index, float* weight) {
+// Writes to value / index the tokens j < n (token[j] each, or j when token is null) whose distance is at most `cut`,
+// in order; returns how many. The outputs have room for n tokens.
+PYSAMPLE_CPU_CLONES int64_t gather_within(const float* x, const int32_t* token, int64_t n, DistanceBins bins,
+                                          float cut, float* value, int32_t* index) {
   int64_t count = 0;
   int64_t j = 0;
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
   if (use_avx512()) {
-    count = gather_within_avx512(x, token, w, n, bins, cut, value, index, weight);
+    count = gather_within_avx512(x, token, n, bins, cut, value, index);
     j = n / 16 * 16;
   }
 #endif
   for (; j < n; ++j) {
     value[count] = x[j], index[count] = token != nullptr ? token[j] : static_cast<int32_t>(j);
-    if (w != nullptr) weight[count] = w[j];
     count += distance_of(x[j], bins) <= cut;
   }
   return count;
@@ -508,19 +528,40 @@ Elem select_by_rank(int64_t n, const float* value, Key key, Tie tie, int64_t ran
 
 // ---- one row ------------------------------------------------------------------------------------------------
 
+// The next row a thread will work on, prefetched a slice at a time by a pass over the current whole row that computes
+// enough to hide it, so that the next row's read from memory (a large batch's rows come from DRAM) overlaps that work
+// instead of following it.
+struct Ahead {
+  const char* row = nullptr;
+  int64_t token_bytes = 0;
+
+  // The row after `row` of a batch of rows `stride` elements apart, if any.
+  template <typename T>
+  static Ahead after(const T* rows, int64_t row, int64_t batch, int64_t stride) {
+    return row + 1 < batch ? Ahead{reinterpret_cast<const char*>(rows + (row + 1) * stride), sizeof(T)} : Ahead{};
+  }
+
+  // Prefetches the cache lines of tokens [begin, end) of the next row.
+  void prefetch(int64_t begin, int64_t end) const {
+    if (row == nullptr) return;
+    for (int64_t b = begin * token_bytes / 64 * 64; b < end * token_bytes; b += 64) __builtin_prefetch(row + b);
+  }
+};
+
 // Scratch buffers of one thread, grown to the vocabulary size once and reused across rows and calls.
 struct Scratch {
-  std::vector<float> y, value, spare_value, weight, spare_weight, distance, row, probs, member_values;
+  std::vector<float> y, value, spare_value, weight, distance, row, probs, member_values;
   std::vector<int32_t> index, spare_index, members, member_bins;
   std::vector<uint8_t> keep;
   std::vector<uint32_t> block_max, block_rank;
   std::vector<float> block_values;  // value_range's block maxima
   std::vector<Elem> elems, spare_elems;
   int64_t candidates = 0;  // tokens gathered by kth_largest from the blocks
+  Ahead ahead;             // set by the caller for each row; the first pass of exps over the whole row takes it
 
   void reserve(int64_t vocab) {
     if (static_cast<int64_t>(y.size()) >= vocab) return;
-    for (auto* v : {&y, &value, &spare_value, &weight, &spare_weight, &distance, &row, &probs, &member_values}) {
+    for (auto* v : {&y, &value, &spare_value, &weight, &distance, &row, &probs, &member_values}) {
       v->resize(vocab);
     }
     for (auto* v : {&index, &spare_index, &members, &member_bins}) v->resize(vocab);

@@ -62,12 +62,13 @@ inline void chunk_weights(const float* x, int64_t n, float max, ChunkWeights& c)
 
 // sums[c] = sum of the weights of the tokens of chunk c (kChunk tokens) that are at least min_p_scale = min_p *
 // kWeightScale (min_p_keeps). Sums of up to 2^11 weights are exact in double whatever the order, so a chunk is summed
-// on double lanes (vectorized).
+// on double lanes (vectorized). Prefetches `ahead` as it goes.
 PYSAMPLE_CPU_CLONES void kept_chunk_weights(const float* x, int64_t n, float max, double min_p_scale,
-                                            uint64_t* sums) {
+                                            uint64_t* sums, const Ahead& ahead) {
   ChunkWeights c;
   for (int64_t begin = 0; begin < n; begin += kChunk) {
     const int64_t len = std::min(kChunk, n - begin);
+    ahead.prefetch(begin, begin + len);
     chunk_weights(x + begin, len, max, c);
     double acc[kLanes] = {};
     int64_t i = 0;
@@ -82,12 +83,14 @@ PYSAMPLE_CPU_CLONES void kept_chunk_weights(const float* x, int64_t n, float max
 }
 
 // The total weight of the row x (exact) and, in m, the mass within each cut of the tokens' exps (see CutMasses).
-PYSAMPLE_CPU_CLONES uint64_t weigh_within_cuts(const float* x, int64_t n, DistanceBins bins, CutMasses& m) {
+// Prefetches `ahead` as it goes.
+PYSAMPLE_CPU_CLONES uint64_t weigh_within_cuts(const float* x, int64_t n, DistanceBins bins, CutMasses& m,
+                                               const Ahead& ahead) {
   ChunkWeights c;
-  float distance[kChunk];
   uint64_t total = 0;
   for (int64_t begin = 0; begin < n; begin += kChunk) {
     const int64_t len = std::min(kChunk, n - begin);
+    ahead.prefetch(begin, begin + len);
     chunk_weights(x + begin, len, bins.max, c);
     double acc[kLanes] = {}, rest = 0;
     int64_t i = 0;
@@ -97,8 +100,7 @@ PYSAMPLE_CPU_CLONES uint64_t weigh_within_cuts(const float* x, int64_t n, Distan
     for (; i < len; ++i) rest += c.w[i];
     for (int l = 0; l < kLanes; ++l) rest += acc[l];
     total += static_cast<uint64_t>(rest);
-    distances(x + begin, len, bins, distance);
-    m.add(c.e, distance, len);
+    add_within_cuts(x + begin, c.e, len, bins, m, nullptr);
   }
   return total;
 }
@@ -199,13 +201,13 @@ void sample_top_p(const float* y, int64_t vocab, float max, double top_p, double
                   int64_t row, SampleScratch& ss, int64_t* tokens) {
   const DistanceBins bins{max, 0.0f, 0.0f, false};
   CutMasses m = estimate_cuts(y, nullptr, vocab, ss.row.block_values.data(), bins, top_p);
-  const uint64_t total = weigh_within_cuts(y, vocab, bins, m);
+  const uint64_t total = weigh_within_cuts(y, vocab, bins, m, std::exchange(ss.row.ahead, {}));
   // The cuts sum exps; a weight is its exp times kWeightScale within 1/2.
   const double goal = (top_p * static_cast<double>(total) + 0.5 * static_cast<double>(vocab)) / kWeightScale;
   const int c = cut_reaching(m, goal, cut_mass_error(vocab), vocab);
   Scratch& s = ss.row;
-  const int64_t n = gather_within(y, nullptr, nullptr, vocab, bins, c < kCuts ? m.cut[c] : kInf, s.value.data(),
-                                  s.index.data(), nullptr);
+  const int64_t n =
+      gather_within(y, nullptr, vocab, bins, c < kCuts ? m.cut[c] : kInf, s.value.data(), s.index.data());
   const Active near{s.value.data(), s.index.data(), n};
   sample_weights(near.value, n, max, ss.weight.data());
   sample_candidates(near, total, max, top_p, min_p_scale, p, row, ss, tokens);
@@ -221,7 +223,7 @@ void sample_whole_row(const float* y, int64_t vocab, float max, double min_p_sca
   };
   const int64_t chunks = (vocab + kChunk - 1) / kChunk;
   uint64_t* sums = ss.chunk_sums.data();
-  kept_chunk_weights(y, vocab, max, min_p_scale, sums);
+  kept_chunk_weights(y, vocab, max, min_p_scale, sums, std::exchange(ss.row.ahead, {}));
   uint64_t kept = 0;
   for (int64_t c = 0; c < chunks; ++c) kept += sums[c];
   draw_targets(p, row, kept, ss);
@@ -304,6 +306,7 @@ void sample_cpu(const at::Tensor& logits, const at::Tensor& tokens, const Sample
     int64_t* out = tokens.data_ptr<int64_t>();
     const int64_t stride = logits.stride(0);
     for_each_row<SampleScratch>(batch, vocab, [&](int64_t row, SampleScratch& scratch) {
+      scratch.row.ahead = Ahead::after(in, row, batch, stride);
       sample_row(in + row * stride, vocab, row, params, scratch, out + row * params.draws);
     });
   });

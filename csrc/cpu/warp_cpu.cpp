@@ -14,11 +14,13 @@ namespace {
 // ---- the warper's loops ----------------------------------------------------------------------------------
 
 // e[i] = exp(x[i] - max); the sum of e and the moment sum e[i] * (x[i] - max), with 0 for -inf logits (weight 0)
-// rather than 0 * -inf (lanes in float, combined in double).
-PYSAMPLE_CPU_CLONES void exp_shifted(const float* x, int64_t n, float max, float* e, double* sum, double* moment) {
+// rather than 0 * -inf (lanes in float, combined in double). Prefetches `ahead` as it goes.
+PYSAMPLE_CPU_CLONES void exp_shifted(const float* x, int64_t n, float max, float* e, double* sum, double* moment,
+                                     const Ahead& ahead) {
   float acc[kLanes] = {}, mom[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
+    ahead.prefetch(i, i + kLanes);
     for (int l = 0; l < kLanes; ++l) {
       const float shift = x[i + l] - max;
       const float v = exp_nonpos(shift);
@@ -113,27 +115,23 @@ int32_t crossing_bin(const double* mass, double goal, double* before) {
 }
 
 // The total weight (double) and the weight within each cut of m, of the n tokens x: w[i], or exp(x[i] - max) when w
-// is null (not stored: the tokens that go on are few, and a row's weights would push the row out of the L2 cache).
+// is null (not stored: the tokens that go on are few, and a row's weights would push the row out of the L2 cache);
+// then it prefetches `ahead` as it goes.
 PYSAMPLE_CPU_CLONES void weigh_within_cuts(const float* x, const float* w, int64_t n, DistanceBins bins, CutMasses& m,
-                                           double* total) {
-  double sum[kLanes] = {}, rest = 0;  // rest: the last chunk's tokens past its whole groups of kLanes
-  float distance[kCutChunk], exps[kCutChunk];
-  for (int64_t begin = 0; begin < n; begin += kCutChunk) {
-    const int64_t len = std::min(kCutChunk, n - begin);
-    const float* e = w + begin;
-    if (w == nullptr) {
+                                           double* total, const Ahead& ahead) {
+  double sum[kLanes] = {};
+  if (w != nullptr) {
+    add_within_cuts(x, w, n, bins, m, sum);
+  } else {
+    float exps[kCutChunk];
+    for (int64_t begin = 0; begin < n; begin += kCutChunk) {
+      const int64_t len = std::min(kCutChunk, n - begin);
+      ahead.prefetch(begin, begin + len);
       for (int64_t i = 0; i < len; ++i) exps[i] = exp_nonpos(x[begin + i] - bins.max);
-      e = exps;
+      add_within_cuts(x + begin, exps, len, bins, m, sum);
     }
-    distances(x + begin, len, bins, distance);
-    int64_t i = 0;
-    for (; i + kLanes <= len; i += kLanes) {
-      for (int l = 0; l < kLanes; ++l) sum[l] += e[i + l];
-    }
-    for (; i < len; ++i) rest += e[i];
-    m.add(e, distance, len);
   }
-  *total = rest;
+  *total = 0;
   for (int l = 0; l < kLanes; ++l) *total += sum[l];
 }
 
@@ -143,19 +141,19 @@ PYSAMPLE_CPU_CLONES void exps_of(const float* x, int64_t n, float max, float* w)
 }
 
 // The tokens of `a` within the smallest cut of m whose mass reaches `goal`, if it holds at least min_keep of them:
-// gathered into scratch.value / scratch.index, with their weights in scratch.weight. Otherwise `a` itself. The
-// weights are in scratch.weight already when `stored`, else exp(x - max).
+// gathered into scratch.value / scratch.index, with their weights exp(x - max) in scratch.weight (recomputed: cheaper
+// for the few gathered tokens than gathering stored ones). Otherwise `a` itself, its weights in scratch.weight: there
+// already when `stored`, else computed here.
 Active near_crossing(const Active& a, DistanceBins bins, const CutMasses& m, double goal, int64_t min_keep,
                      bool stored, Scratch& s) {
   const int c = cut_reaching(m, goal, cut_mass_error(a.n), a.n);
   if (c < kCuts && a.n > static_cast<int64_t>(kSortDirectly)) {
-    const int64_t n = gather_within(a.value, a.index, stored ? s.weight.data() : nullptr, a.n, bins, m.cut[c],
-                                    s.spare_value.data(), s.spare_index.data(), s.spare_weight.data());
+    const int64_t n =
+        gather_within(a.value, a.index, a.n, bins, m.cut[c], s.spare_value.data(), s.spare_index.data());
     if (n >= min_keep) {
-      if (!stored) exps_of(s.spare_value.data(), n, bins.max, s.spare_weight.data());
       std::swap(s.value, s.spare_value);
       std::swap(s.index, s.spare_index);
-      std::swap(s.weight, s.spare_weight);
+      exps_of(s.value.data(), n, bins.max, s.weight.data());
       return {s.value.data(), s.index.data(), n};
     }
   }
@@ -211,6 +209,10 @@ PYSAMPLE_CPU_CLONES void write_marked(const float* y, const uint8_t* marks, int6
   for (int64_t j = 0; j < n; ++j) out[j] = marks[j] ? y[j] : fill;
 }
 
+// The next row to prefetch during a pass of exps over `a`: taken by the first such pass over a whole row (a pass
+// over few tokens would prefetch the next row all at once).
+Ahead ahead_of(const Active& a, Scratch& s) { return a.index == nullptr ? std::exchange(s.ahead, {}) : Ahead{}; }
+
 // Softmax statistics of the active tokens: whether the softmax is defined (no NaN, finite max), max, min, the sum
 // of exp(x - max) and its moment (see exp_shifted), with exp(x - max) per token in `scratch.weight`.
 struct Softmax {
@@ -225,7 +227,7 @@ Softmax softmax_stats(const Active& a, Scratch& s) {
   value_range(a.value, a.n, &sm.max, &sm.min, &has_nan, s.block_values.data());
   // transformers' softmax is NaN for the whole row when a value is NaN or the max is +-inf: its filters keep all.
   sm.defined = !has_nan && std::isfinite(sm.max);
-  if (sm.defined) exp_shifted(a.value, a.n, sm.max, s.weight.data(), &sm.sum, &sm.moment);
+  if (sm.defined) exp_shifted(a.value, a.n, sm.max, s.weight.data(), &sm.sum, &sm.moment, ahead_of(a, s));
   return sm;
 }
 
@@ -301,7 +303,7 @@ Crossing find_crossing(const Active& a, const DistanceBins& bins, double fractio
   const float* stored = exps ? nullptr : s.weight.data();
   CutMasses m = estimate_cuts(a.value, stored, a.n, s.block_values.data(), bins, fraction);
   double total;
-  weigh_within_cuts(a.value, stored, a.n, bins, m, &total);
+  weigh_within_cuts(a.value, stored, a.n, bins, m, &total, exps ? ahead_of(a, s) : Ahead{});
   Crossing x{near_crossing(a, bins, m, fraction * total, min_keep, !exps, s), nullptr, -1, fraction * total, 0};
   x.w = s.weight.data();
   x.members = crossing_members(x.a, x.w, bins, x.goal, s, &x.before);
@@ -577,6 +579,7 @@ void warp_logits_cpu(const at::Tensor& in, const at::Tensor& out, const WarpPara
     const int64_t in_stride = in.stride(0);
     const int64_t out_stride = out.stride(0);
     for_each_row<Scratch>(batch, vocab, [&](int64_t row, Scratch& scratch) {
+      scratch.ahead = Ahead::after(in_data, row, batch, in_stride);
       warp_row(in_data + row * in_stride, out_data + row * out_stride, vocab, row, params, scratch);
     });
   });
