@@ -18,23 +18,34 @@ namespace {
 // sum exp(x - max) for a finite max, accumulated in double: a float sum of a large vocabulary drifts by several
 // ulp, which would move every score of the row.
 PYSAMPLE_CPU_CLONES double exp_sum(const float* x, int64_t n, float max) {
-  constexpr int kDoubleLanes = 8;
-  double acc[kDoubleLanes] = {};
+  double acc[kLanes] = {};
   int64_t i = 0;
-  for (; i + kDoubleLanes <= n; i += kDoubleLanes) {
-    for (int l = 0; l < kDoubleLanes; ++l) acc[l] += exp_nonpos(x[i + l] - max);
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) acc[l] += exp_nonpos(x[i + l] - max);
   }
   for (; i < n; ++i) acc[0] += exp_nonpos(x[i] - max);
   double sum = 0;
-  for (int l = 0; l < kDoubleLanes; ++l) sum += acc[l];
+  for (int l = 0; l < kLanes; ++l) sum += acc[l];
   return sum;
 }
 
-// The order-preserving keys of the scores of tokens [0, n) of a row; returns the largest.
+// The order-preserving keys of the scores of tokens [0, n) of a row; returns the largest. GCC vector types, the
+// same operations as beam_score and ordered_key (the same bits): as a plain loop it does not vectorize.
 PYSAMPLE_CPU_CLONES uint32_t chunk_keys(const float* x, int64_t n, float max, float log_sum, float running,
                                         bool normalize, uint32_t* keys) {
+  Uints8 top = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    Floats8 v;
+    std::memcpy(&v, x + i, sizeof v);
+    const Floats8 log_prob = normalize ? (v - max) - log_sum : v;
+    const Uints8 key = ordered_keys(log_prob + running);
+    std::memcpy(keys + i, &key, sizeof key);
+    top = key > top ? key : top;
+  }
   uint32_t largest = 0;
-  for (int64_t i = 0; i < n; ++i) {
+  for (int l = 0; l < 8; ++l) largest = top[l] > largest ? top[l] : largest;
+  for (; i < n; ++i) {
     keys[i] = ordered_key(beam_score(x[i], max, log_sum, running, normalize));
     largest = keys[i] > largest ? keys[i] : largest;
   }

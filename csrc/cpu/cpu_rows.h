@@ -52,6 +52,15 @@ inline bool any_lane(Ints8 mask) {
   return (words[0] | words[1] | words[2] | words[3]) != 0;
 }
 
+// ordered_key on 8 lanes (GCC vector types: the compiler does not vectorize loops over ordered_key on its own).
+inline Uints8 ordered_keys(Floats8 x) {
+  Uints8 u;
+  const Floats8 zeroed = x + 0.0f;  // -0.0 + 0.0 = +0.0
+  std::memcpy(&u, &zeroed, sizeof u);
+  const Uints8 key = u ^ (reinterpret_cast<Uints8>(reinterpret_cast<Ints8>(u) >> 31) | 0x80000000u);
+  return x != x ? Uints8{} + 0xFFFFFFFFu : key;
+}
+
 // Tokens per block of value_range's block maxima.
 constexpr int64_t kValueBlock = 512;
 

@@ -356,15 +356,6 @@ PYSAMPLE_CPU_CLONES int64_t gather_within(const float* x, const int32_t* token, 
 // that can hold the k largest a sequential read (strided columns would touch a cache line, and a page, per token).
 constexpr int64_t kBlock = 128;
 
-// ordered_key on 8 lanes (GCC vector types: the compiler does not vectorize the block's reduction on its own).
-inline Uints8 ordered_keys(Floats8 x) {
-  Uints8 u;
-  const Floats8 zeroed = x + 0.0f;  // -0.0 + 0.0 = +0.0
-  std::memcpy(&u, &zeroed, sizeof u);
-  const Uints8 key = u ^ (reinterpret_cast<Uints8>(reinterpret_cast<Ints8>(u) >> 31) | 0x80000000u);
-  return x != x ? Uints8{} + 0xFFFFFFFFu : key;
-}
-
 // block_max[b] = the largest key of block b. Its float maximum (NaN ignored) and whether it holds a NaN: cheaper per
 // token than each token's key, and the same (ordered_key is monotonic, NaN largest).
 PYSAMPLE_CPU_CLONES void block_max_keys(const float* x, int64_t n, uint32_t* block_max) {
