@@ -110,7 +110,8 @@ def test_draw_bits_known_answer_and_vectorized(seed):
 @pytest.fixture(scope="module")
 def header_lib(tmp_path_factory):
     """The header's exp_nonpos, sample_weight, Philox and draw_bits compiled as the extension is (no FMA contraction,
-    here for this machine's vector units), through ctypes."""
+    here for this machine's vector units), and the CPU kernels' AVX-512 exp_nonpos16 where the compiler has it, through
+    ctypes."""
     compiler = shutil.which(os.environ.get("CXX", "g++"))
     if compiler is None:
         pytest.skip("no C++ compiler to build the header harness")
@@ -118,7 +119,17 @@ def header_lib(tmp_path_factory):
     source = folder / "harness.cpp"
     source.write_text(
         '#include "pysample/sample.h"\n'
+        '#include "pysample/exp_avx512.h"\n'
         'extern "C" {\n'
+        "#ifdef PYSAMPLE_HAS_EXP_AVX512\n"
+        "int has_exp16() { return __builtin_cpu_supports(\"avx512f\"); }\n"
+        '__attribute__((target("avx512f"))) void exp16_many(const float* x, float* out, long n) {\n'
+        "  for (long i = 0; i < n; i += 16) {\n"
+        "    _mm512_storeu_ps(out + i, pysample::exp_nonpos16(_mm512_loadu_ps(x + i)));\n  }\n}\n"
+        "#else\n"
+        "int has_exp16() { return 0; }\n"
+        "void exp16_many(const float*, float*, long) {}\n"
+        "#endif\n"
         "void exp_many(const float* x, float* out, long n) {\n"
         "  for (long i = 0; i < n; ++i) out[i] = pysample::exp_nonpos(x[i]);\n}\n"
         "void weight_many(const float* y, float m, uint64_t* out, long n) {\n"
@@ -136,6 +147,7 @@ def header_lib(tmp_path_factory):
         subprocess.run([compiler, *flags, str(source), "-o", str(library)], check=True, capture_output=True)
     lib = ctypes.CDLL(str(library))
     lib.exp_many.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
+    lib.exp16_many.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
     lib.weight_many.argtypes = [ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p, ctypes.c_long]
     lib.philox.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     lib.bits.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32]
@@ -143,16 +155,35 @@ def header_lib(tmp_path_factory):
     return lib
 
 
-def test_reference_exp_and_weight_bitwise_equal_header(header_lib, seed):
-    rng = np.random.default_rng(seed)
+def exp_arguments(rng) -> np.ndarray:
+    """Arguments of exp_nonpos: special values, uniform over its range, near 0, and any bits of a float in [-110, 0]
+    (a multiple of 16 of them)."""
     special = np.array([0.0, -0.0, -INF, -104.0, -103.97, -103.0, -87.33655, -88.0, -1e-45, -1e-38, -1e-7, -0.5,
-                        -0.6931472, -1.0, -2.0, -149.0, -1e30], dtype=np.float32)
-    x = np.concatenate([
+                        -0.6931472, -1.0, -2.0, -149.0, -1e30, -105.0, -150.0], dtype=np.float32)
+    return np.concatenate([
         special,
-        -rng.random(300_000, dtype=np.float32) * 110,  # uniform over the whole range
+        -rng.random(300_013, dtype=np.float32) * 110,  # uniform over the whole range
         -rng.random(100_000, dtype=np.float32) * 0.01,  # near 0
         rng.integers(0x80000000, 0xC2E00000, 300_000, dtype=np.uint64).astype(np.uint32).view(np.float32),  # any bits
     ]).astype(np.float32)
+
+
+def test_exp_nonpos16_bitwise_equal_reference(header_lib, seed):
+    """The CPU kernels' exp on AVX-512 (rounding to an integer and scaling by 2^n in one instruction each) gives
+    exp_nonpos's bits. (Every float in [-110, 0] was compared once, offline.)"""
+    if not header_lib.has_exp16():
+        pytest.skip("no AVX-512 on this CPU, or a compiler without its intrinsics: exp_nonpos16 is not used")
+    x = exp_arguments(np.random.default_rng(seed))
+    out = np.empty_like(x)
+    header_lib.exp16_many(x.ctypes.data, out.ctypes.data, x.size)
+    ref = R.exp_nonpos(x)
+    bad = np.flatnonzero(ref.view(np.uint32) != out.view(np.uint32))
+    assert bad.size == 0, [(float(x[i]), float(ref[i]), float(out[i])) for i in bad[:10]]
+
+
+def test_reference_exp_and_weight_bitwise_equal_header(header_lib, seed):
+    rng = np.random.default_rng(seed)
+    x = exp_arguments(rng)
     out = np.empty_like(x)
     header_lib.exp_many(x.ctypes.data, out.ctypes.data, x.size)
     ref = R.exp_nonpos(x)

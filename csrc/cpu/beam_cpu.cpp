@@ -18,12 +18,19 @@ namespace {
 // sum exp(x - max) for a finite max, accumulated in double: a float sum of a large vocabulary drifts by several
 // ulp, which would move every score of the row.
 PYSAMPLE_CPU_CLONES double exp_sum(const float* x, int64_t n, float max) {
+  constexpr int64_t kChunk = 256;
+  static_assert(kChunk % kLanes == 0);
   double acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) acc[l] += exp_nonpos(x[i + l] - max);
+  float e[kChunk];
+  for (int64_t begin = 0; begin < n; begin += kChunk) {
+    const int64_t len = std::min(kChunk, n - begin);
+    exps(x + begin, len, max, e);
+    int64_t i = 0;
+    for (; i + kLanes <= len; i += kLanes) {
+      for (int l = 0; l < kLanes; ++l) acc[l] += e[i + l];
+    }
+    for (; i < len; ++i) acc[0] += e[i];
   }
-  for (; i < n; ++i) acc[0] += exp_nonpos(x[i] - max);
   double sum = 0;
   for (int l = 0; l < kLanes; ++l) sum += acc[l];
   return sum;

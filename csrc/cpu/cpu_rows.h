@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -15,6 +16,7 @@
 #include <immintrin.h>
 #endif
 
+#include "pysample/exp_avx512.h"
 #include "pysample/warp.h"
 
 // Hot loops are cloned per instruction set (SSE2 / AVX2 / AVX-512), the clone picked at load time.
@@ -59,6 +61,38 @@ inline Uints8 ordered_keys(Floats8 x) {
   std::memcpy(&u, &zeroed, sizeof u);
   const Uints8 key = u ^ (reinterpret_cast<Uints8>(reinterpret_cast<Ints8>(u) >> 31) | 0x80000000u);
   return x != x ? Uints8{} + 0xFFFFFFFFu : key;
+}
+
+#if defined(PYSAMPLE_HAS_EXP_AVX512)
+// Whether to run the loops written for AVX-512: when the CPU has it, unless torch's ATEN_CPU_CAPABILITY asks torch's
+// own kernels for less ("default", "avx2"), which also lets the tests run the other path on an AVX-512 machine.
+inline bool use_avx512() {
+  static const bool use = [] {
+    const char* capability = std::getenv("ATEN_CPU_CAPABILITY");
+    const bool less = capability != nullptr && (std::strcmp(capability, "default") == 0 ||
+                                                std::strcmp(capability, "avx2") == 0);
+    return __builtin_cpu_supports("avx512f") && !less;
+  }();
+  return use;
+}
+
+// exps's loop for AVX-512: the whole groups of 16 tokens; returns how many it did.
+__attribute__((target("avx512f"))) inline int64_t exps_avx512(const float* x, int64_t n, float max, float* out) {
+  const __m512 top = _mm512_set1_ps(max);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, exp_nonpos16(_mm512_sub_ps(_mm512_loadu_ps(x + i), top)));
+  return i;
+}
+#endif
+
+// out[i] = exp_nonpos(x[i] - max) for i < n: with AVX-512's exp_nonpos16 where the CPU has it (the same bits), else
+// a loop the compiler vectorizes. (Not every file uses it.)
+[[maybe_unused]] PYSAMPLE_CPU_CLONES void exps(const float* x, int64_t n, float max, float* out) {
+  int64_t i = 0;
+#if defined(PYSAMPLE_HAS_EXP_AVX512)
+  if (use_avx512()) i = exps_avx512(x, n, max, out);
+#endif
+  for (; i < n; ++i) out[i] = exp_nonpos(x[i] - max);
 }
 
 // Tokens per block of value_range's block maxima.

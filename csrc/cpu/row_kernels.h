@@ -286,19 +286,7 @@ inline int cut_reaching(const CutMasses& m, double goal, double error, int64_t n
 
 inline double cut_mass_error(int64_t n) { return static_cast<double>(n / kLanes + kLanes) * 0x1p-24; }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-// Whether to run the loops written for AVX-512: when the CPU has it, unless torch's ATEN_CPU_CAPABILITY asks torch's
-// own kernels for less ("default", "avx2"), which also lets the tests run the other path on an AVX-512 machine.
-inline bool use_avx512() {
-  static const bool use = [] {
-    const char* capability = std::getenv("ATEN_CPU_CAPABILITY");
-    const bool less = capability != nullptr && (std::strcmp(capability, "default") == 0 ||
-                                                std::strcmp(capability, "avx2") == 0);
-    return __builtin_cpu_supports("avx512f") && !less;
-  }();
-  return use;
-}
-
+#if defined(PYSAMPLE_HAS_EXP_AVX512)
 // gather_within's loop on 16 lanes with AVX-512's compress: no branch per token or group of tokens, whose outcome
 // the branch predictor cannot guess when a tenth of the tokens are gathered. Does the whole groups of 16 tokens;
 // returns how many it gathered. The distance is computed with distance_of's operations (the same bits).
@@ -338,7 +326,7 @@ PYSAMPLE_CPU_CLONES int64_t gather_within(const float* x, const int32_t* token, 
                                           float cut, float* value, int32_t* index) {
   int64_t count = 0;
   int64_t j = 0;
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(PYSAMPLE_HAS_EXP_AVX512)
   if (use_avx512()) {
     count = gather_within_avx512(x, token, n, bins, cut, value, index);
     j = n / 16 * 16;

@@ -54,7 +54,7 @@ struct ChunkWeights {
 };
 
 inline void chunk_weights(const float* x, int64_t n, float max, ChunkWeights& c) {
-  for (int64_t i = 0; i < n; ++i) c.e[i] = exp_nonpos(x[i] - max);
+  exps(x, n, max, c.e);
   for (int64_t i = 0; i < n; ++i) {
     c.w[i] = (static_cast<double>(c.e[i]) * kWeightScale + kRoundingShift) - kRoundingShift;  // sample_weight
   }

@@ -13,25 +13,40 @@ namespace {
 
 // ---- the warper's loops ----------------------------------------------------------------------------------
 
-// e[i] = exp(x[i] - max); the sum of e and the moment sum e[i] * (x[i] - max), with 0 for -inf logits (weight 0)
-// rather than 0 * -inf (lanes in float, combined in double). Prefetches `ahead` as it goes.
-PYSAMPLE_CPU_CLONES void exp_shifted(const float* x, int64_t n, float max, float* e, double* sum, double* moment,
-                                     const Ahead& ahead) {
-  float acc[kLanes] = {}, mom[kLanes] = {};
+// acc[l] += e[i] and mom[l] += e[i] * (x[i] - max) (0 for a -inf logit) over the tokens i = l mod kLanes of whole
+// groups of kLanes; returns how many tokens it did. GCC vector types: beside other loops the compiler does not
+// vectorize this one over the lanes.
+PYSAMPLE_CPU_CLONES int64_t add_moments(const float* x, const float* e, int64_t n, float max, float* acc, float* mom) {
+  static_assert(kLanes == 16);
+  Floats8 a[2], m[2];
+  std::memcpy(a, acc, sizeof a), std::memcpy(m, mom, sizeof m);
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    ahead.prefetch(i, i + kLanes);
-    for (int l = 0; l < kLanes; ++l) {
-      const float shift = x[i + l] - max;
-      const float v = exp_nonpos(shift);
-      e[i + l] = v;
-      acc[l] += v;
-      mom[l] += v * (shift > -kInf ? shift : 0.0f);
+    for (int h = 0; h < 2; ++h) {
+      Floats8 v, w;
+      std::memcpy(&v, x + i + 8 * h, sizeof v), std::memcpy(&w, e + i + 8 * h, sizeof w);
+      const Floats8 shift = v - max;
+      a[h] += w;
+      m[h] += w * (shift > -kInf ? shift : Floats8{});
     }
   }
-  for (; i < n; ++i) {
+  std::memcpy(acc, a, sizeof a), std::memcpy(mom, m, sizeof m);
+  return i;
+}
+
+// e[i] = exp(x[i] - max); the sum of e and the moment sum e[i] * (x[i] - max), with 0 for -inf logits (weight 0)
+// rather than 0 * -inf (lanes in float, combined in double). Prefetches `ahead` as it goes.
+void exp_shifted(const float* x, int64_t n, float max, float* e, double* sum, double* moment, const Ahead& ahead) {
+  float acc[kLanes] = {}, mom[kLanes] = {};
+  int64_t done = 0;
+  for (int64_t begin = 0; begin < n; begin += kCutChunk) {
+    const int64_t len = std::min(kCutChunk, n - begin);
+    ahead.prefetch(begin, begin + len);
+    exps(x + begin, len, max, e + begin);
+    done = begin + add_moments(x + begin, e + begin, len, max, acc, mom);
+  }
+  for (int64_t i = done; i < n; ++i) {
     const float shift = x[i] - max;
-    e[i] = exp_nonpos(shift);
     acc[0] += e[i];
     mom[0] += e[i] * (shift > -kInf ? shift : 0.0f);
   }
@@ -123,21 +138,16 @@ PYSAMPLE_CPU_CLONES void weigh_within_cuts(const float* x, const float* w, int64
   if (w != nullptr) {
     add_within_cuts(x, w, n, bins, m, sum);
   } else {
-    float exps[kCutChunk];
+    float chunk[kCutChunk];
     for (int64_t begin = 0; begin < n; begin += kCutChunk) {
       const int64_t len = std::min(kCutChunk, n - begin);
       ahead.prefetch(begin, begin + len);
-      for (int64_t i = 0; i < len; ++i) exps[i] = exp_nonpos(x[begin + i] - bins.max);
-      add_within_cuts(x + begin, exps, len, bins, m, sum);
+      exps(x + begin, len, bins.max, chunk);
+      add_within_cuts(x + begin, chunk, len, bins, m, sum);
     }
   }
   *total = 0;
   for (int l = 0; l < kLanes; ++l) *total += sum[l];
-}
-
-// w[j] = exp(x[j] - max).
-PYSAMPLE_CPU_CLONES void exps_of(const float* x, int64_t n, float max, float* w) {
-  for (int64_t j = 0; j < n; ++j) w[j] = exp_nonpos(x[j] - max);
 }
 
 // The tokens of `a` within the smallest cut of m whose mass reaches `goal`, if it holds at least min_keep of them:
@@ -153,11 +163,11 @@ Active near_crossing(const Active& a, DistanceBins bins, const CutMasses& m, dou
     if (n >= min_keep) {
       std::swap(s.value, s.spare_value);
       std::swap(s.index, s.spare_index);
-      exps_of(s.value.data(), n, bins.max, s.weight.data());
+      exps(s.value.data(), n, bins.max, s.weight.data());
       return {s.value.data(), s.index.data(), n};
     }
   }
-  if (!stored) exps_of(a.value, a.n, bins.max, s.weight.data());
+  if (!stored) exps(a.value, a.n, bins.max, s.weight.data());
   return a;
 }
 
