@@ -130,8 +130,8 @@ int32_t crossing_bin(const double* mass, double goal, double* before) {
 }
 
 // The total weight (double) and the weight within each cut of m, of the n tokens x: w[i], or exp(x[i] - max) when w
-// is null (not stored: the tokens that go on are few, and a row's weights would push the row out of the L2 cache);
-// then it prefetches `ahead` as it goes.
+// is null (not stored: the tokens that go on are few, and a row's weights would push the row out of the L2 cache),
+// prefetching `ahead` as this pass of exps goes.
 PYSAMPLE_CPU_CLONES void weigh_within_cuts(const float* x, const float* w, int64_t n, DistanceBins bins, CutMasses& m,
                                            double* total, const Ahead& ahead) {
   double sum[kLanes] = {};
