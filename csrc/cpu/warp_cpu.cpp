@@ -34,44 +34,22 @@ PYSAMPLE_CPU_CLONES int64_t add_moments(const float* x, const float* e, int64_t 
   return i;
 }
 
-// e[i] = exp(x[i] - max); the sum of e and the moment sum e[i] * (x[i] - max), with 0 for -inf logits (weight 0)
-// rather than 0 * -inf (lanes in float, combined in double). Prefetches `ahead` as it goes.
+// The sum of e[i] = exp(x[i] - max) and the moment sum e[i] * (x[i] - max), with 0 for -inf logits (weight 0)
+// rather than 0 * -inf (lanes in float, combined in double); e is stored unless it is null. Prefetches `ahead` as it
+// goes.
 void exp_shifted(const float* x, int64_t n, float max, float* e, double* sum, double* moment, const Ahead& ahead) {
   float acc[kLanes] = {}, mom[kLanes] = {};
-  int64_t done = 0;
+  float chunk[kCutChunk];
   for (int64_t begin = 0; begin < n; begin += kCutChunk) {
     const int64_t len = std::min(kCutChunk, n - begin);
+    float* w = e != nullptr ? e + begin : chunk;
     ahead.prefetch(begin, begin + len);
-    exps(x + begin, len, max, e + begin);
-    done = begin + add_moments(x + begin, e + begin, len, max, acc, mom);
-  }
-  for (int64_t i = done; i < n; ++i) {
-    const float shift = x[i] - max;
-    acc[0] += e[i];
-    mom[0] += e[i] * (shift > -kInf ? shift : 0.0f);
-  }
-  *sum = 0;
-  *moment = 0;
-  for (int l = 0; l < kLanes; ++l) *sum += acc[l], *moment += mom[l];
-}
-
-// The sum and moment of exp_shifted, computing exp on the fly (nothing stored).
-PYSAMPLE_CPU_CLONES void exp_moments(const float* x, int64_t n, float max, double* sum, double* moment) {
-  float acc[kLanes] = {}, mom[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const float shift = x[i + l] - max;
-      const float e = exp_nonpos(shift);
-      acc[l] += e;
-      mom[l] += e * (shift > -kInf ? shift : 0.0f);
+    exps(x + begin, len, max, w);
+    for (int64_t i = add_moments(x + begin, w, len, max, acc, mom); i < len; ++i) {  // the row's last tokens
+      const float shift = x[begin + i] - max;
+      acc[0] += w[i];
+      mom[0] += w[i] * (shift > -kInf ? shift : 0.0f);
     }
-  }
-  for (; i < n; ++i) {
-    const float shift = x[i] - max;
-    const float e = exp_nonpos(shift);
-    acc[0] += e;
-    mom[0] += e * (shift > -kInf ? shift : 0.0f);
   }
   *sum = 0;
   *moment = 0;
@@ -455,7 +433,7 @@ struct Entropy {
 
 Entropy softmax_entropy(const Active& a, float max) {
   double sum, moment;
-  exp_moments(a.value, a.n, max, &sum, &moment);
+  exp_shifted(a.value, a.n, max, nullptr, &sum, &moment, Ahead{});
   return {std::log(sum), entropy_from_moments(sum, moment)};
 }
 
