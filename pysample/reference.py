@@ -575,23 +575,38 @@ def draw_target(bits: int, total: int) -> int:
 _F = np.float32
 
 
+def _fma(a, b, c) -> np.ndarray:
+    """``fmaf(a, b, c)``: ``a * b + c`` rounded once to float32. The product of two floats is exact in float64; the
+    float64 sum rounds, and TwoSum gives its exact error, with which the sum is rounded to odd (its last bit set when
+    inexact) so that rounding it to float32 is the single correct rounding."""
+    p = np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64)
+    c = np.asarray(c, dtype=np.float64)
+    s = p + c
+    bp = s - c
+    error = (p - bp) + (c - (s - bp))
+    even = (s.view(np.int64) & 1) == 0
+    s = np.where((error != 0) & even, np.nextafter(s, np.where(error > 0, np.inf, -np.inf)), s)
+    return s.astype(np.float32)
+
+
 def exp_nonpos(x) -> np.ndarray:
     """``exp(x)`` for ``x <= 0`` in float32, bit for bit ``exp_nonpos`` of ``csrc/include/pysample/warp.h``.
 
-    Every step is one float32 numpy operation, in the header's order; ``-inf`` gives 0 (clamped to -104 first).
+    Every step is one float32 numpy operation or fused multiply-add, in the header's order; ``-inf`` gives 0 (clamped
+    to -104 first).
     """
     x = np.asarray(x, dtype=np.float32)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         x = np.where(x < _F(-104.0), _F(-104.0), x).astype(np.float32)
         magic = _F(12582912.0)
         n = (x * _F(1.44269504088896341) + magic) - magic
-        r = x - n * _F(0.693359375)
-        r = r - n * _F(-2.12194440e-4)
+        r = _fma(n, _F(-0.693359375), x)
+        r = _fma(n, _F(2.12194440e-4), r)
         r2 = r * r
-        c01 = _F(5.0000001201e-1) + _F(1.6666665459e-1) * r
-        c23 = _F(4.1665795894e-2) + _F(8.3334519073e-3) * r
-        c45 = _F(1.3981999507e-3) + _F(1.9875691500e-4) * r
-        p = (((c01 + r2 * (c23 + r2 * c45)) * r2) + r) + _F(1.0)
+        c01 = _fma(_F(1.6666665459e-1), r, _F(5.0000001201e-1))
+        c23 = _fma(_F(8.3334519073e-3), r, _F(4.1665795894e-2))
+        c45 = _fma(_F(1.9875691500e-4), r, _F(1.3981999507e-3))
+        p = _fma(_fma(r2, _fma(r2, c45, c23), c01), r2, r) + _F(1.0)
         scale = ((n.astype(np.int32) + 64 + 127).astype(np.uint32) << np.uint32(23)).view(np.float32)
         return ((p * scale) * _F(2.0**-64)).astype(np.float32)
 

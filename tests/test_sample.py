@@ -130,6 +130,8 @@ def header_lib(tmp_path_factory):
         "int has_exp16() { return 0; }\n"
         "void exp16_many(const float*, float*, long) {}\n"
         "#endif\n"
+        "void fma_many(const float* a, const float* b, const float* c, float* out, long n) {\n"
+        "  for (long i = 0; i < n; ++i) out[i] = fmaf(a[i], b[i], c[i]);\n}\n"
         "void exp_many(const float* x, float* out, long n) {\n"
         "  for (long i = 0; i < n; ++i) out[i] = pysample::exp_nonpos(x[i]);\n}\n"
         "void weight_many(const float* y, float m, uint64_t* out, long n) {\n"
@@ -146,6 +148,7 @@ def header_lib(tmp_path_factory):
     if native.returncode != 0:
         subprocess.run([compiler, *flags, str(source), "-o", str(library)], check=True, capture_output=True)
     lib = ctypes.CDLL(str(library))
+    lib.fma_many.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long]
     lib.exp_many.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
     lib.exp16_many.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
     lib.weight_many.argtypes = [ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p, ctypes.c_long]
@@ -166,6 +169,30 @@ def exp_arguments(rng) -> np.ndarray:
         -rng.random(100_000, dtype=np.float32) * 0.01,  # near 0
         rng.integers(0x80000000, 0xC2E00000, 300_000, dtype=np.uint64).astype(np.uint32).view(np.float32),  # any bits
     ]).astype(np.float32)
+
+
+def test_reference_fma_bitwise_equal_fmaf(header_lib, seed):
+    """The reference's fused multiply-add (a float64 sum rounded to odd) rounds once, as C's fmaf: on random triples,
+    and on products of 13-bit significands (26 bits: often halfway between two floats) plus a tiny or no addend, where
+    rounding the float64 sum to nearest first would round twice."""
+    rng = np.random.default_rng(seed)
+    n = 200_000
+
+    def short(size):  # 13 significant bits, either sign, exponents in [-4, 4]
+        return (rng.integers(4096, 8192, size) * 2.0 ** rng.integers(-16, -8, size) * rng.choice([-1, 1], size))
+
+    a = np.concatenate([rng.standard_normal(n), short(n)]).astype(np.float32)
+    b = np.concatenate([rng.standard_normal(n), short(n)]).astype(np.float32)
+    tiny = rng.choice([0.0, 2.0**-60, -(2.0**-60), 2.0**-40], n) * rng.random(n)
+    c = np.concatenate([rng.standard_normal(n), tiny]).astype(np.float32)
+    out = np.empty_like(a)
+    header_lib.fma_many(a.ctypes.data, b.ctypes.data, c.ctypes.data, out.ctypes.data, a.size)
+    ref = R._fma(a, b, c)
+    bad = np.flatnonzero(ref.view(np.uint32) != out.view(np.uint32))
+    assert bad.size == 0, [(float(a[i]), float(b[i]), float(c[i]), float(ref[i]), float(out[i])) for i in bad[:10]]
+    # the cases it is there for: a plain float64 sum rounded to float32 differs from fmaf on some of them
+    naive = (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(np.float32)
+    assert np.any(naive.view(np.uint32) != out.view(np.uint32))
 
 
 def test_exp_nonpos16_bitwise_equal_reference(header_lib, seed):

@@ -19,9 +19,10 @@
 #include "pysample/exp_avx512.h"
 #include "pysample/warp.h"
 
-// Hot loops are cloned per instruction set (SSE2 / AVX2 / AVX-512), the clone picked at load time.
+// Hot loops are cloned per instruction set (SSE2 / AVX2 with FMA / AVX-512), the clone picked at load time. (The
+// SSE2 clone calls libm for exp_nonpos's fused multiply-adds: correct, and slow.)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define PYSAMPLE_CPU_CLONES __attribute__((target_clones("default", "avx2", "avx512f")))
+#define PYSAMPLE_CPU_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "avx512f")))
 #else
 #define PYSAMPLE_CPU_CLONES
 #endif
@@ -98,6 +99,36 @@ __attribute__((target("avx512f"))) inline int64_t exps_avx512(const float* x, in
 // Tokens per block of value_range's block maxima.
 constexpr int64_t kValueBlock = 512;
 
+#if defined(PYSAMPLE_HAS_EXP_AVX512)
+// value_range's loop over a block on 16 lanes, for whole groups of 32 tokens: the largest and smallest of x[0, n)
+// (NaN ignored: max and min return their second operand for NaN) and whether one is NaN; returns how many tokens it
+// did. Two running maxima and minima, each waiting only on its own previous value: one alone would bound the loop
+// by the instruction's latency rather than its throughput.
+// (GCC's reductions fill lanes from an undefined vector, as in exp_avx512.h.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+__attribute__((target("avx512f"))) inline int64_t block_range_avx512(const float* x, int64_t n, float* max, float* min,
+                                                                      bool* has_nan) {
+  __m512 hi[2] = {_mm512_set1_ps(-kInf), _mm512_set1_ps(-kInf)}, lo[2] = {_mm512_set1_ps(kInf), _mm512_set1_ps(kInf)};
+  __mmask16 nan = 0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    for (int c = 0; c < 2; ++c) {
+      const __m512 v = _mm512_loadu_ps(x + i + 16 * c);
+      hi[c] = _mm512_max_ps(v, hi[c]);
+      lo[c] = _mm512_min_ps(v, lo[c]);
+      nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    }
+  }
+  *max = _mm512_reduce_max_ps(_mm512_max_ps(hi[0], hi[1]));
+  *min = _mm512_reduce_min_ps(_mm512_min_ps(lo[0], lo[1]));
+  *has_nan = nan != 0;
+  return i;
+}
+#pragma GCC diagnostic pop
+#endif
+
 // Largest and smallest value, ignoring NaN; `has_nan` tells whether there was one; and unless block_max is null, the
 // largest of each block of kValueBlock tokens (ignoring NaN; -inf for a block of NaN alone). (Not every file uses
 // it.)
@@ -110,6 +141,14 @@ constexpr int64_t kValueBlock = 512;
     const int64_t end = std::min(begin + kValueBlock, n);
     Floats8 hi = Floats8{} - kInf;
     int64_t i = begin;
+#if defined(PYSAMPLE_HAS_EXP_AVX512)
+    if (use_avx512()) {
+      float block_hi, block_lo;
+      bool block_nan;
+      i += block_range_avx512(x + begin, end - begin, &block_hi, &block_lo, &block_nan);
+      hi[0] = block_hi, lo[0] = block_lo < lo[0] ? block_lo : lo[0], nan[0] |= block_nan;
+    }
+#endif
     for (; i + 8 <= end; i += 8) {
       Floats8 v;
       std::memcpy(&v, x + i, sizeof v);

@@ -18,18 +18,18 @@ __attribute__((target("avx512f"))) inline __m512 exp_nonpos16(__m512 x) {
   x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);  // x < -104 ? -104 : x (max returns its second operand for NaN)
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
-  r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
+  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), x);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
   const __m512 r2 = _mm512_mul_ps(r, r);
   // a + b * r
   auto term = [](float a, float b, __m512 r) __attribute__((target("avx512f"))) {
-    return _mm512_add_ps(_mm512_set1_ps(a), _mm512_mul_ps(_mm512_set1_ps(b), r));
+    return _mm512_fmadd_ps(_mm512_set1_ps(b), r, _mm512_set1_ps(a));
   };
   const __m512 c01 = term(5.0000001201e-1f, 1.6666665459e-1f, r);
   const __m512 c23 = term(4.1665795894e-2f, 8.3334519073e-3f, r);
   const __m512 c45 = term(1.3981999507e-3f, 1.9875691500e-4f, r);
-  const __m512 inner = _mm512_add_ps(c01, _mm512_mul_ps(r2, _mm512_add_ps(c23, _mm512_mul_ps(r2, c45))));
-  const __m512 p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(inner, r2), r), _mm512_set1_ps(1.0f));
+  const __m512 inner = _mm512_fmadd_ps(r2, _mm512_fmadd_ps(r2, c45, c23), c01);
+  const __m512 p = _mm512_add_ps(_mm512_fmadd_ps(inner, r2, r), _mm512_set1_ps(1.0f));
   return _mm512_scalef_ps(p, n);
 }
 #pragma GCC diagnostic pop
