@@ -176,7 +176,8 @@ struct CutMasses {
 
 // Adds to m the weights e[i] of the n tokens x within each cut, the distance of token i being distance(x[i]), and
 // unless it is null, adds them all to sum[i % kLanes]: one loop over lanes. Inlined, so that each kind of distance
-// gets a loop that the compiler vectorizes for the instruction set of its caller's clone.
+// gets a loop that the compiler vectorizes for the instruction set of its caller's clone. The sum's lanes add in
+// float, n / kLanes terms each (a chunk of a row: a few ulp), then in double.
 template <typename Distance>
 [[gnu::always_inline]] inline void add_within_cuts(const float* x, const float* e, int64_t n, Distance distance,
                                                    CutMasses& m, double* sum) {
@@ -184,7 +185,7 @@ template <typename Distance>
   float m0[kLanes], m1[kLanes], m2[kLanes], m3[kLanes];
   std::memcpy(m0, m.lanes[0], sizeof m0), std::memcpy(m1, m.lanes[1], sizeof m1);
   std::memcpy(m2, m.lanes[2], sizeof m2), std::memcpy(m3, m.lanes[3], sizeof m3);
-  double total[kLanes] = {};
+  float total[kLanes] = {};
   const float cut0 = m.cut[0], cut1 = m.cut[1], cut2 = m.cut[2], cut3 = m.cut[3];
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {

@@ -113,16 +113,14 @@ int32_t crossing_bin(const double* mass, double goal, double* before) {
 PYSAMPLE_CPU_CLONES void weigh_within_cuts(const float* x, const float* w, int64_t n, DistanceBins bins, CutMasses& m,
                                            double* total, const Ahead& ahead) {
   double sum[kLanes] = {};
-  if (w != nullptr) {
-    add_within_cuts(x, w, n, bins, m, sum);
-  } else {
-    float chunk[kCutChunk];
-    for (int64_t begin = 0; begin < n; begin += kCutChunk) {
-      const int64_t len = std::min(kCutChunk, n - begin);
+  float chunk[kCutChunk];
+  for (int64_t begin = 0; begin < n; begin += kCutChunk) {
+    const int64_t len = std::min(kCutChunk, n - begin);
+    if (w == nullptr) {
       ahead.prefetch(begin, begin + len);
       exps(x + begin, len, bins.max, chunk);
-      add_within_cuts(x + begin, chunk, len, bins, m, sum);
     }
+    add_within_cuts(x + begin, w != nullptr ? w + begin : chunk, len, bins, m, sum);
   }
   *total = 0;
   for (int l = 0; l < kLanes; ++l) *total += sum[l];
