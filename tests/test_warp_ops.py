@@ -182,9 +182,10 @@ torch.save([pysample.warp_logits(x, **params) for params in eval(sys.argv[2])], 
 
 def test_same_output_without_avx512(tmp_path, seed):
     """The kernel's loops written for AVX-512 give what the portable ones do (a process with ATEN_CPU_CAPABILITY=avx2
-    runs the portable ones; on a CPU without AVX-512 both are)."""
-    x = torch.cat([inputs_for(40, 30000, torch.float32, seed), W.unsampled_mass_rows(seed, 30000)])
-    chains = [{"top_p": 0.9}, {"typical_p": 0.9}, {"top_p": 0.95, "typical_p": 0.5}, {"top_k": 2000, "top_p": 0.9}]
+    runs the portable ones; on a CPU without AVX-512 both are). Rows of 30001 tokens: not a whole number of vectors."""
+    x = torch.cat([inputs_for(40, 30001, torch.float32, seed), W.unsampled_mass_rows(seed, 30001)])
+    chains = [{"top_p": 0.9}, {"typical_p": 0.9}, {"top_p": 0.95, "typical_p": 0.5}, {"top_k": 2000, "top_p": 0.9},
+              {"eta": 3e-4}, {"top_k": 3000, "epsilon": 3e-4}]
     torch.save(x, tmp_path / "x.pt")
     env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2")
     subprocess.run([sys.executable, "-c", AVX512_OFF_SCRIPT, str(tmp_path / "x.pt"), repr(chains),
