@@ -59,6 +59,53 @@ inline Ints8 bin_of(Floats8 distance) {
   return __builtin_convertvector(t < last ? t : last, Ints8);
 }
 
+#if defined(PYSAMPLE_HAS_EXP_AVX512)
+// (GCC's intrinsics fill lanes from an undefined vector, as in exp_avx512.h.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+// distance_of on 16 lanes with AVX-512 (the same operations: the same bits).
+__attribute__((target("avx512f"))) inline __m512 distance16(__m512 v, const DistanceBins& d) {
+  if (!d.centered) return _mm512_sub_ps(_mm512_set1_ps(d.max), v);
+  // |-((x - max) - a) - b|
+  const __m512 u = _mm512_sub_ps(_mm512_sub_ps(v, _mm512_set1_ps(d.max)), _mm512_set1_ps(d.a));
+  const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u)), magnitude = _mm512_set1_epi32(0x7FFFFFFF);
+  const __m512 t = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(u), sign)),
+                                 _mm512_set1_ps(d.b));
+  return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(t), magnitude));
+}
+
+// mark_bins_before's loop on 16 lanes with AVX-512's compress (no branch on whether a group holds a member, which a
+// crowded crossing bin makes a coin toss), for the whole groups of 16 tokens; returns how many it did, the members'
+// count in *count.
+__attribute__((target("avx512f"))) inline int64_t mark_bins_before_avx512(const float* x, int64_t n,
+                                                                           const DistanceBins& bins, int32_t crossing,
+                                                                           uint8_t* marks, int32_t* members,
+                                                                           float* values, int64_t* count) {
+  const __m512 per_unit = _mm512_set1_ps(kBinsPerUnit), last = _mm512_set1_ps(static_cast<float>(kDistanceBins));
+  const __m512i bin_crossing = _mm512_set1_epi32(crossing), one = _mm512_set1_epi32(1);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t i = 0, m = *count;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    // bin_of: min(t, last) is t < last ? t : last (no NaN here)
+    const __m512i bin = _mm512_cvttps_epi32(_mm512_min_ps(_mm512_mul_ps(distance16(v, bins), per_unit), last));
+    if (marks != nullptr) {
+      const __mmask16 before = _mm512_cmplt_epi32_mask(bin, bin_crossing);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(marks + i), _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(before, one)));
+    }
+    const __mmask16 member = _mm512_cmpeq_epi32_mask(bin, bin_crossing);
+    const __m512i ids = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(i)));
+    _mm512_storeu_si512(members + m, _mm512_maskz_compress_epi32(member, ids));
+    _mm512_storeu_ps(values + m, _mm512_maskz_compress_ps(member, v));
+    m += __builtin_popcount(member);
+  }
+  *count = m;
+  return i;
+}
+#pragma GCC diagnostic pop
+#endif
+
 // marks[i] = whether token i's distance bin comes before `crossing` (unless marks is null); writes to `members` the
 // i in the crossing bin, and their x[i] to `values` (read once here, rather than at random later), and returns how
 // many. GCC vector types: as a loop over lanes, neither the test for a member nor the narrowing of the marks to bytes
@@ -67,6 +114,9 @@ PYSAMPLE_CPU_CLONES int64_t mark_bins_before(const float* x, int64_t n, Distance
                                              uint8_t* marks, int32_t* members, float* values) {
   int64_t count = 0;
   int64_t i = 0;
+#if defined(PYSAMPLE_HAS_EXP_AVX512)
+  if (use_avx512()) i = mark_bins_before_avx512(x, n, bins, crossing, marks, members, values, &count);
+#endif
   for (; i + 8 <= n; i += 8) {
     Floats8 v;
     std::memcpy(&v, x + i, sizeof v);
@@ -290,27 +340,16 @@ inline double cut_mass_error(int64_t n) { return static_cast<double>(n / kLanes 
 #if defined(PYSAMPLE_HAS_EXP_AVX512)
 // gather_within's loop on 16 lanes with AVX-512's compress: no branch per token or group of tokens, whose outcome
 // the branch predictor cannot guess when a tenth of the tokens are gathered. Does the whole groups of 16 tokens;
-// returns how many it gathered. The distance is computed with distance_of's operations (the same bits).
+// returns how many it gathered.
 __attribute__((target("avx512f"))) inline int64_t gather_within_avx512(const float* x, const int32_t* token, int64_t n,
                                                                         const DistanceBins& bins, float cut,
                                                                         float* value, int32_t* index) {
-  const __m512 max = _mm512_set1_ps(bins.max), a = _mm512_set1_ps(bins.a), b = _mm512_set1_ps(bins.b);
   const __m512 bound = _mm512_set1_ps(cut);
-  const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
-  const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF);
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   int64_t count = 0;
   for (int64_t j = 0; j + 16 <= n; j += 16) {
     const __m512 v = _mm512_loadu_ps(x + j);
-    __m512 distance;
-    if (bins.centered) {  // |-((x - max) - a) - b|
-      const __m512 u = _mm512_sub_ps(_mm512_sub_ps(v, max), a);
-      const __m512 t = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(u), sign)), b);
-      distance = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(t), magnitude));
-    } else {
-      distance = _mm512_sub_ps(max, v);
-    }
-    const __mmask16 within = _mm512_cmp_ps_mask(distance, bound, _CMP_LE_OQ);
+    const __mmask16 within = _mm512_cmp_ps_mask(distance16(v, bins), bound, _CMP_LE_OQ);
     const __m512i ids = token != nullptr ? _mm512_loadu_si512(token + j)
                                          : _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(j)));
     _mm512_storeu_ps(value + count, _mm512_maskz_compress_ps(within, v));
