@@ -104,10 +104,7 @@ constexpr int64_t kValueBlock = 512;
 // (NaN ignored: max and min return their second operand for NaN) and whether one is NaN; returns how many tokens it
 // did. Two running maxima and minima, each waiting only on its own previous value: one alone would bound the loop
 // by the instruction's latency rather than its throughput.
-// (GCC's reductions fill lanes from an undefined vector, as in exp_avx512.h.)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
+PYSAMPLE_AVX512_BEGIN
 __attribute__((target("avx512f"))) inline int64_t block_range_avx512(const float* x, int64_t n, float* max, float* min,
                                                                       bool* has_nan) {
   __m512 hi[2] = {_mm512_set1_ps(-kInf), _mm512_set1_ps(-kInf)}, lo[2] = {_mm512_set1_ps(kInf), _mm512_set1_ps(kInf)};
@@ -126,7 +123,7 @@ __attribute__((target("avx512f"))) inline int64_t block_range_avx512(const float
   *has_nan = nan != 0;
   return i;
 }
-#pragma GCC diagnostic pop
+PYSAMPLE_AVX512_END
 #endif
 
 // Largest and smallest value, ignoring NaN; `has_nan` tells whether there was one; and unless block_max is null, the

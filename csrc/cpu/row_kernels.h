@@ -60,10 +60,7 @@ inline Ints8 bin_of(Floats8 distance) {
 }
 
 #if defined(PYSAMPLE_HAS_EXP_AVX512)
-// (GCC's intrinsics fill lanes from an undefined vector, as in exp_avx512.h.)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
+PYSAMPLE_AVX512_BEGIN
 // distance_of on 16 lanes with AVX-512 (the same operations: the same bits).
 __attribute__((target("avx512f"))) inline __m512 distance16(__m512 v, const DistanceBins& d) {
   if (!d.centered) return _mm512_sub_ps(_mm512_set1_ps(d.max), v);
@@ -103,7 +100,7 @@ __attribute__((target("avx512f"))) inline int64_t mark_bins_before_avx512(const 
   *count = m;
   return i;
 }
-#pragma GCC diagnostic pop
+PYSAMPLE_AVX512_END
 #endif
 
 // marks[i] = whether token i's distance bin comes before `crossing` (unless marks is null); writes to `members` the
@@ -601,6 +598,29 @@ struct Active {
   int32_t token(int64_t j) const { return index ? index[j] : static_cast<int32_t>(j); }
 };
 
+#if defined(PYSAMPLE_HAS_EXP_AVX512)
+PYSAMPLE_AVX512_BEGIN
+// narrow's loop on 16 lanes with AVX-512's compress, for the whole groups of 16 tokens; returns how many it did, the
+// kept ones' count in *kept.
+__attribute__((target("avx512f"))) inline int64_t narrow_avx512(const Active& a, const uint8_t* marks, float* value,
+                                                                 int32_t* index, int64_t* kept) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t j = 0, n = 0;
+  for (; j + 16 <= a.n; j += 16) {
+    const __m512i mark = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(marks + j)));
+    const __mmask16 keep = _mm512_test_epi32_mask(mark, mark);
+    const __m512i tokens = a.index != nullptr ? _mm512_loadu_si512(a.index + j)
+                                              : _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(j)));
+    _mm512_storeu_ps(value + n, _mm512_maskz_compress_ps(keep, _mm512_loadu_ps(a.value + j)));
+    _mm512_storeu_si512(index + n, _mm512_maskz_compress_epi32(keep, tokens));
+    n += __builtin_popcount(keep);
+  }
+  *kept = n;
+  return j;
+}
+PYSAMPLE_AVX512_END
+#endif
+
 // Narrows `a` to the tokens whose mark in `scratch.keep` is set: compacted into scratch, or left marked when
 // `last` and `a` is the whole row (the output pass then reads the marks).
 Active narrow(const Active& a, Scratch& s, bool last) {
@@ -608,9 +628,12 @@ Active narrow(const Active& a, Scratch& s, bool last) {
   if (last && a.index == nullptr) return {a.value, nullptr, a.n, marks};
   float* value = s.spare_value.data();
   int32_t* index = s.spare_index.data();
-  int64_t n = 0;
+  int64_t n = 0, j = 0;
+#if defined(PYSAMPLE_HAS_EXP_AVX512)
+  if (use_avx512()) j = narrow_avx512(a, marks, value, index, &n);
+#endif
   // Branch-free: whether a token stays is as hard to predict as a coin toss when a stage keeps half of them.
-  for (int64_t j = 0; j < a.n; ++j) value[n] = a.value[j], index[n] = a.token(j), n += marks[j] != 0;
+  for (; j < a.n; ++j) value[n] = a.value[j], index[n] = a.token(j), n += marks[j] != 0;
   if (n == a.n) return a;
   std::swap(s.value, s.spare_value);
   std::swap(s.index, s.spare_index);

@@ -11,9 +11,15 @@
 
 namespace pysample {
 
-// GCC's intrinsics fill the lanes they leave alone from an undefined vector, which -Wall reports as uninitialized.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// GCC's intrinsics fill the lanes they leave alone from an undefined vector, which -Wall reports as uninitialized:
+// code using them goes between these two.
+#define PYSAMPLE_AVX512_BEGIN                                        \
+  _Pragma("GCC diagnostic push")                                     \
+  _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")        \
+  _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
+#define PYSAMPLE_AVX512_END _Pragma("GCC diagnostic pop")
+
+PYSAMPLE_AVX512_BEGIN
 __attribute__((target("avx512f"))) inline __m512 exp_nonpos16(__m512 x) {
   x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);  // x < -104 ? -104 : x (max returns its second operand for NaN)
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
@@ -32,7 +38,7 @@ __attribute__((target("avx512f"))) inline __m512 exp_nonpos16(__m512 x) {
   const __m512 p = _mm512_add_ps(_mm512_fmadd_ps(inner, r2, r), _mm512_set1_ps(1.0f));
   return _mm512_scalef_ps(p, n);
 }
-#pragma GCC diagnostic pop
+PYSAMPLE_AVX512_END
 
 }  // namespace pysample
 #endif
