@@ -139,14 +139,54 @@ int32_t crossing_bin(const double* mass, double goal, double* before) {
   return -1;
 }
 
+#if defined(PYSAMPLE_HAS_EXP_AVX512)
+PYSAMPLE_AVX512_BEGIN
+// weigh_within_cuts' pass of exps for top-p (distance max - x) on 16 lanes, for the whole chunks of the n tokens:
+// exps and add_within_cuts in one loop, the same operations on the same lanes (the same bits), the cut masses held
+// in registers across the row. Returns how many tokens it did.
+__attribute__((target("avx512f"))) inline int64_t weigh_exps_avx512(const float* x, int64_t n, float max, CutMasses& m,
+                                                                     double* sum, const Ahead& ahead) {
+  static_assert(kCuts == 4 && kLanes == 16 && kCutChunk % 16 == 0);
+  const __m512 top = _mm512_set1_ps(max);
+  __m512 cut[kCuts], mass[kCuts];
+  for (int c = 0; c < kCuts; ++c) cut[c] = _mm512_set1_ps(m.cut[c]), mass[c] = _mm512_loadu_ps(m.lanes[c]);
+  __m512d sum_low = _mm512_loadu_pd(sum), sum_high = _mm512_loadu_pd(sum + 8);
+  int64_t begin = 0;
+  for (; begin + kCutChunk <= n; begin += kCutChunk) {
+    ahead.prefetch(begin, begin + kCutChunk);
+    __m512 total = _mm512_setzero_ps();
+    for (int64_t i = begin; i < begin + kCutChunk; i += 16) {
+      const __m512 v = _mm512_loadu_ps(x + i);
+      const __m512 e = exp_nonpos16(_mm512_sub_ps(v, top)), distance = _mm512_sub_ps(top, v);
+      total = _mm512_add_ps(total, e);
+      for (int c = 0; c < kCuts; ++c) {
+        mass[c] = _mm512_mask_add_ps(mass[c], _mm512_cmp_ps_mask(distance, cut[c], _CMP_LE_OQ), mass[c], e);
+      }
+    }
+    sum_low = _mm512_add_pd(sum_low, _mm512_cvtps_pd(_mm512_castps512_ps256(total)));
+    const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(total), 1));
+    sum_high = _mm512_add_pd(sum_high, _mm512_cvtps_pd(high));
+  }
+  for (int c = 0; c < kCuts; ++c) _mm512_storeu_ps(m.lanes[c], mass[c]);
+  _mm512_storeu_pd(sum, sum_low);
+  _mm512_storeu_pd(sum + 8, sum_high);
+  return begin;
+}
+PYSAMPLE_AVX512_END
+#endif
+
 // The total weight (double) and the weight within each cut of m, of the n tokens x: w[i], or exp(x[i] - max) when w
 // is null (not stored: the tokens that go on are few, and a row's weights would push the row out of the L2 cache),
 // prefetching `ahead` as this pass of exps goes.
 PYSAMPLE_CPU_CLONES void weigh_within_cuts(const float* x, const float* w, int64_t n, DistanceBins bins, CutMasses& m,
                                            double* total, const Ahead& ahead) {
   double sum[kLanes] = {};
+  int64_t begin = 0;
+#if defined(PYSAMPLE_HAS_EXP_AVX512)
+  if (w == nullptr && !bins.centered && use_avx512()) begin = weigh_exps_avx512(x, n, bins.max, m, sum, ahead);
+#endif
   float chunk[kCutChunk];
-  for (int64_t begin = 0; begin < n; begin += kCutChunk) {
+  for (; begin < n; begin += kCutChunk) {
     const int64_t len = std::min(kCutChunk, n - begin);
     if (w == nullptr) {
       ahead.prefetch(begin, begin + len);
