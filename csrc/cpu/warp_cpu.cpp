@@ -141,13 +141,14 @@ int32_t crossing_bin(const double* mass, double goal, double* before) {
 
 #if defined(PYSAMPLE_HAS_EXP_AVX512)
 PYSAMPLE_AVX512_BEGIN
-// weigh_within_cuts' pass of exps for top-p (distance max - x) on 16 lanes, for the whole chunks of the n tokens:
-// exps and add_within_cuts in one loop, the same operations on the same lanes (the same bits), the cut masses held
-// in registers across the row. Returns how many tokens it did.
-__attribute__((target("avx512f"))) inline int64_t weigh_exps_avx512(const float* x, int64_t n, float max, CutMasses& m,
-                                                                     double* sum, const Ahead& ahead) {
+// weigh_within_cuts' loop on 16 lanes, for the whole chunks of the n tokens: the weights w[i] (or their exps, when w
+// is null) and add_within_cuts in one loop, the same operations on the same lanes (the same bits), the cut masses
+// held in registers across the row. Returns how many tokens it did.
+__attribute__((target("avx512f"))) inline int64_t weigh_avx512(const float* x, const float* w, int64_t n,
+                                                                const DistanceBins& bins, CutMasses& m, double* sum,
+                                                                const Ahead& ahead) {
   static_assert(kCuts == 4 && kLanes == 16 && kCutChunk % 16 == 0);
-  const __m512 top = _mm512_set1_ps(max);
+  const __m512 top = _mm512_set1_ps(bins.max);
   __m512 cut[kCuts], mass[kCuts];
   for (int c = 0; c < kCuts; ++c) cut[c] = _mm512_set1_ps(m.cut[c]), mass[c] = _mm512_loadu_ps(m.lanes[c]);
   __m512d sum_low = _mm512_loadu_pd(sum), sum_high = _mm512_loadu_pd(sum + 8);
@@ -157,7 +158,8 @@ __attribute__((target("avx512f"))) inline int64_t weigh_exps_avx512(const float*
     __m512 total = _mm512_setzero_ps();
     for (int64_t i = begin; i < begin + kCutChunk; i += 16) {
       const __m512 v = _mm512_loadu_ps(x + i);
-      const __m512 e = exp_nonpos16(_mm512_sub_ps(v, top)), distance = _mm512_sub_ps(top, v);
+      const __m512 e = w != nullptr ? _mm512_loadu_ps(w + i) : exp_nonpos16(_mm512_sub_ps(v, top));
+      const __m512 distance = distance16(v, bins);
       total = _mm512_add_ps(total, e);
       for (int c = 0; c < kCuts; ++c) {
         mass[c] = _mm512_mask_add_ps(mass[c], _mm512_cmp_ps_mask(distance, cut[c], _CMP_LE_OQ), mass[c], e);
@@ -183,7 +185,7 @@ PYSAMPLE_CPU_CLONES void weigh_within_cuts(const float* x, const float* w, int64
   double sum[kLanes] = {};
   int64_t begin = 0;
 #if defined(PYSAMPLE_HAS_EXP_AVX512)
-  if (w == nullptr && !bins.centered && use_avx512()) begin = weigh_exps_avx512(x, n, bins.max, m, sum, ahead);
+  if (use_avx512()) begin = weigh_avx512(x, w, n, bins, m, sum, ahead);
 #endif
   float chunk[kCutChunk];
   for (; begin < n; begin += kCutChunk) {
