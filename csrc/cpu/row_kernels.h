@@ -72,6 +72,21 @@ __attribute__((target("avx512f"))) inline __m512 distance16(__m512 v, const Dist
   return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(t), magnitude));
 }
 
+// The ids of tokens j .. j + 15.
+__attribute__((target("avx512f"))) inline __m512i ids16(int64_t j) {
+  return _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                          _mm512_set1_epi32(static_cast<int32_t>(j)));
+}
+
+// Appends the lanes `selected` of values v and ids to value / index at *count, in order (compress: no branch per
+// lane); the arrays need room for 16 past *count.
+__attribute__((target("avx512f"))) inline void append16(__mmask16 selected, __m512 v, __m512i ids, float* value,
+                                                         int32_t* index, int64_t* count) {
+  _mm512_storeu_ps(value + *count, _mm512_maskz_compress_ps(selected, v));
+  _mm512_storeu_si512(index + *count, _mm512_maskz_compress_epi32(selected, ids));
+  *count += __builtin_popcount(selected);
+}
+
 // mark_bins_before's loop on 16 lanes with AVX-512's compress (no branch on whether a group holds a member, which a
 // crowded crossing bin makes a coin toss), for the whole groups of 16 tokens; returns how many it did, the members'
 // count in *count.
@@ -81,8 +96,7 @@ __attribute__((target("avx512f"))) inline int64_t mark_bins_before_avx512(const 
                                                                            float* values, int64_t* count) {
   const __m512 per_unit = _mm512_set1_ps(kBinsPerUnit), last = _mm512_set1_ps(static_cast<float>(kDistanceBins));
   const __m512i bin_crossing = _mm512_set1_epi32(crossing), one = _mm512_set1_epi32(1);
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  int64_t i = 0, m = *count;
+  int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     const __m512 v = _mm512_loadu_ps(x + i);
     // bin_of: min(t, last) is t < last ? t : last (no NaN here)
@@ -91,13 +105,8 @@ __attribute__((target("avx512f"))) inline int64_t mark_bins_before_avx512(const 
       const __mmask16 before = _mm512_cmplt_epi32_mask(bin, bin_crossing);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(marks + i), _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(before, one)));
     }
-    const __mmask16 member = _mm512_cmpeq_epi32_mask(bin, bin_crossing);
-    const __m512i ids = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(i)));
-    _mm512_storeu_si512(members + m, _mm512_maskz_compress_epi32(member, ids));
-    _mm512_storeu_ps(values + m, _mm512_maskz_compress_ps(member, v));
-    m += __builtin_popcount(member);
+    append16(_mm512_cmpeq_epi32_mask(bin, bin_crossing), v, ids16(i), values, members, count);
   }
-  *count = m;
   return i;
 }
 PYSAMPLE_AVX512_END
@@ -342,16 +351,11 @@ __attribute__((target("avx512f"))) inline int64_t gather_within_avx512(const flo
                                                                         const DistanceBins& bins, float cut,
                                                                         float* value, int32_t* index) {
   const __m512 bound = _mm512_set1_ps(cut);
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   int64_t count = 0;
   for (int64_t j = 0; j + 16 <= n; j += 16) {
     const __m512 v = _mm512_loadu_ps(x + j);
     const __mmask16 within = _mm512_cmp_ps_mask(distance16(v, bins), bound, _CMP_LE_OQ);
-    const __m512i ids = token != nullptr ? _mm512_loadu_si512(token + j)
-                                         : _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(j)));
-    _mm512_storeu_ps(value + count, _mm512_maskz_compress_ps(within, v));
-    _mm512_storeu_si512(index + count, _mm512_maskz_compress_epi32(within, ids));
-    count += __builtin_popcount(within);
+    append16(within, v, token != nullptr ? _mm512_loadu_si512(token + j) : ids16(j), value, index, &count);
   }
   return count;
 }
@@ -601,21 +605,15 @@ struct Active {
 #if defined(PYSAMPLE_HAS_EXP_AVX512)
 PYSAMPLE_AVX512_BEGIN
 // narrow's loop on 16 lanes with AVX-512's compress, for the whole groups of 16 tokens; returns how many it did, the
-// kept ones' count in *kept.
+// kept ones' count in *kept (from 0).
 __attribute__((target("avx512f"))) inline int64_t narrow_avx512(const Active& a, const uint8_t* marks, float* value,
                                                                  int32_t* index, int64_t* kept) {
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  int64_t j = 0, n = 0;
+  int64_t j = 0;
   for (; j + 16 <= a.n; j += 16) {
     const __m512i mark = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(marks + j)));
-    const __mmask16 keep = _mm512_test_epi32_mask(mark, mark);
-    const __m512i tokens = a.index != nullptr ? _mm512_loadu_si512(a.index + j)
-                                              : _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(j)));
-    _mm512_storeu_ps(value + n, _mm512_maskz_compress_ps(keep, _mm512_loadu_ps(a.value + j)));
-    _mm512_storeu_si512(index + n, _mm512_maskz_compress_epi32(keep, tokens));
-    n += __builtin_popcount(keep);
+    const __m512i tokens = a.index != nullptr ? _mm512_loadu_si512(a.index + j) : ids16(j);
+    append16(_mm512_test_epi32_mask(mark, mark), _mm512_loadu_ps(a.value + j), tokens, value, index, kept);
   }
-  *kept = n;
   return j;
 }
 PYSAMPLE_AVX512_END
