@@ -13,6 +13,12 @@ import torch
 
 from . import _C  # noqa: F401  (loads the library: registers torch.ops.pysample)
 
+def _records_grad(tensor: torch.Tensor) -> bool:
+    """Whether autograd records an in-place change of `tensor`: the in-place ops then run as their differentiable
+    out-of-place form followed by ``copy_`` (the raw in-place ops refuse such tensors)."""
+    return torch.is_grad_enabled() and tensor.requires_grad
+
+
 FloatParam = Union[float, torch.Tensor, None]
 IntParam = Union[int, torch.Tensor, None]
 
@@ -117,7 +123,10 @@ def warp_logits_(
     """
     params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
                   epsilon=epsilon, eta=eta)
-    torch.ops.pysample.warp_logits_(logits, *_warp_arguments(logits, params), min_tokens_to_keep, filter_value)
+    args = (*_warp_arguments(logits, params), min_tokens_to_keep, filter_value)
+    if _records_grad(logits):  # the out-of-place op's gradient, written in place as torch's own in-place ops
+        return logits.copy_(torch.ops.pysample.warp_logits(logits.clone(), *args))
+    torch.ops.pysample.warp_logits_(logits, *args)
     return logits
 
 
@@ -313,8 +322,11 @@ def apply_penalties_(
     >>> pysample.apply_penalties_(scores, ids, repetition=2.0, frequency=0.25, output_start=2)
     tensor([[ 1.0000, -4.2500,  1.0000,  0.0000]])
     """
-    torch.ops.pysample.apply_penalties_(scores, ids, *_penalty_arguments(scores, repetition, presence, frequency),
-                                        *_scope_arguments(ids, history_start, output_start))
+    args = (*_penalty_arguments(scores, repetition, presence, frequency),
+            *_scope_arguments(ids, history_start, output_start))
+    if _records_grad(scores):
+        return scores.copy_(torch.ops.pysample.apply_penalties(scores.clone(), ids, *args))
+    torch.ops.pysample.apply_penalties_(scores, ids, *args)
     return scores
 
 
@@ -386,8 +398,10 @@ def no_repeat_ngram_(
     tensor([[0., 0., 0., -inf, 0.]])
     """
     rows, scalar = _split("ngram_size", ngram_size, torch.int64, scores, "scores")
-    torch.ops.pysample.no_repeat_ngram_(scores, ids, lengths, sources, source_lengths, rows,
-                                        0 if scalar is None else scalar)
+    args = (ids, lengths, sources, source_lengths, rows, 0 if scalar is None else scalar)
+    if _records_grad(scores):
+        return scores.copy_(torch.ops.pysample.no_repeat_ngram(scores, *args))
+    torch.ops.pysample.no_repeat_ngram_(scores, *args)
     return scores
 
 
@@ -475,6 +489,11 @@ def bias_sequences_(scores: torch.Tensor, ids: torch.Tensor, sequences: PackedSe
     tensor([[ 0.,  0.,  5.,  0., -1.],
             [ 0.,  0.,  0.,  0., -1.]])
     """
+    if _records_grad(scores):  # a constant added: the gradient passes unchanged
+        biased = scores.clone()
+        with torch.no_grad():
+            torch.ops.pysample.bias_sequences_(biased, ids, lengths, *sequences)
+        return scores.copy_(biased)
     torch.ops.pysample.bias_sequences_(scores, ids, lengths, *sequences)
     return scores
 
@@ -699,3 +718,75 @@ def _beam_search_step_fake(logits, beam_scores, num_beams, num_candidates, log_s
     shape = (logits.shape[0] // num_beams, num_candidates)
     return (logits.new_empty(shape, dtype=torch.float32), logits.new_empty(shape, dtype=torch.int64),
             logits.new_empty(shape, dtype=torch.int64))
+
+
+# ---- gradients -----------------------------------------------------------------------------------------------------
+# Those of transformers' processors, whose outputs are masked_fill, division and gather / scatter of the scores: a
+# removed or banned token gets no gradient, a kept one the gradient divided by the temperature, a token of the
+# repetition penalty the penalty's factor (once per distinct token, as the penalty itself), presence, frequency and
+# sequence biases (constants added) pass it unchanged. Which tokens the op removed, banned or penalised is asked of
+# the op itself again in backward, so the rule stays written once.
+
+
+def _save_inputs(ctx, inputs: tuple) -> None:
+    ctx.tensor_positions = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
+    ctx.save_for_backward(*(inputs[i] for i in ctx.tensor_positions))
+    ctx.inputs = [None if isinstance(value, torch.Tensor) else value for value in inputs]
+
+
+def _saved_inputs(ctx) -> list:
+    inputs = list(ctx.inputs)
+    for i, tensor in zip(ctx.tensor_positions, ctx.saved_tensors):
+        inputs[i] = tensor
+    return inputs
+
+
+def _no_grad_for_the_rest(grad: torch.Tensor, inputs: list) -> tuple:
+    return (grad,) + (None,) * (len(inputs) - 1)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    _save_inputs(ctx, inputs)
+
+
+def _warp_logits_backward(ctx, grad):
+    logits, temperature_rows, temperature, *stages, min_tokens_to_keep, _ = inputs = _saved_inputs(ctx)
+    # Removed tokens are the ones set to the filter value whatever it is (a kept token keeps its value).
+    low = torch.ops.pysample.warp_logits(logits, temperature_rows, temperature, *stages, min_tokens_to_keep,
+                                         -math.inf)
+    high = torch.ops.pysample.warp_logits(logits, temperature_rows, temperature, *stages, min_tokens_to_keep,
+                                          math.inf)
+    grad = grad.masked_fill((low == -math.inf) & (high == math.inf), 0)
+    if temperature_rows is not None:
+        grad = grad / temperature_rows.to(grad.dtype)[:, None]
+    elif temperature is not None:
+        grad = grad / temperature
+    return _no_grad_for_the_rest(grad, inputs)
+
+
+def _apply_penalties_backward(ctx, grad):
+    scores, ids, repetition_rows, repetition, _, _, _, _, *scope = inputs = _saved_inputs(ctx)
+    if repetition_rows is None and repetition is None:
+        return _no_grad_for_the_rest(grad, inputs)
+    probe = torch.ones(scores.shape, dtype=torch.float32, device=scores.device)
+    penalised = torch.ops.pysample.apply_penalties(probe, ids, None, 2.0, None, None, None, None, *scope) != 1
+    factor = repetition if repetition_rows is None else repetition_rows.to(grad.dtype)[:, None]
+    grad = torch.where(penalised, torch.where(scores < 0, grad * factor, grad / factor), grad)
+    return _no_grad_for_the_rest(grad, inputs)
+
+
+def _setup_context_without_scores(ctx, inputs, output) -> None:
+    _save_inputs(ctx, (None,) + tuple(inputs[1:]))  # the mask needs the ids only: the scores may change after
+
+
+def _no_repeat_ngram_backward(ctx, grad):
+    _, *rest = inputs = _saved_inputs(ctx)
+    zeros = torch.zeros(grad.shape, dtype=torch.float32, device=grad.device)
+    banned = torch.ops.pysample.no_repeat_ngram(zeros, *rest) == -math.inf
+    return _no_grad_for_the_rest(grad.masked_fill(banned, 0), inputs)
+
+
+torch.library.register_autograd("pysample::warp_logits", _warp_logits_backward, setup_context=_setup_context)
+torch.library.register_autograd("pysample::apply_penalties", _apply_penalties_backward, setup_context=_setup_context)
+torch.library.register_autograd("pysample::no_repeat_ngram", _no_repeat_ngram_backward,
+                                setup_context=_setup_context_without_scores)
