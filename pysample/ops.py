@@ -208,7 +208,8 @@ def sample(
     top_k : int or Tensor, optional
         Keeps the ``top_k`` largest logits and every one tied with the last; 0 keeps everything, 1 is greedy.
     top_p : float or Tensor, optional
-        Keeps the most probable tokens while the probability before them is below ``top_p`` (in [0, 1]).
+        Keeps the most probable tokens (ties: the higher token ids first, as the warper) while the probability
+        before them is below ``top_p`` (in [0, 1]).
     min_p : float or Tensor, optional
         Removes tokens less probable than ``min_p`` times the most probable one.
     seed : int or Tensor, optional
@@ -225,8 +226,9 @@ def sample(
     Returns
     -------
     torch.Tensor
-        int64 token ids, ``(batch,)`` for ``n == 1``, else ``(batch, n)``; -1 for a row whose softmax is undefined
-        (a NaN logit, a +inf one, or all -inf).
+        int64 token ids, ``(batch,)`` for ``n == 1``, else ``(batch, n)``. Greedy rows take ``torch.argmax`` (the
+        first NaN, else the first largest, ``+inf`` included). A sampled row holding ``+inf`` draws among its
+        ``+inf`` tokens with equal probability (the softmax's limit); one holding NaN, or only ``-inf``, draws -1.
 
     Examples
     --------

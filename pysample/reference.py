@@ -665,7 +665,7 @@ def _row_weights(y: np.ndarray, top_k: int, top_p: Optional[float], min_p: Optio
     total = int(weight.sum(dtype=np.uint64))
     keep = active.copy()
     if top_p is not None and top_p < 1.0:
-        order = np.argsort(-y, kind="stable")  # descending y, ties by ascending id (-0.0 == +0.0)
+        order = np.lexsort((-np.arange(vocab), -y))  # descending y, ties by descending id (-0.0 == +0.0)
         order = order[active[order]]
         w = weight[order]
         before = np.concatenate([[np.uint64(0)], np.cumsum(w, dtype=np.uint64)[:-1]]).astype(np.uint64)
@@ -689,14 +689,18 @@ def _row_setup(logits: torch.Tensor, temperature, top_k, top_p, min_p):
         t = 1.0 if temps[r] is None else float(temps[r])
         k = 0 if ks[r] is None else int(ks[r])
         greedy = t == 0 or k == 1
-        # sample.h, rule 1: greedy takes the first largest *scaled* logit y (for top_k = 1 with a temperature, the
-        # division rounded to the logits' dtype may tie tokens, or overflow to +inf: an undefined row).
+        # sample.h, rule 1: greedy is argmax of the *scaled* logits y (for top_k = 1 with a temperature, the
+        # division rounded to the logits' dtype may tie tokens): the first NaN, else the first largest.
         y = _scaled_row(logits[r], t)
-        if vocab == 0 or np.isnan(y).any() or not (-np.inf < y.max() < np.inf):
+        if vocab == 0:
             out.append(("undefined", None))
         elif greedy:
-            out.append(("greedy", int(np.argmax(y))))  # the first of the largest
+            out.append(("greedy", int(np.argmax(y))))  # numpy's argmax, as torch's, takes the first NaN
+        elif np.isnan(y).any() or y.max() == -np.inf:
+            out.append(("undefined", None))
         else:
+            if y.max() == np.inf:  # rule 2, the softmax's limit: the +inf tokens share the mass
+                y = np.where(y == np.inf, np.float32(0), np.float32(-np.inf))
             out.append(("draw", _row_weights(y, k, ps[r], mps[r])))
     return out
 

@@ -370,8 +370,8 @@ def test_tokens_equal_reference_exact_top_p_boundaries(draw_device, seed):
     s = seeds_for(6, g)
     out = run(draw_device, logits, top_p=top_p, seed=s, n=64)
     assert torch.equal(out, R.sample(logits, top_p=top_p, seed=s, n=64))
-    for r, kept in enumerate([2, 1, 3, 3, 1, 4]):
-        assert set(out[r].tolist()) == set(range(kept))  # 64 draws cover every kept token (failure < 4 (3/4)^64)
+    for r, kept in enumerate([2, 1, 3, 3, 1, 4]):  # ties: the higher ids first, as the warpers
+        assert set(out[r].tolist()) == set(range(4 - kept, 4))  # 64 draws cover them (failure < 4 (3/4)^64)
 
 
 def weight_of(y: float) -> int:
@@ -750,7 +750,7 @@ def test_greedy(draw_device, dtype, seed):
 
 # bfloat16: 1.40625 and 1.4140625 are adjacent; divided by 0.7 both round to 2.015625: the greedy token is the first.
 TIED_BY_TEMPERATURE = torch.tensor([[1.40625, 1.4140625]], dtype=torch.bfloat16)
-OVERFLOW_BY_TEMPERATURE = torch.tensor([[1e38, 2e38]])  # / 0.001 is +inf for both: an undefined row
+OVERFLOW_BY_TEMPERATURE = torch.tensor([[1e38, 2e38]])  # / 0.001 is +inf for both: argmax takes the first
 
 
 def test_reference_top_k_1_greedy_reads_the_scaled_logits():
@@ -758,13 +758,13 @@ def test_reference_top_k_1_greedy_reads_the_scaled_logits():
     assert y[0, 0] == y[0, 1]
     assert R.sample(TIED_BY_TEMPERATURE, temperature=0.7, top_k=1).tolist() == [0]
     assert R.sample(TIED_BY_TEMPERATURE, temperature=0, top_k=1).tolist() == [1]  # temperature 0: the logits
-    assert R.sample(OVERFLOW_BY_TEMPERATURE, temperature=0.001, top_k=1).tolist() == [-1]
+    assert R.sample(OVERFLOW_BY_TEMPERATURE, temperature=0.001, top_k=1).tolist() == [0]
     assert R.sample(OVERFLOW_BY_TEMPERATURE, temperature=0).tolist() == [1]
 
 
 def test_top_k_1_greedy_reads_the_scaled_logits(draw_device):
     assert run(draw_device, TIED_BY_TEMPERATURE, temperature=0.7, top_k=1, seed=0).tolist() == [0]
-    assert run(draw_device, OVERFLOW_BY_TEMPERATURE, temperature=0.001, top_k=1, seed=0).tolist() == [-1]
+    assert run(draw_device, OVERFLOW_BY_TEMPERATURE, temperature=0.001, top_k=1, seed=0).tolist() == [0]
 
 
 # ---- undefined rows, empty shapes ----------------------------------------------------------------------------------
@@ -784,8 +784,11 @@ def test_undefined_rows(draw_device, dtype, seed, vocab):
     logits[5, 2] = INF
     logits[5, 4] = -INF
     logits = logits.to(dtype)
-    expected = torch.tensor([-1, -1, -1, -1, 9, -1])
-    for params in ({}, {"temperature": 0}, {"top_k": 1}, {"temperature": 0.5, "top_k": 5, "top_p": 0.9, "min_p": 0.1}):
+    greedy = torch.tensor([3, 0, 7, 0, 9, 2])  # torch.argmax: the first NaN, else the first largest (+inf too)
+    assert torch.equal(greedy, logits[:6].argmax(-1))
+    sampled = torch.tensor([-1, -1, 7, -1, 9, 2])  # NaN or only -inf: undefined; +inf: the softmax's limit
+    for params, expected in (({}, sampled), ({"temperature": 0}, greedy), ({"top_k": 1}, greedy),
+                             ({"temperature": 0.5, "top_k": 5, "top_p": 0.9, "min_p": 0.1}, sampled)):
         out = run(draw_device, logits[:6], **params, seed=seeds_for(6, g), n=2)
         assert torch.equal(out, expected[:, None].expand(6, 2)), params
     # the other rows are drawn normally
@@ -796,6 +799,51 @@ def test_undefined_rows(draw_device, dtype, seed, vocab):
     empty = torch.empty(3, 0, dtype=dtype)
     assert run(draw_device, empty, seed=1).tolist() == [-1, -1, -1]
     assert run(draw_device, empty, temperature=0, n=2).tolist() == [[-1, -1]] * 3
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_positive_infinity_draws_from_the_softmax_limit(draw_device, dtype):
+    logits = torch.randn(6, 300, generator=gen(4)).to(dtype)
+    logits[:, [17, 40, 250]] = INF  # three +inf tokens share the mass equally
+    logits[1, 40] = -INF  # two
+    logits[2, [17, 250]] = 0.0  # one
+    params = [{}, {"temperature": 0.3, "top_k": 2}, {"top_k": 5, "min_p": 0.5}, {"top_p": 0.5}]
+    for p in params:
+        s = seeds_for(6, gen(5))
+        out = run(draw_device, logits, **p, seed=s, n=3000)
+        assert torch.equal(out, R.sample(logits, **p, seed=s, n=3000)), p
+        if "top_k" in p or "top_p" in p:  # top-k 2 keeps two of the three (the largest and ties: all); top-p 0.5:
+            continue                      # tested below
+        counts = torch.stack([torch.bincount(row, minlength=300) for row in out])
+        assert counts[:, [17, 40, 250]].sum(-1).tolist()[:3] == [3000, 3000, 3000]
+        assert 800 < counts[0, 17] < 1200 and 800 < counts[0, 250] < 1200  # 1000 each
+        assert counts[1, 40] == 0 and 1300 < counts[1, 17] < 1700
+        assert counts[2, 40] == 3000
+    # top-p among tied +inf tokens keeps the higher ids first, as among any tied tokens
+    out = run(draw_device, logits, top_p=0.5, seed=seeds_for(6, gen(6)), n=500)
+    assert set(out[0].tolist()) == {40, 250} and set(out[1].tolist()) == {250} and set(out[2].tolist()) == {40}
+
+
+def test_infinite_bias_forces_the_token(draw_device):
+    # transformers: the softmax of a row holding +inf is NaN and multinomial raises; greedy is argmax.
+    scores = pysample.SequenceBiasLogitsProcessor({(5,): INF})(torch.zeros(4, 1, dtype=torch.int64),
+                                                                torch.randn(4, 50, generator=gen(8)))
+    for params in ({}, {"temperature": 0}, {"top_k": 1}, {"temperature": 0.7, "top_k": 20, "top_p": 0.9}):
+        assert run(draw_device, scores, **params, seed=seeds_for(4, gen(9)), n=7).eq(5).all(), params
+    assert torch.equal(run(draw_device, scores, temperature=0, seed=0), scores.argmax(-1))
+
+
+@pytest.mark.parametrize("top_p", [0.1, 0.3, 0.4, 0.6, 0.9])
+def test_top_p_ties_keep_the_warpers_tokens(draw_device, top_p):
+    # The case and rows of tied groups: the sampler keeps what TopPLogitsWarper keeps.
+    logits = torch.tensor([[0.0, 0.0, -50.0, -50.0], [1.0, 1.0, 1.0, 1.0], [0.0, 2.0, 2.0, 0.0],
+                           [3.0, 1.0, 3.0, 1.0]])
+    keep, _ = R.sample_distribution(logits, top_p=top_p)
+    warped = transformers.TopPLogitsWarper(top_p)(None, logits.clone())
+    assert torch.equal(keep, warped > -INF)
+    out = run(draw_device, logits, top_p=top_p, seed=seeds_for(4, gen(10)), n=2000)
+    for r in range(4):
+        assert set(out[r].tolist()) == set(keep[r].nonzero().flatten().tolist())
 
 
 @pytest.mark.parametrize("n", [1, 4])

@@ -123,7 +123,7 @@ struct SampleScratch {
 // Marks in scratch.keep the tokens of `a` top-p keeps (top_p_keeps), given their weights and the total of which it
 // keeps a fraction. The bins of their histogram by distance from `max` before the one in which the running weight
 // reaches top_p * total stay whole, later ones go, and only the tokens of that bin's finer bin where the weight
-// crosses (split_crossing_bin) are put in order (descending value, ties by ascending id).
+// crosses (split_crossing_bin) are put in order (descending value, ties by descending id).
 void top_p_marks(const Active& a, const uint64_t* weight, uint64_t total, float max, double top_p, SampleScratch& ss) {
   Scratch& s = ss.row;
   const DistanceBins bins{max, 0.0f, 0.0f, false};
@@ -142,7 +142,7 @@ void top_p_marks(const Active& a, const uint64_t* weight, uint64_t total, float 
       [&](int32_t j, bool kept) { keep[j] = kept; }, s.member_bins.data());
   const float* x = a.value;
   std::sort(members, members + count, [&](int32_t i, int32_t j) {
-    return x[i] > x[j] || (x[i] == x[j] && a.token(i) < a.token(j));
+    return x[i] > x[j] || (x[i] == x[j] && a.token(i) > a.token(j));
   });
   // Once one goes, the rest do (the weight before them only grows).
   for (int64_t m = 0; m < count; ++m) {
@@ -267,13 +267,23 @@ void sample_row(const scalar_t* in, int64_t vocab, int64_t row, const SamplePara
   float max, min;
   bool has_nan;
   value_range(a.value, a.n, &max, &min, &has_nan, s.block_values.data());
-  if (has_nan || !(max > -kInf && max < kInf)) {  // the softmax is undefined
+  if (greedy) {  // rule 1
+    const float* first =
+        has_nan ? std::find_if(y, y + vocab, [](float v) { return v != v; }) : std::find(y, y + vocab, max);
+    std::fill(tokens, tokens + p.draws, vocab == 0 ? -1 : first - y);
+    return;
+  }
+  if (has_nan || !(max > -kInf)) {  // the softmax is undefined
     std::fill(tokens, tokens + p.draws, -1);
     return;
   }
-  if (greedy) {
-    std::fill(tokens, tokens + p.draws, std::find(y, y + vocab, max) - y);
-    return;
+  if (max == kInf) {  // rule 2: the row becomes 0 at its +inf tokens and -inf elsewhere
+    float* limit = s.y.data();
+    for (int64_t i = 0; i < vocab; ++i) limit[i] = y[i] == kInf ? 0.0f : -kInf;
+    y = limit;
+    a = Active{y, nullptr, vocab};
+    if (top_k > 0) a = top_k_stage(a, top_k, s, false);
+    value_range(a.value, a.n, &max, &min, &has_nan, s.block_values.data());  // max 0; the blocks' maxima anew
   }
   const double top_p = p.top_p.enabled ? p.top_p.at(row) : 1.0;
   // min_p_keeps as a bound on the weight; 0 keeps every token.

@@ -36,9 +36,10 @@ class HostBlock {
   }
 
   template <typename View>
-  int32_t first_index_of(const View& view, float max) {
+  int32_t first_index_of(const View& view, float max, bool nan) {
     for (int32_t i = 0; i < view.vocab; ++i) {
-      if (view.value(i) == max) return i;
+      const float y = view.value(i);
+      if (nan ? y != y : y == max) return i;
     }
     return view.vocab;
   }
@@ -53,7 +54,7 @@ class HostBlock {
     Bin bins[kDigits] = {};
     for (int32_t i = 0; i < view.vocab; ++i) {
       const Token t = view.token(i);
-      const uint64_t c = View::composite(t);
+      const uint64_t c = view.composite(t);
       if (!view.in_bound(t) || (c & mask) != prefix) continue;
       Bin& bin = bins[(c >> shift) & (kDigits - 1)];
       bin.count += 1;
@@ -77,7 +78,7 @@ class HostBlock {
     uint64_t lone = 0;
     for (int32_t i = 0; i < view.vocab; ++i) {
       const Token t = view.token(i);
-      if (view.in_bound(t) && (View::composite(t) & mask) == prefix) lone = View::composite(t);
+      if (view.in_bound(t) && (view.composite(t) & mask) == prefix) lone = view.composite(t);
     }
     return lone;
   }

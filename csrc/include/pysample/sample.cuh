@@ -4,7 +4,7 @@
 //
 // One thread block per row, reading the row in global memory on every pass (the scaled logits are recomputed
 // rather than stored: no scratch buffer) with no sort of the vocabulary, no allocation and no host synchronisation.
-// What top-k and top-p keep is a prefix of one order, descending (value, then ascending token id), so both are one
+// What top-k and top-p keep is a prefix of one order, descending (value, then token id), so both are one
 // upper bound on the composite ((~key) << 32 | id) of a token (`RowView::bound`); min-p is a test of each token's
 // weight. The boundaries are found by the radix select of warp.cuh (8-bit digits of the composite, shared-memory
 // histograms of counts or of fixed-point weights, a block scan for the digit where the running count or weight
@@ -95,6 +95,7 @@ struct RowView {
   float temperature;
   int first_tie_shift;  // the highest 8-bit digit of a token id that can be nonzero
   float max = 0.0f;
+  bool limit = false;  // sample.h, rule 2: the row holds +inf
   uint64_t bound = ~uint64_t{0};  // top-k and top-p keep the composites <= bound (all tokens at first)
   bool min_p_enabled = false;
   double min_p = 0.0;
@@ -108,15 +109,17 @@ struct RowView {
   // The scaled logit y of token i, with the CPU's operations (sample_cpu.cpp).
   __host__ __device__ float value(int32_t i) const {
     const float x = static_cast<float>(logits[i]);
-    return scale ? apply_temperature<T>(x, temperature) : x;
+    const float y = scale ? apply_temperature<T>(x, temperature) : x;
+    return !limit ? y : y == kInf ? 0.0f : -kInf;
   }
   __host__ __device__ Token token(int32_t i) const {
     const float y = value(i);
     return {y, i, ordered_key(y)};
   }
-  // Position in descending (value, ascending token id), the order of top-k and top-p, as an ascending integer.
-  __host__ __device__ static uint64_t composite(const Token& t) {
-    return (static_cast<uint64_t>(~t.key) << 32) | static_cast<uint32_t>(t.id);
+  // Position in descending (value, token id), the order of top-k and top-p, as an ascending integer (the tie's
+  // digits above the vocabulary's width are 0: select reads only those below).
+  __host__ __device__ uint64_t composite(const Token& t) const {
+    return (static_cast<uint64_t>(~t.key) << 32) | static_cast<uint32_t>(vocab - 1 - t.id);
   }
   __host__ __device__ uint64_t weight(const Token& t) const { return sample_weight(t.value, max); }
   // Kept by top-k and top-p (the weight is not needed).
@@ -210,15 +213,16 @@ template <typename Block, typename T>
 __host__ __device__ void sample_row(Block& block, RowView<T> view, const RowPlan& plan, int64_t* tokens,
                                     int64_t draws) {
   const RowStats stats = block.stats(view);
-  if (stats.has_nan || !(stats.max > -kInf && stats.max < kInf)) {  // the softmax is undefined (or vocab 0)
+  if (plan.greedy) {  // rule 1
+    block.fill(tokens, draws, view.vocab == 0 ? -1 : block.first_index_of(view, stats.max, stats.has_nan));
+    return;
+  }
+  if (stats.has_nan || !(stats.max > -kInf)) {  // the softmax is undefined (or vocab 0)
     block.fill(tokens, draws, -1);
     return;
   }
-  if (plan.greedy) {
-    block.fill(tokens, draws, block.first_index_of(view, stats.max));
-    return;
-  }
-  view.max = stats.max;
+  view.limit = stats.max == kInf;  // rule 2
+  view.max = view.limit ? 0.0f : stats.max;
   // Top-k: the k-th smallest composite's key; keep every value at least its (all ties). Nothing to do when
   // k >= vocab, or when the k-th largest is -inf (nothing is below it).
   if (plan.top_k > 0 && plan.top_k < view.vocab) {
@@ -288,12 +292,14 @@ class DeviceBlock {
     return result;
   }
 
+  // The first NaN if `nan`, else the first token of value `max`.
   template <typename View>
-  __device__ int32_t first_index_of(const View& view, float max) {
+  __device__ int32_t first_index_of(const View& view, float max, bool nan) {
     if (threadIdx.x == 0) shared_.first_index = view.vocab;
     __syncthreads();
     for (int32_t i = threadIdx.x; i < view.vocab; i += kThreads) {
-      if (view.value(i) == max) {  // this thread's first: the block's first is the smallest of them
+      const float y = view.value(i);
+      if (nan ? y != y : y == max) {  // this thread's first: the block's first is the smallest of them
         atomicMin(&shared_.first_index, i);
         break;
       }
@@ -320,7 +326,7 @@ class DeviceBlock {
       Token t{0.0f, 0, 0u};
       if (i < view.vocab) {
         t = view.token(i);
-        const uint64_t c = View::composite(t);
+        const uint64_t c = view.composite(t);
         candidate = view.in_bound(t) && (c & mask) == prefix;
         digit = static_cast<uint32_t>(c >> shift) & (kDigits - 1);
       }
@@ -356,7 +362,7 @@ class DeviceBlock {
   __device__ uint64_t find_lone(const View& view, uint64_t prefix, uint64_t mask) {
     for (int32_t i = threadIdx.x; i < view.vocab; i += kThreads) {
       const Token t = view.token(i);
-      const uint64_t c = View::composite(t);
+      const uint64_t c = view.composite(t);
       if (view.in_bound(t) && (c & mask) == prefix) shared_.lone_composite = c;
     }
     __syncthreads();

@@ -6,14 +6,15 @@
 //
 // A row's sampling, given its scaled logits y = logits / temperature (rounded to the logits' dtype, as
 // transformers), their max m and the token weights W(y) = weight(y, m):
-//   1. greedy (temperature 0, top_k 1): the first token with the largest y;
-//   2. top-k keeps the tokens with y >= the k-th largest y (all ties with it);
-//   3. top-p orders the kept tokens by descending y, ties by ascending token id, and keeps a token while the weight
-//      of those before it is 0 or below top_p times their total (top_p_keeps);
-//   4. min-p keeps the tokens with W >= min_p W(m) (min_p_keeps);
-//   5. draw d of n takes 64 random bits (draw_bits) and picks, in ascending token id over the kept tokens, the first
+//   1. greedy (temperature 0, top_k 1) is torch.argmax of y: the first NaN, else the first largest y;
+//   2. a row holding +inf draws from the softmax's limit: y becomes 0 at its +inf tokens, -inf elsewhere;
+//   3. top-k keeps the tokens with y >= the k-th largest y (all ties with it);
+//   4. top-p orders the kept tokens by descending y, ties by descending token id (the warpers' order), and keeps a
+//      token while the weight of those before it is 0 or below top_p times their total (top_p_keeps);
+//   5. min-p keeps the tokens with W >= min_p W(m) (min_p_keeps);
+//   6. draw d of n takes 64 random bits (draw_bits) and picks, in ascending token id over the kept tokens, the first
 //      whose running weight exceeds draw_target(bits, total kept weight).
-// A row whose softmax is undefined (a NaN, a max of +inf, or every logit -inf) draws -1.
+// A sampled row whose softmax is undefined (a NaN, or every logit -inf) draws -1.
 #pragma once
 
 #include <cstdint>
@@ -94,7 +95,7 @@ PYSAMPLE_HD uint64_t sample_weight(float y, float max) {
          double_bits(kRoundingShift);
 }
 
-// top-p: a token stays while the weight of the tokens before it (descending y, ties by ascending id) is 0 or below
+// top-p: a token stays while the weight of the tokens before it (descending y, ties by descending id) is 0 or below
 // top_p times their total.
 PYSAMPLE_HD bool top_p_keeps(uint64_t before, uint64_t total, double top_p) {
   return before == 0 || static_cast<double>(before) < top_p * static_cast<double>(total);
