@@ -32,9 +32,14 @@ inline PenaltyParams make_penalty_params(const at::Tensor& scores, const std::op
                                          std::optional<double> frequency) {
   check_logits(scores, "scores");
   check_contiguous_rows({&repetition_rows, &presence_rows, &frequency_rows});
-  if (repetition) TORCH_CHECK_VALUE(*repetition > 0, "repetition must be > 0, got ", *repetition);
-  if (presence) TORCH_CHECK_VALUE(std::isfinite(*presence), "presence must be a finite number, got ", *presence);
-  if (frequency) TORCH_CHECK_VALUE(std::isfinite(*frequency), "frequency must be a finite number, got ", *frequency);
+  // repetition 0 or inf: transformers' rule as it stands (EncoderRepetitionPenalty(inf) stores 1 / inf)
+  if (repetition) TORCH_CHECK_VALUE(*repetition >= 0, "repetition must be >= 0, got ", shortest(*repetition));
+  if (presence) {
+    TORCH_CHECK_VALUE(std::isfinite(*presence), "presence must be a finite number, got ", shortest(*presence));
+  }
+  if (frequency) {
+    TORCH_CHECK_VALUE(std::isfinite(*frequency), "frequency must be a finite number, got ", shortest(*frequency));
+  }
   PenaltyParams p;
   p.repetition = row_param<float, double>(repetition_rows, repetition, scores, at::kFloat, "repetition");
   p.presence = row_param<float, double>(presence_rows, presence, scores, at::kFloat, "presence");

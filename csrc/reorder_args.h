@@ -34,8 +34,10 @@ void reorder_kv_cache_(at::TensorList caches, const at::Tensor& beam_idx, std::o
     TORCH_CHECK_VALUE(t.device() == caches[0].device(), "caches[", i, "] must be on caches[0]'s device ",
                       caches[0].device(), ", got ", t.device());
     if (filled_length) {
-      TORCH_CHECK_VALUE(t.dim() >= 3 && *filled_length <= t.size(2), "filled_length (", *filled_length,
-                        ") must not exceed caches[", i, "]'s dim 2 (sequence), got shape ", t.sizes());
+      TORCH_CHECK_VALUE(t.dim() >= 3, "filled_length needs caches of (rows, heads, sequence, ...): caches[", i,
+                        "] has shape ", t.sizes());
+      TORCH_CHECK_VALUE(*filled_length <= t.size(2), "filled_length (", *filled_length, ") must not exceed caches[",
+                        i, "]'s dim 2 (sequence), got shape ", t.sizes());
     }
   }
   // The same tensor twice would be reordered twice, concurrently.

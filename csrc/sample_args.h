@@ -28,7 +28,7 @@ inline SampleParams make_sample_params(const at::Tensor& logits, PYSAMPLE_SAMPLE
   }
   if (temperature) {
     TORCH_CHECK_VALUE(std::isfinite(*temperature) && *temperature >= 0,
-                      "temperature must be a finite number >= 0 (0: greedy), got ", *temperature);
+                      "temperature must be a finite number >= 0 (0: greedy), got ", shortest(*temperature));
   }
   if (top_k) TORCH_CHECK_VALUE(*top_k >= 0, "top_k must be >= 0, got ", *top_k);
   if (top_p) check_range(*top_p, 0, 1, true, "top_p");

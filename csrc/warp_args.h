@@ -7,8 +7,10 @@
 #include <ATen/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <charconv>
 #include <cmath>
 #include <optional>
+#include <string>
 
 #include "pysample/warp.h"
 
@@ -47,10 +49,17 @@ void dispatch_logits(const at::Tensor& logits, Kernel kernel) {
   }
 }
 
+// A value as messages show it: the shortest digits that read back as it (1.0000001, not the stream's 1).
+template <typename T>
+std::string shortest(T value) {
+  char digits[32];
+  return std::string(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);
+}
+
 // Checks a value and the range it must lie in ([low, high], the ends included when `closed`).
 inline void check_range(double value, double low, double high, bool low_closed, const char* name) {
   TORCH_CHECK_VALUE(!std::isnan(value) && (low_closed ? value >= low : value > low) && value <= high, name,
-                    " must be in ", low_closed ? "[" : "(", low, ", ", high, "], got ", value);
+                    " must be in ", low_closed ? "[" : "(", low, ", ", high, "], got ", shortest(value));
 }
 
 // Token ids (rows, length), int32 or int64, on the device of `scores` (named `scores_name` in messages).
@@ -109,7 +118,7 @@ inline WarpParams make_warp_params(const at::Tensor& logits, const std::optional
   }
   if (temperature) {
     TORCH_CHECK_VALUE(std::isfinite(*temperature) && *temperature > 0, "temperature must be a finite number > 0, got ",
-                      *temperature);
+                      shortest(*temperature));
   }
   if (top_k) TORCH_CHECK_VALUE(*top_k >= 0, "top_k must be >= 0, got ", *top_k);
   if (top_p) check_range(*top_p, 0, 1, true, "top_p");

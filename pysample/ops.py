@@ -48,7 +48,10 @@ def _split(name: str, value, dtype: torch.dtype, logits: torch.Tensor,
             raise ValueError(f"{name} must be on the {what}' device {logits.device}, got {value.device}")
         if value.dim() == 0:  # one value for every row, without reading it on the host
             value = value.reshape(1).expand(logits.shape[0])
-        return value.to(dtype=dtype).contiguous(), None
+        stored = value.to(dtype=dtype).contiguous()
+        if dtype == torch.float32 and value.dtype == torch.float64 and value.device.type == "cpu":
+            _check_stored_in_range(name, value, stored)
+        return stored, None
     if dtype == torch.int64:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int or a tensor, got {type(value).__name__}")
@@ -56,6 +59,19 @@ def _split(name: str, value, dtype: torch.dtype, logits: torch.Tensor,
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
     return None, float(value)
+
+
+def _check_stored_in_range(name: str, value: torch.Tensor, stored: torch.Tensor) -> None:
+    """A float64 per-row value must not move into a parameter's range (whose ends are 0, 1 and infinity) when
+    rounded to the float32 the op stores, as 1.00000001 would to 1.0: the op would accept a value that its scalar
+    form rejects. CPU tensors only (a device tensor is not read on the host)."""
+    wide = stored.double()
+    moved = ((wide > 1) != (value > 1)) | ((wide < 0) != (value < 0)) | ((wide > 0) != (value > 0))
+    moved |= torch.isfinite(wide) != torch.isfinite(value)
+    if moved.any():
+        row = int(moved.nonzero()[0, 0])
+        raise ValueError(f"{name}[{row}] = {value[row].item()!r} crosses a range end (0, 1 or infinity) when "
+                         f"rounded to the float32 the op stores ({stored[row].item()!r})")
 
 
 def _warp_arguments(logits: torch.Tensor, params: dict) -> list:
@@ -300,7 +316,8 @@ def apply_penalties_(
         ``batch`` (beams sharing their source row: score row ``r`` uses ids row ``r // (batch // len(ids))``). Ids
         outside ``[0, vocab)`` (padding such as -1, ids the output layer does not have) are ignored.
     repetition : float or Tensor, optional
-        > 0; 1 leaves scores as they are, > 1 discourages repetition.
+        >= 0; 1 leaves scores as they are, > 1 discourages repetition (0 and inf apply transformers' rule as it
+        stands: ``s * 0`` or ``s / 0``).
     presence, frequency : float or Tensor, optional
         Finite; subtracted once (presence) or once per occurrence (frequency) for tokens at output positions.
     history_start : int or Tensor

@@ -57,9 +57,14 @@ class PenaltyState:
         if slots is None:
             return None
         if not isinstance(slots, torch.Tensor):
-            return torch.tensor(list(slots), dtype=torch.int64, device=self.counts.device)
+            slots = torch.tensor(list(slots), dtype=torch.int64)
         if slots.dtype.is_floating_point or slots.dtype == torch.bool:
             raise TypeError(f"slots must be an integer tensor, got {slots.dtype}")
+        count = self.counts.shape[0]
+        if slots.device.type == "cpu":  # device tensors are not read on the host (no synchronisation)
+            outside = slots[(slots < 0) | (slots >= count)]
+            if outside.numel():
+                raise IndexError(f"slots must be in [0, {count}) (the state's slots), got {outside[0].item()}")
         return slots.to(device=self.counts.device, dtype=torch.int64).reshape(-1).contiguous()
 
     def reset(self, slots: Slots = None, prompt_ids: Optional[torch.Tensor] = None, *,

@@ -128,7 +128,8 @@ BAD_ARGUMENTS = {
     "non-contiguous": (dict(caches=[torch.zeros(2, 4).t()]), ValueError, r"caches\[0\] must be contiguous"),
     "filled too long": (dict(caches=[torch.zeros(4, 1, 3, 2)], filled_length=4), ValueError, "filled_length"),
     "filled negative": (dict(caches=[torch.zeros(4, 1, 3, 2)], filled_length=-1), ValueError, "filled_length"),
-    "filled without sequence dim": (dict(caches=[torch.zeros(4, 2)], filled_length=1), ValueError, "dim 2"),
+    "filled without sequence dim": (dict(caches=[torch.zeros(4, 2)], filled_length=1), ValueError,
+                                    r"needs caches of \(rows, heads, sequence"),
     "one tensor twice": (dict(caches=[torch.zeros(4, 2)] * 2), ValueError, r"caches\[0\] and caches\[1\] share"),
 }
 

@@ -231,7 +231,7 @@ void check_row_values(const RowParam<Stored, Value>& param, int64_t batch, const
   if (param.rows == nullptr) return;
   for (int64_t r = 0; r < batch; ++r) {
     const Value v = param.at(r);
-    TORCH_CHECK_VALUE(valid(v), name, "[", r, "] must be ", rule, ", got ", v);
+    TORCH_CHECK_VALUE(valid(v), name, "[", r, "] must be ", rule, ", got ", shortest(param.rows[r]));
   }
 }
 

@@ -19,7 +19,7 @@ namespace pysample {
 namespace {
 
 void check_row_values(const PenaltyParams& p, int64_t batch) {
-  check_row_values(p.repetition, batch, "repetition", "> 0", [](double v) { return v > 0; });
+  check_row_values(p.repetition, batch, "repetition", ">= 0", [](double v) { return v >= 0; });
   auto finite = [](double v) { return std::isfinite(v); };
   check_row_values(p.presence, batch, "presence", "a finite number", finite);
   check_row_values(p.frequency, batch, "frequency", "a finite number", finite);

@@ -14,7 +14,7 @@
 //
 // What the CPU rejects cannot raise here (that needs a host sync), so it is made harmless instead: ids outside
 // [0, vocab) are ignored (as on the CPU); a row whose slot is outside [0, num_slots) is neither counted nor
-// penalised; a per-row repetition <= 0 or NaN leaves its row unpenalised by repetition; a per-row presence or
+// penalised; a per-row repetition < 0 or NaN leaves its row unpenalised by repetition; a per-row presence or
 // frequency that is not finite is used as given; a per-row history_start or output_start < 0 counts as 0.
 #pragma once
 
@@ -37,11 +37,11 @@ __device__ void penalize_score(T& score, uint32_t entry, const RowPenalty& penal
   score = static_cast<T>(penalize<true>(static_cast<float>(score), entry, penalty));
 }
 
-// row_penalty, except that a per-row repetition the CPU rejects (<= 0 or NaN, compared in double as the CPU does)
+// row_penalty, except that a per-row repetition the CPU rejects (< 0 or NaN, compared in double as the CPU does)
 // leaves the row unpenalised by repetition.
 __device__ inline RowPenalty usable_row_penalty(const PenaltyParams& params, int64_t row) {
   RowPenalty penalty = row_penalty(params, row);
-  penalty.has_repetition = penalty.has_repetition && params.repetition.at(row) > 0;
+  penalty.has_repetition = penalty.has_repetition && params.repetition.at(row) >= 0;
   return penalty;
 }
 
