@@ -165,7 +165,7 @@ def test_apply_penalties(data):
     ids = data.draw(token_ids(id_rows, vocab))
     length = ids.shape[1]
     kwargs = dict(
-        repetition=_row_or_scalar(data.draw, batch, [1e-3, 0.7, 1.0, 1.3, 1e3, math.inf]),
+        repetition=_row_or_scalar(data.draw, batch, [0.0, 1e-3, 0.7, 1.0, 1.3, 1e3, math.inf]),
         presence=_row_or_scalar(data.draw, batch, [-0.5, 0.0, 0.5, 1e30]),
         frequency=_row_or_scalar(data.draw, batch, [-0.25, 0.0, 0.5]),
         history_start=_row_or_scalar(data.draw, id_rows, [0, 1, length, length + 3], torch.int64),
@@ -283,7 +283,7 @@ BAD_CALLS = {
     "sample: float seeds": (lambda: pysample.sample(_SCORES, seed=torch.zeros(4)), "seed"),
     "penalties: float ids": (lambda: pysample.apply_penalties(_SCORES, _IDS.float(), repetition=1.2), "ids"),
     "penalties: ids batch not dividing": (lambda: pysample.apply_penalties(_SCORES, _IDS[:3], repetition=1.2), "ids"),
-    "penalties: repetition 0": (lambda: pysample.apply_penalties(_SCORES, _IDS, repetition=0.0), "repetition"),
+    "penalties: repetition < 0": (lambda: pysample.apply_penalties(_SCORES, _IDS, repetition=-1.0), "repetition"),
     "penalties: NaN presence": (lambda: pysample.apply_penalties(_SCORES, _IDS, presence=math.nan), "presence"),
     "penalties: negative history_start": (lambda: pysample.apply_penalties(_SCORES, _IDS, repetition=1.2,
                                                                            history_start=-1), "history_start"),
