@@ -1,8 +1,6 @@
-// Every pysample op, declared once. Kernels register per device beside their code (csrc/cpu, csrc/cuda); fake
-// (meta) implementations live in pysample/ops.py.
+// Every pysample op, declared once. Kernels register per device beside their code (csrc/cpu, csrc/cuda), autograd
+// in csrc/autograd.cpp; fake (meta) implementations live in pysample/ops.py.
 #include <Python.h>
-#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
-#include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
 TORCH_LIBRARY(pysample, m) {
@@ -81,67 +79,6 @@ TORCH_LIBRARY(pysample, m) {
   m.def(
       "beam_search_step(Tensor logits, Tensor beam_scores, int num_beams, int num_candidates, bool log_softmax) "
       "-> (Tensor, Tensor, Tensor)");
-}
-
-namespace {
-
-// Calls visit(tensor) for every tensor the op writes: the arguments whose schema says Tensor(a!) or Tensor(a!)[].
-template <typename Visit>
-void for_each_written(const c10::OperatorHandle& op, const torch::jit::Stack& stack, Visit visit) {
-  const auto& arguments = op.schema().arguments();
-  const size_t first = stack.size() - arguments.size();
-  for (size_t i = 0; i < arguments.size(); ++i) {
-    const c10::AliasInfo* alias = arguments[i].alias_info();
-    const c10::IValue& value = stack[first + i];
-    if (alias == nullptr || !alias->isWrite()) continue;
-    if (value.isTensor()) visit(value.toTensor());
-    if (value.isTensorList()) {
-      for (const at::Tensor& t : value.toTensorList().vec()) visit(t);
-    }
-  }
-}
-
-// In-place ops as torch's own: the version counter of every written tensor is bumped (autograd then refuses a
-// saved tensor that changed), which also refuses an inference tensor outside inference mode.
-void bump_written_versions(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
-  for_each_written(op, *stack, [](const at::Tensor& t) { torch::autograd::impl::bump_version(t); });
-  at::AutoDispatchBelowADInplaceOrView guard;
-  op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
-}
-
-// The in-place ops have no gradient: writing to a tensor that requires grad is refused while grad mode is on, with
-// torch's message for a leaf (pysample's Python functions route such tensors through the differentiable
-// out-of-place ops).
-void refuse_written_requiring_grad(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
-  if (c10::GradMode::is_enabled()) {
-    for_each_written(op, *stack, [&](const at::Tensor& t) {
-      TORCH_CHECK(!(t.requires_grad() && t.is_leaf()),
-                  "a leaf Variable that requires grad is being used in an in-place operation.");
-      TORCH_CHECK(!t.requires_grad(), op.schema().name(),
-                  " writes to a tensor that requires grad and has no gradient in place: use its out-of-place "
-                  "form, or run it under torch.no_grad()");
-    });
-  }
-  at::AutoDispatchBelowAutograd guard;
-  op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);
-}
-
-constexpr const char* kInPlaceOps[] = {"warp_logits_",     "apply_penalties_", "count_tokens_",    "apply_penalty_counts_",
-                                       "no_repeat_ngram_", "bias_sequences_",  "reorder_kv_cache_"};
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(pysample, ADInplaceOrView, m) {
-  for (const char* op : kInPlaceOps) m.impl(op, torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
-}
-
-// The out-of-place warper, penalties and n-gram ban have transformers' gradients (pysample/ops.py). The sampler's
-// and the beam step's selections have none: a backward through them raises, never a silent None.
-TORCH_LIBRARY_IMPL(pysample, Autograd, m) {
-  for (const char* op : kInPlaceOps) {
-    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&refuse_written_requiring_grad>());
-  }
-  for (const char* op : {"sample", "beam_search_step"}) m.impl(op, torch::autograd::autogradNotImplementedFallback());
 }
 
 // `import pysample._C` runs the registrations above; the module itself has no Python functions.

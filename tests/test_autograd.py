@@ -214,3 +214,12 @@ def test_selections_have_no_gradient():
         step.scores.sum().backward()
     tokens = pysample.sample(x * 1, seed=0)
     assert tokens.dtype == torch.int64 and not tokens.requires_grad  # as torch.argmax and torch.multinomial
+
+
+def test_no_graph_without_grad():
+    x = torch.randn(2, VOCAB, requires_grad=True)
+    with torch.no_grad():
+        assert not pysample.warp_logits(x, top_k=3).requires_grad
+    assert not pysample.warp_logits(x.detach(), top_k=3).requires_grad
+    out = pysample.apply_penalties(x * 1, torch.tensor([[1, 2]]), repetition=1.5)
+    assert out.requires_grad and out.grad_fn is not None
