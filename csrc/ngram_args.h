@@ -51,7 +51,7 @@ using SequenceBiasKernel = void (*)(const at::Tensor& scores, const at::Tensor& 
 
 // The checked parameters of an n-gram ban on `scores`.
 inline NgramParams make_ngram_params(const at::Tensor& scores, PYSAMPLE_NGRAM_PARAMETERS) {
-  check_logits(scores, "scores");
+  check_scores(scores);
   check_token_ids(ids, "ids", scores, "scores");
   const int64_t batch = scores.size(0);
   TORCH_CHECK_VALUE(ids.size(0) == batch, "ids must have the scores' batch ", batch, ", got ", ids.size(0));
@@ -97,7 +97,7 @@ at::Tensor no_repeat_ngram(const at::Tensor& scores, PYSAMPLE_NGRAM_PARAMETERS) 
 template <SequenceBiasKernel kernel>
 void bias_sequences_(at::Tensor scores, const at::Tensor& ids, const std::optional<at::Tensor>& lengths,
                      const at::Tensor& tokens, const at::Tensor& offsets, const at::Tensor& biases) {
-  check_logits(scores, "scores");
+  check_scores(scores);
   check_token_ids(ids, "ids", scores, "scores");
   TORCH_CHECK_VALUE(ids.size(0) == scores.size(0), "ids must have the scores' batch ", scores.size(0), ", got ",
                     ids.size(0));

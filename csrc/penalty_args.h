@@ -30,7 +30,7 @@ inline PenaltyParams make_penalty_params(const at::Tensor& scores, const std::op
                                          std::optional<double> presence,
                                          const std::optional<at::Tensor>& frequency_rows,
                                          std::optional<double> frequency) {
-  check_logits(scores, "scores");
+  check_scores(scores);
   check_contiguous_rows({&repetition_rows, &presence_rows, &frequency_rows});
   // repetition 0 or inf: transformers' rule as it stands (EncoderRepetitionPenalty(inf) stores 1 / inf)
   if (repetition) TORCH_CHECK_VALUE(*repetition >= 0, "repetition must be >= 0, got ", shortest(*repetition));

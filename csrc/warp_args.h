@@ -25,6 +25,15 @@ inline void check_logits(const at::Tensor& logits, const char* name = "logits") 
   TORCH_CHECK_VALUE(logits.size(1) <= std::numeric_limits<int32_t>::max(), name, ": vocab size too large");
 }
 
+// Scores of the token editors (penalties, n-gram bans, biases): the logits' dtypes and float64, computed in double.
+inline void check_scores(const at::Tensor& scores) {
+  TORCH_CHECK_VALUE(scores.dim() == 2, "scores must be 2-D (batch, vocab), got shape ", scores.sizes());
+  TORCH_CHECK_TYPE(scores.scalar_type() == at::kDouble || scores.scalar_type() == at::kFloat ||
+                       scores.scalar_type() == at::kHalf || scores.scalar_type() == at::kBFloat16,
+                   "scores must be float32, float64, float16 or bfloat16, got ", scores.scalar_type());
+  TORCH_CHECK_VALUE(scores.size(1) <= std::numeric_limits<int32_t>::max(), "scores: vocab size too large");
+}
+
 // A per-row parameter tensor: (batch,) of `dtype` on the device of the rows it parameterises.
 inline void check_rows(const at::Tensor& rows, const at::Tensor& logits, at::ScalarType dtype, const char* name) {
   TORCH_CHECK_VALUE(rows.dim() == 1 && rows.size(0) == logits.size(0), name, " must have shape (batch,) = (",
@@ -54,6 +63,13 @@ template <typename T>
 std::string shortest(T value) {
   char digits[32];
   return std::string(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);
+}
+
+// Calls kernel(scalar_t{}) for the scores' dtype: dispatch_logits' and double (check_scores rejects the others).
+template <typename Kernel>
+void dispatch_scores(const at::Tensor& scores, Kernel kernel) {
+  if (scores.scalar_type() == at::kDouble) return kernel(double{});
+  dispatch_logits(scores, kernel);
 }
 
 // Checks a value and the range it must lie in ([low, high], the ends included when `closed`).

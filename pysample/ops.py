@@ -309,8 +309,8 @@ def apply_penalties_(
     Parameters
     ----------
     scores : torch.Tensor
-        ``(batch, vocab)`` float32, float16 or bfloat16; modified in place. Half types are penalised in float32 and
-        rounded once.
+        ``(batch, vocab)`` float32, float64, float16 or bfloat16; modified in place. float64 is penalised in double,
+        half types in float32 and rounded once.
     ids : torch.Tensor
         ``(batch, length)`` int64 or int32 history, e.g. generate()'s ``input_ids``. Its batch may also divide
         ``batch`` (beams sharing their source row: score row ``r`` uses ids row ``r // (batch // len(ids))``). Ids
@@ -392,7 +392,7 @@ def no_repeat_ngram_(
     Parameters
     ----------
     scores : torch.Tensor
-        ``(batch, vocab)`` float32, float16 or bfloat16; modified in place.
+        ``(batch, vocab)`` float32, float64, float16 or bfloat16; modified in place.
     ids : torch.Tensor
         ``(batch, length)`` int64 or int32, e.g. generate()'s ``input_ids``.
     ngram_size : int or Tensor
@@ -493,7 +493,7 @@ def bias_sequences_(scores: torch.Tensor, ids: torch.Tensor, sequences: PackedSe
     Parameters
     ----------
     scores : torch.Tensor
-        ``(batch, vocab)`` float32, float16 or bfloat16; modified in place.
+        ``(batch, vocab)`` float32, float64, float16 or bfloat16; modified in place.
     ids : torch.Tensor
         ``(batch, length)`` int64 or int32.
     sequences : PackedSequences
@@ -629,8 +629,8 @@ def _sample_fake(logits, temperature_rows, temperature, top_k_rows, top_k, top_p
 
 def _check_fake_scores(scores: torch.Tensor, args: tuple) -> None:
     torch._check(scores.dim() == 2, lambda: f"scores must be 2-D (batch, vocab), got shape {tuple(scores.shape)}")
-    torch._check(scores.dtype in (torch.float32, torch.float16, torch.bfloat16),
-                 lambda: f"scores must be float32, float16 or bfloat16, got {scores.dtype}")
+    torch._check(scores.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+                 lambda: f"scores must be float32, float64, float16 or bfloat16, got {scores.dtype}")
     for name, rows in zip(("repetition", "presence", "frequency"), args[0::2]):
         if rows is not None:
             torch._check(rows.shape == (scores.shape[0],) and rows.dtype == torch.float32,

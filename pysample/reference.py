@@ -815,9 +815,9 @@ def apply_penalties(
 
     Counted positions: from ``history_start`` on; presence and frequency count only those from ``output_start`` on.
     Ids outside ``[0, vocab)`` are not counted. A repetition of ``s`` is ``s * p`` for ``s < 0`` else ``s / p``,
-    once per distinct token, computed in float32 with float32 parameters as transformers' float32 ops compute it;
-    then ``s - frequency * count`` and ``s - presence`` for tokens generated at least once. Half types are computed
-    in float32 and rounded at the end. ``ids`` may have fewer rows than ``scores`` when its batch divides theirs
+    once per distinct token, computed in float32 with float32 parameters as transformers' float32 ops compute it
+    (float64 scores: in double, scalar parameters in double); then ``s - frequency * count`` and ``s - presence`` for
+    tokens generated at least once. Half types are computed in float32 and rounded at the end. ``ids`` may have fewer rows than ``scores`` when its batch divides theirs
     (score row ``r`` uses ids row ``r // (batch // len(ids))``); per-row starts follow the ids' rows.
     ``divide_by_reciprocal``: ``s * (1 / p)`` instead of ``s / p``, as torch divides by a scalar on CUDA (so
     transformers' CUDA result).
@@ -839,17 +839,21 @@ def apply_penalties(
     counts.scatter_add_(1, torch.where(generated, ids, spare), torch.ones_like(ids))
     seen, counts = seen[:, :vocab], counts[:, :vocab]
 
-    out = scores.float()
+    computed = torch.float64 if scores.dtype == torch.float64 else torch.float32
+
+    def parameter(value: Param) -> torch.Tensor:  # per-row tensors are stored as float32, scalars used as given
+        stored = torch.float32 if isinstance(value, torch.Tensor) else computed
+        return _column(value, batch, stored, device).to(computed)
+
+    out = scores.to(computed)
     if repetition is not None:
-        p = _column(repetition, batch, torch.float32, device)
+        p = parameter(repetition)
         divided = out * (1.0 / p) if divide_by_reciprocal else out / p
         out = torch.where(seen, torch.where(out < 0, out * p, divided), out)
     if frequency is not None:
-        f = _column(frequency, batch, torch.float32, device)
-        out = torch.where(counts > 0, out - f * counts.float(), out)
+        out = torch.where(counts > 0, out - parameter(frequency) * counts.to(computed), out)
     if presence is not None:
-        q = _column(presence, batch, torch.float32, device)
-        out = torch.where(counts > 0, out - q, out)
+        out = torch.where(counts > 0, out - parameter(presence), out)
     return out.to(scores.dtype)
 
 

@@ -14,7 +14,7 @@ from pysample import reference
 
 from test_penalties import assert_same_bits, make_scores
 
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
 
 def repetitive_ids(batch: int, length: int, pool: int, seed: int, dtype=torch.int64, device="cpu") -> torch.Tensor:

@@ -16,7 +16,7 @@ from pysample import reference
 
 import warp_compare as W
 
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 INT32_MAX = 2**31 - 1
 
 

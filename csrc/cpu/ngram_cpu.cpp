@@ -60,7 +60,7 @@ void no_repeat_ngram_cpu(const at::Tensor& in, const at::Tensor& out, const at::
   if (!own) check_lengths(params.source_lengths, sources.size(0), source_width, "source_lengths");
   const bool copy = !in.is_same(out);
   const bool stream = out.nbytes() > kStreamingBytes;
-  dispatch_logits(in, [&](auto score_zero) {
+  dispatch_scores(in, [&](auto score_zero) {
     using scalar_t = decltype(score_zero);
     dispatch_ids(ids, [&](auto id_zero) {
       using id_t = decltype(id_zero);
@@ -118,8 +118,9 @@ void check_sequences(const at::Tensor& tokens, const at::Tensor& offsets, int64_
 }
 
 // A row's sums of bias by token: zero and untouched between rows.
+template <typename Computed>
 struct BiasTable {
-  std::vector<float> sum;
+  std::vector<Computed> sum;
   std::vector<uint8_t> touched;
   std::vector<int64_t> tokens;  // the touched ones, in order
   void reserve(int64_t vocab) {
@@ -139,13 +140,14 @@ void bias_sequences_cpu(const at::Tensor& scores, const at::Tensor& ids, const i
   const int64_t* offset = offsets.const_data_ptr<int64_t>();
   const int64_t* token = tokens.const_data_ptr<int64_t>();
   const float* bias = biases.const_data_ptr<float>();
-  dispatch_logits(scores, [&](auto score_zero) {
+  dispatch_scores(scores, [&](auto score_zero) {
     using scalar_t = decltype(score_zero);
     dispatch_ids(ids, [&](auto id_zero) {
       using id_t = decltype(id_zero);
       scalar_t* data = scores.data_ptr<scalar_t>();
       const id_t* id_data = ids.const_data_ptr<id_t>();
-      for_each_row<BiasTable>(batch, vocab, [&](int64_t row, BiasTable& table) {
+      using Computed = computed_t<scalar_t>;
+      for_each_row<BiasTable<Computed>>(batch, vocab, [&](int64_t row, BiasTable<Computed>& table) {
         const id_t* row_ids = id_data + row * length;
         const int64_t row_length = lengths ? lengths[row] : length;
         for (int64_t s = 0; s < count; ++s) {
@@ -154,14 +156,14 @@ void bias_sequences_cpu(const at::Tensor& scores, const at::Tensor& ids, const i
           const int64_t t = token[offset[s + 1] - 1];
           if (!table.touched[t]) {
             table.touched[t] = 1;
-            table.sum[t] = 0.0f;
+            table.sum[t] = 0;
             table.tokens.push_back(t);
           }
           table.sum[t] = add_bias<scalar_t>(table.sum[t], bias[s]);
         }
         for (const int64_t t : table.tokens) {
           scalar_t& score = data[row * scores.stride(0) + t * scores.stride(1)];
-          score = static_cast<scalar_t>(static_cast<float>(score) + table.sum[t]);
+          score = static_cast<scalar_t>(static_cast<Computed>(score) + table.sum[t]);
           table.touched[t] = 0;
         }
         table.tokens.clear();

@@ -94,10 +94,10 @@ struct RowTables {
 // left clear for the next row by the same pass that copies and penalises the row.
 template <bool Clear, Table kind, typename scalar_t>
 inline void penalize_by_table(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride,
-                              Words<Clear> table, int64_t vocab, const RowPenalty& penalty) {
+                              Words<Clear> table, int64_t vocab, const RowPenalty<computed_t<scalar_t>>& penalty) {
   auto penalize_one = [&](int64_t i, uint32_t entry) {
     const scalar_t s = in[i * in_stride];
-    const float penalized = penalize<false>(static_cast<float>(s), entry, penalty);
+    const auto penalized = penalize<false>(static_cast<computed_t<scalar_t>>(s), entry, penalty);
     out[i * out_stride] = entry != 0 ? static_cast<scalar_t>(penalized) : s;
   };
   if constexpr (kind == Table::kEntries) {
@@ -123,13 +123,13 @@ inline void penalize_by_table(const scalar_t* in, int64_t in_stride, scalar_t* o
 // Contiguous float32 rows, vectorized.
 template <bool Clear, Table kind>
 PYSAMPLE_CPU_CLONES void penalize_by_table_dense(const float* in, float* out, Words<Clear> table, int64_t vocab,
-                                                 const RowPenalty& penalty) {
+                                                 const RowPenalty<float>& penalty) {
   penalize_by_table<Clear, kind>(in, 1, out, 1, table, vocab, penalty);
 }
 
 template <bool Clear, Table kind, typename scalar_t>
 void penalize_row_by_table(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride,
-                           Words<Clear> table, int64_t vocab, const RowPenalty& penalty) {
+                           Words<Clear> table, int64_t vocab, const RowPenalty<computed_t<scalar_t>>& penalty) {
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (in_stride == 1 && out_stride == 1) return penalize_by_table_dense<Clear, kind>(in, out, table, vocab, penalty);
   }
@@ -143,7 +143,7 @@ constexpr int64_t kPrefetchDistance = 16;
 
 template <Table kind, typename scalar_t, typename id_t>
 void penalize_history(scalar_t* scores, int64_t stride, int64_t vocab, const id_t* ids, int64_t length,
-                      int64_t history_start, const RowPenalty& penalty, uint32_t* table) {
+                      int64_t history_start, const RowPenalty<computed_t<scalar_t>>& penalty, uint32_t* table) {
   for (int64_t pos = std::min(history_start, length); pos < length; ++pos) {
     if (pos + kPrefetchDistance < length) {
       const int64_t ahead = ids[pos + kPrefetchDistance];
@@ -154,7 +154,7 @@ void penalize_history(scalar_t* scores, int64_t stride, int64_t vocab, const id_
     const uint32_t entry = take_from_table<kind>(table, id);
     if (entry == 0) continue;  // out of scope, or already penalised: each distinct token once
     scalar_t& s = scores[id * stride];
-    s = static_cast<scalar_t>(penalize<false>(static_cast<float>(s), entry, penalty));
+    s = static_cast<scalar_t>(penalize<false>(static_cast<computed_t<scalar_t>>(s), entry, penalty));
   }
 }
 
@@ -167,7 +167,7 @@ constexpr int64_t kSequentialRatio = 32;
 template <Table kind, typename scalar_t, typename id_t>
 void penalize_row(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride, int64_t vocab,
                   const id_t* ids, int64_t length, int64_t history_start, int64_t output_start,
-                  const RowPenalty& penalty, uint32_t* table) {
+                  const RowPenalty<computed_t<scalar_t>>& penalty, uint32_t* table) {
   count_row<kind>(table, vocab, ids, length, history_start, output_start);
   if (length * kSequentialRatio >= vocab) {
     return penalize_row_by_table<true, kind>(in, in_stride, out, out_stride, table, vocab, penalty);
@@ -198,7 +198,7 @@ PYSAMPLE_CPU_CLONES int64_t count_seen(const uint32_t* seen, int64_t words) {
 
 template <Table kind, typename scalar_t>
 void penalize_seen_tokens(scalar_t* row, int64_t stride, const uint32_t* seen, const uint32_t* entries, int64_t vocab,
-                          const RowPenalty& penalty, int32_t* tokens) {
+                          const RowPenalty<computed_t<scalar_t>>& penalty, int32_t* tokens) {
   int64_t n = 0;
   for (int64_t w = 0; w < seen_words(vocab); ++w) {
     for (uint32_t bits = seen[w]; bits != 0; bits &= bits - 1) {
@@ -214,7 +214,8 @@ void penalize_seen_tokens(scalar_t* row, int64_t stride, const uint32_t* seen, c
     }
     const int64_t i = tokens[t];
     const uint32_t entry = kind == Table::kSeen ? 1 : entries[i];
-    row[i * stride] = static_cast<scalar_t>(penalize<false>(static_cast<float>(row[i * stride]), entry, penalty));
+    using computed = computed_t<scalar_t>;
+    row[i * stride] = static_cast<scalar_t>(penalize<false>(static_cast<computed>(row[i * stride]), entry, penalty));
   }
 }
 
@@ -225,7 +226,7 @@ void apply_penalties_cpu(const at::Tensor& in, const at::Tensor& out, const at::
   const int64_t rows_per_ids = batch / ids.size(0), length = ids.size(1);
   check_row_values(params, batch);
   check_row_values(scope, ids.size(0));
-  dispatch_logits(in, [&](auto score_zero) {
+  dispatch_scores(in, [&](auto score_zero) {
     using scalar_t = decltype(score_zero);
     dispatch_ids(ids, [&](auto id_zero) {
       using id_t = decltype(id_zero);
@@ -234,7 +235,7 @@ void apply_penalties_cpu(const at::Tensor& in, const at::Tensor& out, const at::
       const id_t* id_data = ids.const_data_ptr<id_t>();
       for_each_row<RowTables>(batch, vocab, [&](int64_t row, RowTables& tables) {
         const int64_t ids_row = row / rows_per_ids;
-        const RowPenalty penalty = row_penalty(params, row);
+        const auto penalty = row_penalty<computed_t<scalar_t>>(params, row);
         auto penalize_with = [&](auto kind) {
           penalize_row<decltype(kind)::value>(in_data + row * in.stride(0), in.stride(1),
                                               out_data + row * out.stride(0), out.stride(1), vocab,
@@ -293,13 +294,13 @@ void apply_penalty_counts_cpu(const at::Tensor& scores, const at::Tensor& counts
   const std::vector<int64_t> slot = slots_of(slots, batch, counts.size(0));
   const auto* entries = reinterpret_cast<const uint32_t*>(counts.const_data_ptr<int32_t>());
   const auto* seen_data = reinterpret_cast<const uint32_t*>(seen.const_data_ptr<int32_t>());
-  dispatch_logits(scores, [&](auto zero) {
+  dispatch_scores(scores, [&](auto zero) {
     using scalar_t = decltype(zero);
     scalar_t* data = scores.data_ptr<scalar_t>();
     const int64_t stride = scores.stride(1);
     for_each_row<SeenTokens>(batch, vocab, [&](int64_t row, SeenTokens& scratch) {
       scalar_t* row_scores = data + row * scores.stride(0);
-      const RowPenalty penalty = row_penalty(params, row);
+      const auto penalty = row_penalty<computed_t<scalar_t>>(params, row);
       const uint32_t* row_seen = seen_data + slot[row] * seen_words(vocab);
       const uint32_t* row_entries = entries + slot[row] * vocab;
       auto penalize_with = [&](auto kind) {

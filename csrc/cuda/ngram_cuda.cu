@@ -22,7 +22,7 @@ void no_repeat_ngram_cuda(const at::Tensor& in, const at::Tensor& scores, const 
   const bool own = !sources.defined();
   // Sources without ids ban nothing; the kernel would take their null data pointer for the rows' own ids.
   if (!own && sources.numel() == 0) return;
-  dispatch_logits(scores, [&](auto score_zero) {
+  dispatch_scores(scores, [&](auto score_zero) {
     using scalar_t = decltype(score_zero);
     dispatch_ids(ids, [&](auto id_zero) {
       using id_t = decltype(id_zero);
@@ -46,7 +46,7 @@ void bias_sequences_cuda(const at::Tensor& scores, const at::Tensor& ids, const 
   // The sequences sorted by last token (the caching allocator's blocks are 512-byte aligned).
   const at::Tensor workspace =
       at::empty({static_cast<int64_t>(workspace_bytes)}, scores.options().dtype(at::kByte));
-  dispatch_logits(scores, [&](auto score_zero) {
+  dispatch_scores(scores, [&](auto score_zero) {
     using scalar_t = decltype(score_zero);
     dispatch_ids(ids, [&](auto id_zero) {
       using id_t = decltype(id_zero);

@@ -26,7 +26,7 @@ void apply_penalties_cuda(const at::Tensor& in, const at::Tensor& scores, const 
   // The kernel's table of entries, one zeroed row per row of scores (the caching allocator makes this cheap).
   const at::Tensor tables = at::zeros({scores.size(0), scores.size(1)}, scores.options().dtype(at::kInt));
   auto* table_data = reinterpret_cast<uint32_t*>(tables.data_ptr<int32_t>());
-  dispatch_logits(scores, [&](auto score_zero) {
+  dispatch_scores(scores, [&](auto score_zero) {
     using scalar_t = decltype(score_zero);
     dispatch_ids(ids, [&](auto id_zero) {
       using id_t = decltype(id_zero);
@@ -58,7 +58,7 @@ void apply_penalty_counts_cuda(const at::Tensor& scores, const at::Tensor& count
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const auto* entries = reinterpret_cast<const uint32_t*>(counts.const_data_ptr<int32_t>());
   const auto* seen_bits = reinterpret_cast<const uint32_t*>(seen.const_data_ptr<int32_t>());
-  dispatch_logits(scores, [&](auto zero) {
+  dispatch_scores(scores, [&](auto zero) {
     using scalar_t = decltype(zero);
     C10_CUDA_CHECK(launch_apply_penalty_counts(scores.data_ptr<scalar_t>(), scores.stride(0), scores.stride(1),
                                                scores.size(0), scores.size(1), entries, seen_bits, counts.size(0),

@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t group = threadIdx.x; group < count; group += kThreads) {
       const uint32_t token = sorted_keys[group];
       if (token >= vocab || (group > 0 && sorted_keys[group - 1] == token)) continue;  // malformed, or not a start
-      float sum = 0.0f;
+      computed_t<T> sum = 0;
       bool matched = false;
       for (int64_t i = group; i < count && sorted_keys[i] == token; ++i) {
         const int64_t s = sorted_order[i];
@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kThreads)
       }
       if (matched) {
         T& score = scores.at(row, token);
-        score = static_cast<T>(static_cast<float>(score) + sum);
+        score = static_cast<T>(static_cast<computed_t<T>>(score) + sum);
       }
     }
   }

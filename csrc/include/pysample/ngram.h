@@ -56,8 +56,9 @@ PYSAMPLE_HD bool ends_with(const Id* ids, int64_t length, const int64_t* prefix,
 // A token's running sum of biases plus one more, kept in the scores' dtype T: transformers adds the biases into a
 // tensor of that dtype, rounding each one and each partial sum to it.
 template <typename T>
-PYSAMPLE_HD float add_bias(float sum, float bias) {
-  return static_cast<float>(static_cast<T>(sum + static_cast<float>(static_cast<T>(bias))));
+PYSAMPLE_HD computed_t<T> add_bias(computed_t<T> sum, float bias) {
+  using Computed = computed_t<T>;
+  return static_cast<Computed>(static_cast<T>(sum + static_cast<Computed>(static_cast<T>(bias))));
 }
 
 }  // namespace pysample

@@ -31,16 +31,17 @@ namespace penalty_cuda {
 
 constexpr int kThreads = 256;
 
-// float16 and bfloat16 scores are penalised in float32 and rounded once, as on the CPU.
+// float16 and bfloat16 scores are penalised in float32 and rounded once, float64 ones in double, as on the CPU.
 template <typename T>
-__device__ void penalize_score(T& score, uint32_t entry, const RowPenalty& penalty) {
-  score = static_cast<T>(penalize<true>(static_cast<float>(score), entry, penalty));
+__device__ void penalize_score(T& score, uint32_t entry, const RowPenalty<computed_t<T>>& penalty) {
+  score = static_cast<T>(penalize<true>(static_cast<computed_t<T>>(score), entry, penalty));
 }
 
 // row_penalty, except that a per-row repetition the CPU rejects (< 0 or NaN, compared in double as the CPU does)
 // leaves the row unpenalised by repetition.
-__device__ inline RowPenalty usable_row_penalty(const PenaltyParams& params, int64_t row) {
-  RowPenalty penalty = row_penalty(params, row);
+template <typename T>
+__device__ RowPenalty<T> usable_row_penalty(const PenaltyParams& params, int64_t row) {
+  RowPenalty<T> penalty = row_penalty<T>(params, row);
   penalty.has_repetition = penalty.has_repetition && params.repetition.at(row) >= 0;
   return penalty;
 }
@@ -91,7 +92,7 @@ __global__ void __launch_bounds__(kThreads)
     // Waits for the block's atomics of pass 1, which the barrier makes visible to the whole block, so that pass 2
     // reads complete entries. Other blocks never touch this row's table or scores.
     __syncthreads();
-    const RowPenalty penalty = usable_row_penalty(params, row);
+    const auto penalty = usable_row_penalty<computed_t<T>>(params, row);
     for_each_history_id(row_ids, length, history_start, vocab, threadIdx.x, kThreads, [&](int64_t, int64_t id) {
       const uint32_t entry = atomicExch(&entries[id], 0u);  // the token's first visitor takes its entry
       if (entry != 0) penalize_score(scores.at(row, id), entry, penalty);
@@ -132,7 +133,7 @@ __global__ void __launch_bounds__(kThreads)
     if (slot < 0) continue;
     const uint32_t* entries = counts + slot * vocab;
     const uint32_t* seen_row = seen + slot * seen_words(vocab);
-    const RowPenalty penalty = usable_row_penalty(params, row);
+    const auto penalty = usable_row_penalty<computed_t<T>>(params, row);
     const bool by_seen = only_seen_matters(penalty);
     for (int64_t token = offset; token < vocab; token += step) {
       const uint32_t entry = by_seen ? is_seen(seen_row, token) : entries[token];
@@ -146,7 +147,7 @@ __global__ void __launch_bounds__(kThreads)
 // Penalises `batch` rows of `vocab` scores (strides row_stride and stride, in elements) from `ids_batch` rows of
 // `length` ids, contiguous; ids_batch divides batch, and scores row r reads ids row r / (batch / ids_batch).
 // `tables` is a zeroed (batch, vocab) scratch, left zero again. Per-row parameters and starts (one per ids row)
-// point to device memory. T is float or a 16-bit float type convertible to and from float. Returns the launch's
+// point to device memory. T is float, double or a 16-bit float type convertible to and from float. Returns the launch's
 // error.
 template <typename T, typename Id>
 cudaError_t launch_apply_penalties(T* scores, int64_t row_stride, int64_t stride, int64_t batch, int64_t vocab,

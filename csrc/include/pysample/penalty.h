@@ -40,28 +40,32 @@ PYSAMPLE_HD uint32_t add_contribution(uint32_t entry, uint32_t contribution) {
   return contribution == kPromptSeen ? (entry | kPromptSeen) : entry + contribution;
 }
 
-// One row's penalties, as float32 values (float16/bfloat16 scores are penalised in float32 and rounded once).
+// One row's penalties, in the type T scores are computed in (computed_t: float16/bfloat16 scores are penalised in
+// float32 and rounded once, float64 ones in double).
+template <typename T>
 struct RowPenalty {
-  float repetition = 1.0f;
-  float presence = 0.0f;
-  float frequency = 0.0f;
+  T repetition = 1;
+  T presence = 0;
+  T frequency = 0;
   bool has_repetition = false;
 };
 
-PYSAMPLE_HD RowPenalty row_penalty(const PenaltyParams& p, int64_t row) {
-  RowPenalty r;
+template <typename T>
+PYSAMPLE_HD RowPenalty<T> row_penalty(const PenaltyParams& p, int64_t row) {
+  RowPenalty<T> r;
   r.has_repetition = p.repetition.enabled;
-  if (p.repetition.enabled) r.repetition = static_cast<float>(p.repetition.at(row));
-  if (p.presence.enabled) r.presence = static_cast<float>(p.presence.at(row));
-  if (p.frequency.enabled) r.frequency = static_cast<float>(p.frequency.at(row));
+  if (p.repetition.enabled) r.repetition = static_cast<T>(p.repetition.at(row));
+  if (p.presence.enabled) r.presence = static_cast<T>(p.presence.at(row));
+  if (p.frequency.enabled) r.frequency = static_cast<T>(p.frequency.at(row));
   return r;
 }
 
 // Whether a row's penalties depend only on whether a token was seen (the repetition penalty alone), so that a table
 // of one bit per token, set where the entry is non-zero, can stand for the entries. Presence and frequency must be
 // +0.0 exactly: s - (-0.0) would turn a score of -0.0 into +0.0.
-PYSAMPLE_HD bool only_seen_matters(const RowPenalty& penalty) {
-  return float_bits(penalty.presence) == 0 && float_bits(penalty.frequency) == 0;
+template <typename T>
+PYSAMPLE_HD bool only_seen_matters(const RowPenalty<T>& penalty) {
+  return is_plus_zero(penalty.presence) && is_plus_zero(penalty.frequency);
 }
 
 // A seen table: one bit per token, token t at bit t % 32 of word t / 32 (1/32 of the entries' bytes).
@@ -76,21 +80,21 @@ PYSAMPLE_HD bool is_seen(const uint32_t* words, int64_t token) {
 }
 
 // The score of a token whose entry is non-zero: repetition first (transformers' rule), then frequency, then
-// presence (vLLM's order), each rounded to float32 as torch's float32 ops round them. `DivideByReciprocal` is
+// presence (vLLM's order), each rounded to T as torch's ops round them. `DivideByReciprocal` is
 // how torch divides a tensor by a scalar on CUDA (x * (1 / p)); the CPU divides truly. Matching each device's
 // transformers result bit for bit needs both.
-template <bool DivideByReciprocal>
-PYSAMPLE_HD float penalize(float score, uint32_t entry, const RowPenalty& r) {
+template <bool DivideByReciprocal, typename T>
+PYSAMPLE_HD T penalize(T score, uint32_t entry, const RowPenalty<T>& r) {
   if (r.has_repetition) {
     if (score < 0) {
       score = score * r.repetition;
     } else {
-      score = DivideByReciprocal ? score * (1.0f / r.repetition) : score / r.repetition;
+      score = DivideByReciprocal ? score * (T{1} / r.repetition) : score / r.repetition;
     }
   }
   const int32_t generated = static_cast<int32_t>(entry / kOutputCount);  // signed converts faster (AVX2)
   if (generated != 0) {
-    score = score - r.frequency * static_cast<float>(generated);
+    score = score - r.frequency * static_cast<T>(generated);
     score = score - r.presence;
   }
   return score;

@@ -80,16 +80,6 @@ constexpr double kWeightScale = 1099511627776.0;  // 2^40
 constexpr double kRoundingShift = 4503599627370496.0;  // 2^52
 constexpr int64_t kMaxSampleVocab = int64_t{1} << 23;
 
-PYSAMPLE_HD uint64_t double_bits(double x) {
-#ifdef __CUDA_ARCH__
-  return static_cast<uint64_t>(__double_as_longlong(x));
-#else
-  uint64_t u;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-#endif
-}
-
 PYSAMPLE_HD uint64_t sample_weight(float y, float max) {
   return double_bits(static_cast<double>(exp_nonpos(y - max)) * kWeightScale + kRoundingShift) -
          double_bits(kRoundingShift);

@@ -40,6 +40,16 @@ struct WarpParams {
   float filter_value = -std::numeric_limits<float>::infinity();
 };
 
+PYSAMPLE_HD uint64_t double_bits(double x) {
+#ifdef __CUDA_ARCH__
+  return static_cast<uint64_t>(__double_as_longlong(x));
+#else
+  uint64_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+#endif
+}
+
 PYSAMPLE_HD uint32_t float_bits(float x) {
 #ifdef __CUDA_ARCH__
   return __float_as_uint(x);
@@ -49,6 +59,23 @@ PYSAMPLE_HD uint32_t float_bits(float x) {
   return u;
 #endif
 }
+
+// +0.0 exactly (not -0.0): subtracting it leaves every value's bits as they are.
+PYSAMPLE_HD bool is_plus_zero(float x) { return float_bits(x) == 0; }
+PYSAMPLE_HD bool is_plus_zero(double x) { return double_bits(x) == 0; }
+
+// The type a score of type T is computed in: float for float32 and the 16-bit types (computed in float32 and rounded
+// once to their own), double for float64, as torch's opmath.
+template <typename T>
+struct Computed {
+  using type = float;
+};
+template <>
+struct Computed<double> {
+  using type = double;
+};
+template <typename T>
+using computed_t = typename Computed<T>::type;
 
 PYSAMPLE_HD float bits_float(uint32_t u) {
 #ifdef __CUDA_ARCH__
