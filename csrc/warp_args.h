@@ -16,22 +16,22 @@
 
 namespace pysample {
 
-// `logits` is the argument's name in messages (penalties call their rows `scores`).
-inline void check_logits(const at::Tensor& logits, const char* name = "logits") {
-  TORCH_CHECK_VALUE(logits.dim() == 2, name, " must be 2-D (batch, vocab), got shape ", logits.sizes());
+// Logits of the sampler, the beam step and the CUDA warper: float32, float16 or bfloat16.
+inline void check_logits(const at::Tensor& logits) {
+  TORCH_CHECK_VALUE(logits.dim() == 2, "logits must be 2-D (batch, vocab), got shape ", logits.sizes());
   TORCH_CHECK_TYPE(
       logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kHalf || logits.scalar_type() == at::kBFloat16,
-      name, " must be float32, float16 or bfloat16, got ", logits.scalar_type());
-  TORCH_CHECK_VALUE(logits.size(1) <= std::numeric_limits<int32_t>::max(), name, ": vocab size too large");
+      "logits must be float32, float16 or bfloat16, got ", logits.scalar_type());
+  TORCH_CHECK_VALUE(logits.size(1) <= std::numeric_limits<int32_t>::max(), "logits: vocab size too large");
 }
 
-// Scores of the token editors (penalties, n-gram bans, biases): the logits' dtypes and float64, computed in double.
-inline void check_scores(const at::Tensor& scores) {
-  TORCH_CHECK_VALUE(scores.dim() == 2, "scores must be 2-D (batch, vocab), got shape ", scores.sizes());
+// Scores of the warper (on the CPU) and the token editors: the logits' dtypes and float64, computed in double.
+inline void check_scores(const at::Tensor& scores, const char* name = "scores") {
+  TORCH_CHECK_VALUE(scores.dim() == 2, name, " must be 2-D (batch, vocab), got shape ", scores.sizes());
   TORCH_CHECK_TYPE(scores.scalar_type() == at::kDouble || scores.scalar_type() == at::kFloat ||
                        scores.scalar_type() == at::kHalf || scores.scalar_type() == at::kBFloat16,
-                   "scores must be float32, float64, float16 or bfloat16, got ", scores.scalar_type());
-  TORCH_CHECK_VALUE(scores.size(1) <= std::numeric_limits<int32_t>::max(), "scores: vocab size too large");
+                   name, " must be float32, float64, float16 or bfloat16, got ", scores.scalar_type());
+  TORCH_CHECK_VALUE(scores.size(1) <= std::numeric_limits<int32_t>::max(), name, ": vocab size too large");
 }
 
 // A per-row parameter tensor: (batch,) of `dtype` on the device of the rows it parameterises.
@@ -127,7 +127,7 @@ inline WarpParams make_warp_params(const at::Tensor& logits, const std::optional
                                    std::optional<double> typical_p, const std::optional<at::Tensor>& epsilon_rows,
                                    std::optional<double> epsilon, const std::optional<at::Tensor>& eta_rows,
                                    std::optional<double> eta, int64_t min_tokens_to_keep, double filter_value) {
-  check_logits(logits);
+  check_scores(logits, "logits");
   for (const auto* rows : {&temperature_rows, &top_k_rows, &top_p_rows, &min_p_rows, &typical_p_rows,
                            &epsilon_rows, &eta_rows}) {
     TORCH_CHECK_VALUE(!rows->has_value() || (*rows)->is_contiguous(), "per-row parameters must be contiguous");

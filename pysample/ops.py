@@ -104,7 +104,7 @@ def warp_logits_(
     Parameters
     ----------
     logits : torch.Tensor
-        ``(batch, vocab)`` float32, float16 or bfloat16 scores; modified in place.
+        ``(batch, vocab)`` float32, float16 or bfloat16 scores, or float64 on the CPU; modified in place.
     temperature : float or Tensor, optional
         Divides the logits (> 0).
     top_k : int or Tensor, optional
@@ -587,11 +587,14 @@ def _check_fake_devices(what: str, first: torch.Tensor, **tensors) -> None:
                                    lambda: f"{name} must be on the {what}' device {first.device}, got {t.device}")
 
 
-def _check_fake_arguments(logits: torch.Tensor, args: tuple) -> None:
+_LOGITS_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _check_fake_arguments(logits: torch.Tensor, args: tuple, dtypes: tuple = _LOGITS_DTYPES) -> None:
     """The checks of the real kernels that fake tensors allow: shapes, dtypes and devices."""
     torch._check(logits.dim() == 2, lambda: f"logits must be 2-D (batch, vocab), got shape {tuple(logits.shape)}")
-    torch._check(logits.dtype in (torch.float32, torch.float16, torch.bfloat16),
-                 lambda: f"logits must be float32, float16 or bfloat16, got {logits.dtype}")
+    names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+    torch._check(logits.dtype in dtypes, lambda: f"logits must be one of {names}, got {logits.dtype}")
     for (name, dtype), rows in zip(_WARP_STAGES, args[0::2]):
         if rows is None:
             continue
@@ -601,15 +604,18 @@ def _check_fake_arguments(logits: torch.Tensor, args: tuple) -> None:
         _check_fake_devices("logits", logits, **{name: rows})
 
 
+_WARP_DTYPES = _LOGITS_DTYPES + (torch.float64,)  # float64 on the CPU kernel only
+
+
 @torch.library.register_fake("pysample::warp_logits_")
 def _warp_logits_inplace_fake(logits, *args):
-    _check_fake_arguments(logits, args)
+    _check_fake_arguments(logits, args, _WARP_DTYPES)
     return None
 
 
 @torch.library.register_fake("pysample::warp_logits")
 def _warp_logits_fake(logits, *args):
-    _check_fake_arguments(logits, args)
+    _check_fake_arguments(logits, args, _WARP_DTYPES)
     return torch.empty_like(logits, memory_format=torch.contiguous_format)
 
 

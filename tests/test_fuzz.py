@@ -268,7 +268,7 @@ def test_beam_search_step(data):
 _SCORES = torch.zeros(4, 10)
 _IDS = torch.zeros(4, 3, dtype=torch.int64)
 BAD_CALLS = {
-    "warp: float64 logits": (lambda: pysample.warp_logits(_SCORES.double(), top_k=2), "logits"),
+    "sample: float64 logits": (lambda: pysample.sample(_SCORES.double(), seed=0), "logits"),
     "warp: int logits": (lambda: pysample.warp_logits(_SCORES.int(), top_k=2), "logits"),
     "warp: 3-D logits": (lambda: pysample.warp_logits(_SCORES[None], top_k=2), "logits"),
     "warp: negative top_k": (lambda: pysample.warp_logits(_SCORES, top_k=-1), "top_k"),

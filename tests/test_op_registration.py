@@ -131,7 +131,7 @@ BAD_CALLS = [
     # (id, call(device), exception type, words the message must contain)
     ("int-logits", lambda d: pysample.warp_logits(torch.ones(3, 10, dtype=torch.int32, device=d), top_k=2),
      TypeError, ["logits", "float32"]),
-    ("float64-logits", lambda d: pysample.warp_logits(X(d).double(), top_k=2), TypeError, ["logits", "float32"]),
+    ("float64-logits", lambda d: pysample.sample(X(d).double(), seed=0), TypeError, ["logits", "float32"]),
     ("1d-logits", lambda d: pysample.warp_logits(torch.randn(10, device=d), top_k=2), ValueError, ["logits", "2-D"]),
     ("3d-logits", lambda d: pysample.warp_logits(torch.randn(2, 3, 10, device=d), top_k=2), ValueError,
      ["logits", "2-D"]),

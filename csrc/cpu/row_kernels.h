@@ -576,6 +576,7 @@ struct Scratch {
   std::vector<uint32_t> block_max, block_rank;
   std::vector<float> block_values;  // value_range's block maxima
   std::vector<Elem> elems, spare_elems;
+  std::vector<double> exact, exact_row, exact_probs, exact_tied;  // float64 rows (warper)
   int64_t candidates = 0;  // tokens gathered by kth_largest from the blocks
   Ahead ahead;             // set by the caller for each row; the first pass of exps over the whole row takes it
 
@@ -588,6 +589,11 @@ struct Scratch {
     keep.resize(vocab);
     block_max.resize(vocab / kBlock + 1);
     block_values.resize(vocab / kValueBlock + 1);
+  }
+
+  void reserve_exact(int64_t vocab) {
+    if (static_cast<int64_t>(exact.size()) >= vocab) return;
+    for (auto* v : {&exact, &exact_row, &exact_probs}) v->resize(vocab);
   }
 };
 

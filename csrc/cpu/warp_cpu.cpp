@@ -420,7 +420,7 @@ Active top_p_stage(const Active& a, double top_p, int64_t min_keep, float zero_p
 // removes a token when probs < factor * (relative_to_top ? probs.max() : 1), in float32.
 struct Cutoff {
   double log_cutoff, band;
-  float factor;
+  double factor;  // in the scores' computed type (float32 scores: a float)
   bool relative_to_top;
 };
 
@@ -464,7 +464,30 @@ void mark_like_torch(const Active& a, int64_t vocab, const Cutoff& c, float prot
     for (int64_t j = 0; j < a.n; ++j) s.weight[j] = p[a.index[j]];
     p = s.weight.data();
   }
-  mark_not_below(p, a.value, a.n, c.factor * top, protect, s.keep.data());
+  mark_not_below(p, a.value, a.n, static_cast<float>(c.factor) * top, protect, s.keep.data());
+}
+
+// mark_like_torch for a float64 row, on its exact values in double; the tokens at least its min_keep-th largest
+// exact value are kept.
+void mark_like_torch_exact(const Active& a, int64_t vocab, const Cutoff& c, int64_t min_keep, const double* exact,
+                           Scratch& s) {
+  std::fill(s.exact_row.begin(), s.exact_row.begin() + vocab, -kInf);
+  s.exact_tied.clear();
+  for (int64_t j = 0; j < a.n; ++j) {
+    const double value = exact[a.token(j)];
+    s.exact_row[a.token(j)] = value;
+    s.exact_tied.push_back(value);
+  }
+  std::nth_element(s.exact_tied.begin(), s.exact_tied.begin() + (min_keep - 1), s.exact_tied.end(), std::greater<>());
+  const double protect = s.exact_tied[min_keep - 1];
+  const auto options = at::TensorOptions().dtype(at::kDouble);
+  at::Tensor probs = at::from_blob(s.exact_probs.data(), {1, vocab}, options);
+  at::_softmax_out(probs, at::from_blob(s.exact_row.data(), {1, vocab}, options), 1, false);
+  const double* p = s.exact_probs.data();
+  const double threshold = c.factor * (c.relative_to_top ? *std::max_element(p, p + vocab) : 1.0);
+  for (int64_t j = 0; j < a.n; ++j) {
+    s.keep[j] = !(p[a.token(j)] < threshold) || s.exact_row[a.token(j)] >= protect;
+  }
 }
 
 // Min-p, epsilon and eta: remove tokens whose probability is below a cut-off unless they are among the min_keep
@@ -473,8 +496,11 @@ void mark_like_torch(const Active& a, int64_t vocab, const Cutoff& c, float prot
 // the cut-off are decided by torch (see Cutoff). `cutoff(a, max)` returns the Cutoff. For min-p transformers keeps
 // the min_keep largest *probabilities* through topk, whose choice among tied values is unspecified; here every value
 // tied with the min_keep-th largest is kept.
+// float64 rows (`exact`: their values) are decided on their exact values wherever transformers' decision is exact
+// (band > 0), else on their values rounded to float32.
 template <typename MakeCutoff>
-Active probability_stage(const Active& a, int64_t vocab, int64_t min_keep, Scratch& s, bool last, MakeCutoff cutoff) {
+Active probability_stage(const Active& a, int64_t vocab, int64_t min_keep, const double* exact, Scratch& s, bool last,
+                         MakeCutoff cutoff) {
   float max, min;
   bool has_nan;
   value_range(a.value, a.n, &max, &min, &has_nan);
@@ -484,6 +510,10 @@ Active probability_stage(const Active& a, int64_t vocab, int64_t min_keep, Scrat
   if (min_keep > a.n) return a;
   const float protect = min_keep == 1 ? max : kth_largest(a, min_keep, s).value;
   const Cutoff c = cutoff(a, max);
+  if (exact != nullptr && c.band > 0) {
+    mark_like_torch_exact(a, vocab, c, min_keep, exact, s);
+    return narrow(a, s, last);
+  }
   if (c.band == kInf) {
     mark_like_torch(a, vocab, c, protect, s);
     return narrow(a, s, last);
@@ -536,16 +566,50 @@ Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratc
   return keep_at_least(x.a, s, last, s.distance.data(), false, true, min_keep);
 }
 
+// Top-k on a float64 row: the stage on its values rounded to float32 keeps every token at least the exact k-th
+// largest (rounding is monotone) and the others that round to the same float32 as it; those are decided on their
+// exact values.
+Active exact_top_k(const Active& a, int64_t k, const double* exact, Scratch& s, bool last) {
+  if (k <= 0 || k >= a.n) return a;
+  const Active kept = top_k_stage(a, k, s, false);
+  float bottom = kInf;
+  for (int64_t j = 0; j < kept.n; ++j) bottom = kept.value[j] < bottom ? kept.value[j] : bottom;
+  if (!(bottom > -kInf)) return kept;  // nothing is below a -inf k-th value
+  int64_t above = 0;  // NaN included: the largest, as torch.topk
+  s.exact_tied.clear();
+  for (int64_t j = 0; j < kept.n; ++j) {
+    if (kept.value[j] == bottom) {
+      s.exact_tied.push_back(exact[kept.token(j)]);
+    } else {
+      ++above;
+    }
+  }
+  const int64_t rank = k - above;  // of the exact k-th largest among the tied
+  if (rank <= 0 || rank >= static_cast<int64_t>(s.exact_tied.size())) return kept;
+  std::nth_element(s.exact_tied.begin(), s.exact_tied.begin() + (rank - 1), s.exact_tied.end(), std::greater<>());
+  const double kth = s.exact_tied[rank - 1];
+  for (int64_t j = 0; j < kept.n; ++j) s.keep[j] = kept.value[j] != bottom || exact[kept.token(j)] >= kth;
+  return narrow(kept, s, last);
+}
+
 template <typename scalar_t>
 void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, const WarpParams& p, Scratch& s) {
   // The temperature-scaled logits the stages read: float32 logits are scaled straight into `out` (or read where they
-  // are), half types are converted into scratch.
+  // are), half types are converted into scratch. float64 ones are scaled in double into scratch.exact, and the stages
+  // read them rounded to float32 (exact top-k, min-p and epsilon decide on the exact values; the kept tokens keep
+  // them).
   const bool scaled = p.temperature.enabled;
   const float temperature = scaled ? static_cast<float>(p.temperature.at(row)) : 1.0f;
   const float* y;
+  const double* exact = nullptr;
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (scaled) divide(in, vocab, temperature, out);
     y = scaled ? out : in;
+  } else if constexpr (std::is_same_v<scalar_t, double>) {
+    const double t = scaled ? p.temperature.at(row) : 1.0;
+    for (int64_t i = 0; i < vocab; ++i) s.exact[i] = scaled ? in[i] / t : in[i], s.y[i] = static_cast<float>(s.exact[i]);
+    y = s.y.data();
+    exact = s.exact.data();
   } else {
     for (int64_t i = 0; i < vocab; ++i) {
       const float x = static_cast<float>(in[i]);
@@ -563,55 +627,71 @@ void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, con
 
   Active a{y, nullptr, vocab};
   const int64_t min_keep = p.min_tokens_to_keep;
-  if (enabled[kTopK]) a = top_k_stage(a, p.top_k.at(row), s, last == kTopK);
+  if (enabled[kTopK]) {
+    a = exact != nullptr ? exact_top_k(a, p.top_k.at(row), exact, s, last == kTopK)
+                         : top_k_stage(a, p.top_k.at(row), s, last == kTopK);
+  }
   if (enabled[kTopP]) {
     const float zero_probability = std::is_same_v<scalar_t, at::Half>       ? kFloat16ZeroProbability
                                    : std::is_same_v<scalar_t, at::BFloat16> ? kBFloat16ZeroProbability
                                                                             : 0.0f;
     a = top_p_stage(a, p.top_p.at(row), min_keep, zero_probability, s, last == kTopP);
   }
-  // float32 rows decide min-p and epsilon exactly as transformers (see Cutoff); half types in log space only.
-  constexpr bool exact = std::is_same_v<scalar_t, float>;
+  // float32 and float64 rows decide min-p and epsilon exactly as transformers (see Cutoff); half types in log space
+  // only. The parameters are in the computed type, as torch rounds a Python float against the scores.
+  constexpr bool like_torch = std::is_same_v<computed_t<scalar_t>, scalar_t>;
+  using computed = computed_t<scalar_t>;
   if (enabled[kMinP]) {
     // p / p_top >= min_p.
-    const float min_p = static_cast<float>(p.min_p.at(row));
-    const double band = !exact ? 0.0 : min_p < kSmallestThreshold ? kInf : kMinPBand;
-    a = probability_stage(a, vocab, min_keep, s, last == kMinP,
-                          [&](const Active&, float) { return Cutoff{std::log(double{min_p}), band, min_p, true}; });
+    const computed min_p = static_cast<computed>(p.min_p.at(row));
+    const double band = !like_torch ? 0.0 : min_p < kSmallestThreshold ? kInf : kMinPBand;
+    a = probability_stage(a, vocab, min_keep, exact, s, last == kMinP, [&](const Active&, float) {
+      return Cutoff{std::log(double{min_p}), band, min_p, true};
+    });
   }
   if (enabled[kTypical]) a = typical_stage(a, p.typical_p.at(row), min_keep, s, last == kTypical);
   if (enabled[kEpsilon]) {
     // p >= epsilon, i.e. p / p_top >= epsilon * sum. On the whole row the float sum's band would hold many tokens,
     // and torch's softmax costs about what the kernel's own pass of exp does: torch decides it.
-    const float epsilon = static_cast<float>(p.epsilon.at(row));
-    a = probability_stage(a, vocab, min_keep, s, last == kEpsilon, [&](const Active& active, float max) {
-      if (exact && (active.index == nullptr || epsilon < kSmallestThreshold)) return Cutoff{0, kInf, epsilon, false};
+    const computed epsilon = static_cast<computed>(p.epsilon.at(row));
+    a = probability_stage(a, vocab, min_keep, exact, s, last == kEpsilon, [&](const Active& active, float max) {
+      if (like_torch && (active.index == nullptr || epsilon < kSmallestThreshold)) {
+        return Cutoff{0, kInf, epsilon, false};
+      }
       const double log_cutoff = std::log(double{epsilon}) + softmax_entropy(active, max).log_sum;
-      return Cutoff{log_cutoff, exact ? epsilon_band(active.n) : 0.0, epsilon, false};
+      return Cutoff{log_cutoff, like_torch ? epsilon_band(active.n) : 0.0, epsilon, false};
     });
   }
   if (enabled[kEta]) {
     const double eta = p.eta.at(row);
-    a = probability_stage(a, vocab, min_keep, s, last == kEta, [&](const Active& active, float max) {
+    a = probability_stage(a, vocab, min_keep, exact, s, last == kEta, [&](const Active& active, float max) {
       const Entropy h = softmax_entropy(active, max);
       return Cutoff{std::log(static_cast<double>(eta_cutoff(eta, h.entropy))) + h.log_sum, 0.0, 0.0f, false};
     });
   }
 
+  // A kept token's value: y, or its exact value for float64 rows.
+  auto value = [&](int64_t token, float rounded) {
+    if constexpr (std::is_same_v<scalar_t, double>) {
+      return exact[token];
+    } else {
+      return static_cast<scalar_t>(rounded);
+    }
+  };
   const scalar_t fill = static_cast<scalar_t>(p.filter_value);
   if (a.keep != nullptr) {
     if constexpr (std::is_same_v<scalar_t, float>) {
       write_marked(y, a.keep, vocab, fill, out);
     } else {
-      for (int64_t i = 0; i < vocab; ++i) out[i] = a.keep[i] ? static_cast<scalar_t>(y[i]) : fill;
+      for (int64_t i = 0; i < vocab; ++i) out[i] = a.keep[i] ? value(i, y[i]) : fill;
     }
   } else if (a.index == nullptr) {
     if (static_cast<const void*>(y) != static_cast<const void*>(out)) {
-      for (int64_t i = 0; i < vocab; ++i) out[i] = static_cast<scalar_t>(y[i]);
+      for (int64_t i = 0; i < vocab; ++i) out[i] = value(i, y[i]);
     }
   } else {
     fill_row(out, vocab, fill);
-    for (int64_t j = 0; j < a.n; ++j) out[a.index[j]] = static_cast<scalar_t>(a.value[j]);
+    for (int64_t j = 0; j < a.n; ++j) out[a.index[j]] = value(a.index[j], a.value[j]);
   }
 }
 
@@ -632,13 +712,14 @@ void warp_logits_cpu(const at::Tensor& in, const at::Tensor& out, const WarpPara
   const int64_t batch = in.size(0);
   const int64_t vocab = in.size(1);
   check_row_values(params, batch);
-  dispatch_logits(in, [&](auto zero) {
+  dispatch_scores(in, [&](auto zero) {
     using scalar_t = decltype(zero);
     const scalar_t* in_data = in.const_data_ptr<scalar_t>();
     scalar_t* out_data = out.data_ptr<scalar_t>();
     const int64_t in_stride = in.stride(0);
     const int64_t out_stride = out.stride(0);
     for_each_row<Scratch>(batch, vocab, [&](int64_t row, Scratch& scratch) {
+      if constexpr (std::is_same_v<scalar_t, double>) scratch.reserve_exact(vocab);
       scratch.ahead = Ahead::after(in_data, row, batch, in_stride);
       warp_row(in_data + row * in_stride, out_data + row * out_stride, vocab, row, params, scratch);
     });
