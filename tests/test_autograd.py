@@ -60,7 +60,7 @@ def transformers_pairs(ids: torch.Tensor):
     yield "fuse", pysample.fuse(chain), transformers.LogitsProcessorList(chain)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
 def test_drop_in_gradients_are_transformers(dtype):
     x = scores_with_specials(dtype=dtype)
     ids = unique_ids()
