@@ -1,7 +1,7 @@
 """Property-based fuzzing (hypothesis) of every public op against its reference.
 
-Inputs: shapes from one row of one token to 300 rows or 200k tokens, the three dtypes, NaN / ±inf / ±0 / denormal
-/ huge scores, all-equal rows, rows sliced out of wider tensors and columns with a stride, per-row parameter tensors
+Inputs: shapes from one row of one token to 300 rows or 200k tokens, the three dtypes (and float64 for the token
+editors), NaN / ±inf / ±0 / denormal / huge scores, all-equal rows, rows sliced out of wider tensors and columns with a stride, per-row parameter tensors
 with extreme values, token ids outside the vocabulary (negative, >= vocab, the dtype's extremes). Each input must
 give the reference's result (the equality rules of the op's own tests), and each bad argument a Python exception
 whose message names it. Examples are the same every run; PYSAMPLE_TEST_SEED=random draws fresh ones.
@@ -23,6 +23,7 @@ from pysample import reference
 from test_beam_step import check_step
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+EDITOR_DTYPES = DTYPES + (torch.float64,)  # the token editors take float64 too
 VOCABS = (1, 2, 3, 17, 64, 1000, 32000, 50257, 200_000)
 SPECIALS = (math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-40, -1e-42, 3e38, -3e38, 1e-8)
 INT_EXTREMES = {torch.int32: (-(2**31), 2**31 - 1), torch.int64: (-(2**63), 2**63 - 1)}
@@ -159,7 +160,7 @@ def test_sample(draw_tokens, data):
 @settings(max_examples=60)
 @given(st.data())
 def test_apply_penalties(data):
-    scores = data.draw(score_tensors(max_elements=200_000))
+    scores = data.draw(score_tensors(max_elements=200_000, dtypes=EDITOR_DTYPES))
     batch, vocab = scores.shape
     id_rows = data.draw(st.sampled_from([d for d in (1, 2, 3, batch) if batch % d == 0]))
     ids = data.draw(token_ids(id_rows, vocab))
@@ -182,7 +183,7 @@ def test_apply_penalties(data):
 @settings(max_examples=60)
 @given(st.data())
 def test_no_repeat_ngram(data):
-    scores = data.draw(score_tensors(max_elements=100_000))
+    scores = data.draw(score_tensors(max_elements=100_000, dtypes=EDITOR_DTYPES))
     batch, vocab = scores.shape
     ids = data.draw(token_ids(batch, vocab, max_length=200))
     length = ids.shape[1]
@@ -208,7 +209,7 @@ def test_no_repeat_ngram(data):
 @settings(max_examples=60)
 @given(st.data())
 def test_bias_sequences(data):
-    scores = data.draw(score_tensors(max_elements=100_000))
+    scores = data.draw(score_tensors(max_elements=100_000, dtypes=EDITOR_DTYPES))
     batch, vocab = scores.shape
     ids = data.draw(token_ids(batch, vocab, max_length=50))
     alphabet = st.integers(0, max(0, min(vocab, 20) - 1))
@@ -226,7 +227,7 @@ def test_bias_sequences(data):
 @given(st.data())
 def test_reorder_kv_cache(data):
     rows = data.draw(st.integers(1, 16))
-    dtype = data.draw(st.sampled_from(DTYPES))
+    dtype = data.draw(st.sampled_from(EDITOR_DTYPES))
     g = _generator(data.draw)
     caches = [torch.randn(rows, data.draw(st.integers(1, 3)), data.draw(st.integers(1, 9)), 4, generator=g).to(dtype)
               for _ in range(data.draw(st.integers(1, 5)))]
