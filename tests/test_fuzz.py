@@ -1,10 +1,11 @@
 """Property-based fuzzing (hypothesis) of every public op against its reference.
 
 Inputs: shapes from one row of one token to 300 rows or 200k tokens, the three dtypes (and float64 for the token
-editors), NaN / ±inf / ±0 / denormal / huge scores, all-equal rows, rows sliced out of wider tensors and columns with a stride, per-row parameter tensors
-with extreme values, token ids outside the vocabulary (negative, >= vocab, the dtype's extremes). Each input must
-give the reference's result (the equality rules of the op's own tests), and each bad argument a Python exception
-whose message names it. Examples are the same every run; PYSAMPLE_TEST_SEED=random draws fresh ones.
+editors), NaN / ±inf / ±0 / denormal / huge scores, all-equal rows, rows sliced out of wider tensors and columns with
+a stride, per-row parameter tensors with extreme values, token ids outside the vocabulary (negative, >= vocab, the
+dtype's extremes). Each input must give the reference's result (the equality rules of the op's own tests), and each
+bad argument a Python exception whose message names it. Examples are the same every run; PYSAMPLE_TEST_SEED=random
+draws fresh ones.
 """
 
 from __future__ import annotations
