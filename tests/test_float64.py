@@ -111,7 +111,8 @@ def test_warpers_are_transformers_bit_for_bit(seed, vocab):
     chain = [transformers.RepetitionPenaltyLogitsProcessor(1.3), transformers.TemperatureLogitsWarper(0.6),
              transformers.TopKLogitsWarper(40), transformers.TopPLogitsWarper(0.9), transformers.MinPLogitsWarper(0.02)]
     ids = torch.randint(0, vocab, (5, 30), generator=torch.Generator().manual_seed(seed))
-    assert_same_bits(pysample.fuse(chain)(ids, x[:5].clone()), transformers.LogitsProcessorList(chain)(ids, x[:5].clone()))
+    rows = x[:5]
+    assert_same_bits(pysample.fuse(chain)(ids, rows.clone()), transformers.LogitsProcessorList(chain)(ids, rows.clone()))
 
 
 def test_warper_op_keeps_exact_values_in_place_and_per_row():

@@ -478,8 +478,9 @@ void mark_like_torch_exact(const Active& a, int64_t vocab, const Cutoff& c, int6
     s.exact_row[a.token(j)] = value;
     s.exact_tied.push_back(value);
   }
-  std::nth_element(s.exact_tied.begin(), s.exact_tied.begin() + (min_keep - 1), s.exact_tied.end(), std::greater<>());
-  const double protect = s.exact_tied[min_keep - 1];
+  auto& values = s.exact_tied;
+  std::nth_element(values.begin(), values.begin() + (min_keep - 1), values.end(), std::greater<>());
+  const double protect = values[min_keep - 1];
   const auto options = at::TensorOptions().dtype(at::kDouble);
   at::Tensor probs = at::from_blob(s.exact_probs.data(), {1, vocab}, options);
   at::_softmax_out(probs, at::from_blob(s.exact_row.data(), {1, vocab}, options), 1, false);
@@ -607,7 +608,10 @@ void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, con
     y = scaled ? out : in;
   } else if constexpr (std::is_same_v<scalar_t, double>) {
     const double t = scaled ? p.temperature.at(row) : 1.0;
-    for (int64_t i = 0; i < vocab; ++i) s.exact[i] = scaled ? in[i] / t : in[i], s.y[i] = static_cast<float>(s.exact[i]);
+    for (int64_t i = 0; i < vocab; ++i) {
+      s.exact[i] = scaled ? in[i] / t : in[i];
+      s.y[i] = static_cast<float>(s.exact[i]);
+    }
     y = s.y.data();
     exact = s.exact.data();
   } else {
