@@ -5,7 +5,7 @@ One benchmark group per (case, shape, device), holding ``pysample`` and ``transf
 
     python -m pytest benchmarks -q --benchmark-json=bench.json && python benchmarks/report.py bench.json
 
-Inputs: float32 logits drawn from N(0, 3^2) with a fixed seed (the nucleus of top-p 0.9 then holds ~2k tokens of
+Inputs: float32 logits (float64 for the cases that say so) drawn from N(0, 3^2) with a fixed seed (the nucleus of top-p 0.9 then holds ~2k tokens of
 49152 and ~5k of 128256, in the range of a small LLM's real logits). On CUDA the timed callable synchronizes.
 """
 
@@ -24,6 +24,8 @@ LOGIT_STD = 3.0
 SHAPES = [(1, 49152), (8, 128256), (64, 128256), (256, 151936)]
 # transformers sorts the whole vocabulary for these; 256x151936 is kept for the headline cases only.
 LARGE_SHAPE_CASES = {"TopK(50)->TopP(0.9)", "TopP(0.9)"}
+# float64 logits (models run in double): the same classes, at the two smaller shapes.
+FLOAT64_CASES = {"TopK(50)->TopP(0.9) float64", "MinP(0.05) float64"}
 DEVICES = ["cpu", "cuda"]
 
 
@@ -47,6 +49,11 @@ def _cases(device: str) -> Dict[str, Tuple[Callable, Callable]]:
             lambda: pysample.EtaLogitsWarper(3e-4, device=device),
             lambda: transformers.EtaLogitsWarper(3e-4, device=device),
         ),
+        "TopK(50)->TopP(0.9) float64": (
+            lambda: pysample.fuse([pysample.TopKLogitsWarper(50), pysample.TopPLogitsWarper(0.9)]),
+            lambda: LogitsProcessorList([transformers.TopKLogitsWarper(50), transformers.TopPLogitsWarper(0.9)]),
+        ),
+        "MinP(0.05) float64": (lambda: pysample.MinPLogitsWarper(0.05), lambda: transformers.MinPLogitsWarper(0.05)),
     }
 
 
@@ -57,6 +64,7 @@ PARAMS = [
     for case in CASE_NAMES
     for shape in SHAPES
     if shape != SHAPES[-1] or case in LARGE_SHAPE_CASES
+    if case not in FLOAT64_CASES or (shape in SHAPES[:2] and device == "cpu")  # float64: the CPU kernel only
     for impl in ("pysample", "transformers")
 ]
 
@@ -107,6 +115,8 @@ def test_warper(benchmark, case: str, shape: Tuple[int, int], device: str, impl:
     make_pysample, make_transformers = _cases(device)[case]
     processor = make_pysample() if impl == "pysample" else make_transformers()
     scores = logits_for(shape, device)
+    if case in FLOAT64_CASES:
+        scores = scores.double()
     input_ids = torch.zeros((shape[0], 1), dtype=torch.long, device=device)
 
     benchmark.group = f"{case} {shape[0]}x{shape[1]} {device}"

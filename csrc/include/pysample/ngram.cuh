@@ -158,7 +158,7 @@ struct SequenceSort {
 // ids per row, contiguous. `sources` (sources_batch rows of source_width ids, contiguous; sources_batch divides
 // batch) is the row's source of n-grams, or null for the row's own ids (sources without ids ban nothing: launch
 // nothing for them, since their data pointer may be null). Per-row values in `params` point to device memory. T is
-// float or a 16-bit float type convertible to and from float. Returns the launch's error.
+// float, double or a 16-bit float type. Returns the launch's error.
 template <typename T, typename Id>
 cudaError_t launch_no_repeat_ngram(T* scores, int64_t row_stride, int64_t stride, int64_t batch, int64_t vocab,
                                    const Id* ids, int64_t length, const Id* sources, int64_t sources_batch,
@@ -184,7 +184,7 @@ inline cudaError_t bias_sequences_workspace_bytes(int64_t count, int64_t vocab, 
 // row_stride and stride, in elements); ids (batch, length) contiguous, row r valid up to lengths[r] (or `length`
 // when `lengths` is null). Sequence s is tokens[offsets[s], offsets[s + 1]) with bias biases[s]; `num_tokens`
 // tokens. Every pointer is to device memory; `workspace` holds bias_sequences_workspace_bytes(count, vocab) bytes,
-// 256-byte aligned. T is float or a 16-bit float type convertible to and from float. Returns the first error.
+// 256-byte aligned. T is float, double or a 16-bit float type. Returns the first error.
 template <typename T, typename Id>
 cudaError_t launch_bias_sequences(T* scores, int64_t row_stride, int64_t stride, int64_t batch, int64_t vocab,
                                   const Id* ids, int64_t length, const int64_t* lengths, const int64_t* tokens,

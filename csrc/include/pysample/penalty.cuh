@@ -177,8 +177,8 @@ cudaError_t launch_count_tokens(uint32_t* counts, uint32_t* seen, int64_t num_sl
 
 // Penalises `batch` rows of `vocab` scores (strides row_stride and stride, in elements) from the counts (num_slots,
 // vocab) and seen bits (num_slots, seen_words(vocab)), row r reading slot slots[r] (or r when `slots` is null).
-// Per-row parameters and `slots` point to device memory. T is float or a 16-bit float type convertible to and from
-// float. Returns the launch's error.
+// Per-row parameters and `slots` point to device memory. T is float, double or a 16-bit float type convertible to and
+// from float. Returns the launch's error.
 template <typename T>
 cudaError_t launch_apply_penalty_counts(T* scores, int64_t row_stride, int64_t stride, int64_t batch, int64_t vocab,
                                         const uint32_t* counts, const uint32_t* seen, int64_t num_slots,
