@@ -16,23 +16,20 @@
 
 namespace pysample {
 
-// Logits of the sampler, the beam step and the CUDA warper: float32, float16 or bfloat16.
-inline void check_logits(const at::Tensor& logits) {
-  TORCH_CHECK_VALUE(logits.dim() == 2, "logits must be 2-D (batch, vocab), got shape ", logits.sizes());
-  TORCH_CHECK_TYPE(
-      logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kHalf || logits.scalar_type() == at::kBFloat16,
-      "logits must be float32, float16 or bfloat16, got ", logits.scalar_type());
-  TORCH_CHECK_VALUE(logits.size(1) <= std::numeric_limits<int32_t>::max(), "logits: vocab size too large");
-}
-
-// Scores of the warper (on the CPU) and the token editors: the logits' dtypes and float64, computed in double.
-inline void check_scores(const at::Tensor& scores, const char* name = "scores") {
+// Scores (batch, vocab), `name` in messages: float32, float16 or bfloat16, and float64 where the kernels compute in
+// double (`float64`: the warper on the CPU, the token editors).
+inline void check_scores(const at::Tensor& scores, const char* name = "scores", bool float64 = true) {
   TORCH_CHECK_VALUE(scores.dim() == 2, name, " must be 2-D (batch, vocab), got shape ", scores.sizes());
-  TORCH_CHECK_TYPE(scores.scalar_type() == at::kDouble || scores.scalar_type() == at::kFloat ||
-                       scores.scalar_type() == at::kHalf || scores.scalar_type() == at::kBFloat16,
-                   name, " must be float32, float64, float16 or bfloat16, got ", scores.scalar_type());
+  const at::ScalarType t = scores.scalar_type();
+  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || (float64 && t == at::kDouble), name,
+                   float64 ? " must be float32, float64, float16 or bfloat16, got "
+                           : " must be float32, float16 or bfloat16, got ",
+                   t);
   TORCH_CHECK_VALUE(scores.size(1) <= std::numeric_limits<int32_t>::max(), name, ": vocab size too large");
 }
+
+// Logits of the sampler, the beam step and the CUDA warper: float32, float16 or bfloat16.
+inline void check_logits(const at::Tensor& logits) { check_scores(logits, "logits", false); }
 
 // A per-row parameter tensor: (batch,) of `dtype` on the device of the rows it parameterises.
 inline void check_rows(const at::Tensor& rows, const at::Tensor& logits, at::ScalarType dtype, const char* name) {

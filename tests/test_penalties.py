@@ -20,11 +20,7 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 INT32_MAX = 2**31 - 1
 
 
-def assert_same_bits(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    """Equal values, -0.0 distinct from 0.0, any NaN equal to any NaN."""
-    assert actual.shape == expected.shape and actual.dtype == expected.dtype
-    diff = W.differing(actual, expected)
-    assert not diff.any(), f"{int(diff.sum())} differ, first at {diff.nonzero()[:5].tolist()}"
+assert_same_bits = W.assert_same_bits
 
 
 def make_scores(batch: int, vocab: int, dtype: torch.dtype, seed: int, device="cpu") -> torch.Tensor:

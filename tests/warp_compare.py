@@ -262,6 +262,13 @@ def differing(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ~(same_value | (a.isnan() & b.isnan()))
 
 
+def assert_same_bits(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal values, -0.0 distinct from 0.0, any NaN equal to any NaN."""
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    diff = differing(actual, expected)
+    assert not diff.any(), f"{int(diff.sum())} differ, first at {diff.nonzero()[:5].tolist()}"
+
+
 @dataclass
 class StageReport:
     """The differing tokens of one stage: counts by explanation, and the first few described."""

@@ -467,6 +467,12 @@ void mark_like_torch(const Active& a, int64_t vocab, const Cutoff& c, float prot
   mark_not_below(p, a.value, a.n, static_cast<float>(c.factor) * top, protect, s.keep.data());
 }
 
+// The k-th largest of `values` (1 <= k <= size), which it reorders.
+double kth_largest_of(std::vector<double>& values, int64_t k) {
+  std::nth_element(values.begin(), values.begin() + (k - 1), values.end(), std::greater<>());
+  return values[k - 1];
+}
+
 // mark_like_torch for a float64 row, on its exact values in double; the tokens at least its min_keep-th largest
 // exact value are kept.
 void mark_like_torch_exact(const Active& a, int64_t vocab, const Cutoff& c, int64_t min_keep, const double* exact,
@@ -478,9 +484,7 @@ void mark_like_torch_exact(const Active& a, int64_t vocab, const Cutoff& c, int6
     s.exact_row[a.token(j)] = value;
     s.exact_tied.push_back(value);
   }
-  auto& values = s.exact_tied;
-  std::nth_element(values.begin(), values.begin() + (min_keep - 1), values.end(), std::greater<>());
-  const double protect = values[min_keep - 1];
+  const double protect = kth_largest_of(s.exact_tied, min_keep);
   const auto options = at::TensorOptions().dtype(at::kDouble);
   at::Tensor probs = at::from_blob(s.exact_probs.data(), {1, vocab}, options);
   at::_softmax_out(probs, at::from_blob(s.exact_row.data(), {1, vocab}, options), 1, false);
@@ -587,8 +591,7 @@ Active exact_top_k(const Active& a, int64_t k, const double* exact, Scratch& s, 
   }
   const int64_t rank = k - above;  // of the exact k-th largest among the tied
   if (rank <= 0 || rank >= static_cast<int64_t>(s.exact_tied.size())) return kept;
-  std::nth_element(s.exact_tied.begin(), s.exact_tied.begin() + (rank - 1), s.exact_tied.end(), std::greater<>());
-  const double kth = s.exact_tied[rank - 1];
+  const double kth = kth_largest_of(s.exact_tied, rank);
   for (int64_t j = 0; j < kept.n; ++j) s.keep[j] = kept.value[j] != bottom || exact[kept.token(j)] >= kth;
   return narrow(kept, s, last);
 }
