@@ -13,6 +13,7 @@ import torch
 
 from . import _C  # noqa: F401  (loads the library: registers torch.ops.pysample)
 
+
 def _records_grad(tensor: torch.Tensor) -> bool:
     """Whether autograd records an in-place change of `tensor`: the in-place ops then run as their differentiable
     out-of-place form followed by ``copy_`` (the raw in-place ops refuse such tensors)."""
@@ -316,8 +317,8 @@ def apply_penalties_(
         ``batch`` (beams sharing their source row: score row ``r`` uses ids row ``r // (batch // len(ids))``). Ids
         outside ``[0, vocab)`` (padding such as -1, ids the output layer does not have) are ignored.
     repetition : float or Tensor, optional
-        >= 0; 1 leaves scores as they are, > 1 discourages repetition (0 and inf apply transformers' rule as it
-        stands: ``s * 0`` or ``s / 0``).
+        >= 0; 1 leaves scores as they are, > 1 discourages repetition. 0 and inf apply transformers' rule as
+        written (``EncoderRepetitionPenaltyLogitsProcessor(inf)`` stores 0).
     presence, frequency : float or Tensor, optional
         Finite; subtracted once (presence) or once per occurrence (frequency) for tokens at output positions.
     history_start : int or Tensor

@@ -813,13 +813,13 @@ def apply_penalties(
 ) -> torch.Tensor:
     """Repetition (transformers' rule), then frequency and presence (OpenAI's) penalties from each row's ids.
 
-    Counted positions: from ``history_start`` on; presence and frequency count only those from ``output_start`` on.
-    Ids outside ``[0, vocab)`` are not counted. A repetition of ``s`` is ``s * p`` for ``s < 0`` else ``s / p``,
-    once per distinct token, computed in float32 with float32 parameters as transformers' float32 ops compute it
-    (float64 scores: in double, scalar parameters in double); then ``s - frequency * count`` and ``s - presence`` for
-    tokens generated at least once. Half types are computed in float32 and rounded at the end. ``ids`` may have fewer rows than ``scores`` when its batch divides theirs
-    (score row ``r`` uses ids row ``r // (batch // len(ids))``); per-row starts follow the ids' rows.
-    ``divide_by_reciprocal``: ``s * (1 / p)`` instead of ``s / p``, as torch divides by a scalar on CUDA (so
+    Counted positions: from ``history_start`` on; presence and frequency count only those from ``output_start`` on. Ids
+    outside ``[0, vocab)`` are not counted. A repetition of ``s`` is ``s * p`` for ``s < 0`` else ``s / p``, once per
+    distinct token, computed in float32 with float32 parameters as transformers' float32 ops compute it (float64 scores:
+    in double, scalar parameters in double); then ``s - frequency * count`` and ``s - presence`` for tokens generated at
+    least once. Half types are computed in float32 and rounded at the end. ``ids`` may have fewer rows than ``scores``
+    when its batch divides theirs (score row ``r`` uses ids row ``r // (batch // len(ids))``); per-row starts follow the
+    ids' rows. ``divide_by_reciprocal``: ``s * (1 / p)`` instead of ``s / p``, as torch divides by a scalar on CUDA (so
     transformers' CUDA result).
     """
     batch, vocab = scores.shape

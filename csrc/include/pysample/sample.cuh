@@ -4,15 +4,15 @@
 //
 // One thread block per row, reading the row in global memory on every pass (the scaled logits are recomputed
 // rather than stored: no scratch buffer) with no sort of the vocabulary, no allocation and no host synchronisation.
-// What top-k and top-p keep is a prefix of one order, descending (value, then token id), so both are one
-// upper bound on the composite ((~key) << 32 | id) of a token (`RowView::bound`); min-p is a test of each token's
+// What top-k and top-p keep is a prefix of one order, descending (value, then token id), so both are one upper bound on
+// the composite ((~key) << 32 | (vocab - 1 - id)) of a token (`RowView::bound`); min-p is a test of each token's
 // weight. The boundaries are found by the radix select of warp.cuh (8-bit digits of the composite, shared-memory
-// histograms of counts or of fixed-point weights, a block scan for the digit where the running count or weight
-// reaches the goal), here on the integer weights of sample.h: top-p keeps up to the first token at which
-// double(running weight) >= top_p * double(total), the complement of top_p_keeps on the weight before the next one,
-// so the boundary is exactly the CPU's. Each draw is then a search of the running kept weight in token order: every
-// warp sums a contiguous segment of the row, and the warp whose segment holds the draw's target walks it, 32 tokens
-// at a time with a warp scan. Every sum is of integers, so no order of additions changes a result.
+// histograms of counts or of fixed-point weights, a block scan for the digit where the running count or weight reaches
+// the goal), here on the integer weights of sample.h: top-p keeps up to the first token at which double(running weight)
+// >= top_p * double(total), the complement of top_p_keeps on the weight before the next one, so the boundary is exactly
+// the CPU's. Each draw is then a search of the running kept weight in token order: every warp sums a contiguous segment
+// of the row, and the warp whose segment holds the draw's target walks it, 32 tokens at a time with a warp scan. Every
+// sum is of integers, so no order of additions changes a result.
 //
 // The per-row logic (`sample_row`, `select`) is written once over a `Block` of primitives (a reduction, a digit
 // histogram with its crossing, a search), __host__ __device__: `DeviceBlock` is the CUDA implementation, and the
