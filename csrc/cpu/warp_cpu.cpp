@@ -501,8 +501,8 @@ void mark_like_torch_exact(const Active& a, int64_t vocab, const Cutoff& c, int6
 // the cut-off are decided by torch (see Cutoff). `cutoff(a, max)` returns the Cutoff. For min-p transformers keeps
 // the min_keep largest *probabilities* through topk, whose choice among tied values is unspecified; here every value
 // tied with the min_keep-th largest is kept.
-// float64 rows (`exact`: their values) are decided on their exact values wherever transformers' decision is exact
-// (band > 0), else on their values rounded to float32.
+// float64 rows (`exact`: their values) are decided as float32 rows, on their exact values wherever that could differ
+// from transformers' exact decision (band > 0).
 template <typename MakeCutoff>
 Active probability_stage(const Active& a, int64_t vocab, int64_t min_keep, const double* exact, Scratch& s, bool last,
                          MakeCutoff cutoff) {
@@ -514,8 +514,13 @@ Active probability_stage(const Active& a, int64_t vocab, int64_t min_keep, const
   // With fewer active tokens than min_keep, the min_keep-th largest is a removed (-inf) token: nothing goes.
   if (min_keep > a.n) return a;
   const float protect = min_keep == 1 ? max : kth_largest(a, min_keep, s).value;
-  const Cutoff c = cutoff(a, max);
-  if (exact != nullptr && c.band > 0) {
+  Cutoff c = cutoff(a, max);
+  // A float64 row is decided on its exact values where float32 cannot: a token within the band, widened by the
+  // rounding of x - max and of the log-sum to float32 (2^-24 of the values and of the exps' distances, < 128), or
+  // several tokens rounding to the protected value (the exact values protect fewer).
+  const bool by_exact = exact != nullptr && c.band > 0;
+  if (by_exact) c.band += 0x1p-21 * (std::abs(double{max}) + std::abs(c.log_cutoff) + 128);
+  if (by_exact && (c.band == kInf || std::count(a.value, a.value + a.n, protect) > 1)) {
     mark_like_torch_exact(a, vocab, c, min_keep, exact, s);
     return narrow(a, s, last);
   }
@@ -528,7 +533,7 @@ Active probability_stage(const Active& a, int64_t vocab, int64_t min_keep, const
   if (c.band > 0 && lo > c.log_cutoff - c.band) lo = std::nextafter(lo, -kInf);
   if (c.band > 0 && hi < c.log_cutoff + c.band) hi = std::nextafter(hi, kInf);
   if (mark_probable(a.value, a.n, max, static_cast<float>(c.log_cutoff), lo, hi, protect, s.keep.data())) {
-    mark_like_torch(a, vocab, c, protect, s);
+    by_exact ? mark_like_torch_exact(a, vocab, c, min_keep, exact, s) : mark_like_torch(a, vocab, c, protect, s);
   }
   return narrow(a, s, last);
 }
