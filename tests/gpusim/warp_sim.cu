@@ -1,0 +1,38 @@
+// warp.cuh's launcher in the simulator: launch_warp_logits on "logits" with the stages the case has (temperature,
+// top_k, top_p, min_p, typical_p, epsilon, eta: 0-d for every row or 1-d per row), min_tokens_to_keep and
+// filter_value (the op warp_logits), for tests/gpusim/test_sim_warp.py to compare with the CPU op.
+#include "pysample/warp.cuh"
+#include "sim_case.h"
+
+namespace sim {
+
+Case run(const Case& in) {
+  Device device;
+  const Array& logits = need(in, "logits");
+  pysample::WarpParams params;
+  params.temperature = row_param<float, double>(in, "temperature", device);
+  params.top_k = row_param<int64_t, int64_t>(in, "top_k", device);
+  params.top_p = row_param<float, double>(in, "top_p", device);
+  params.min_p = row_param<float, double>(in, "min_p", device);
+  params.typical_p = row_param<float, double>(in, "typical_p", device);
+  params.epsilon = row_param<float, double>(in, "epsilon", device);
+  params.eta = row_param<float, double>(in, "eta", device);
+  if (const Array* min_keep = find(in, "min_tokens_to_keep")) params.min_tokens_to_keep = min_keep->item<int64_t>();
+  if (const Array* filter = find(in, "filter_value")) params.filter_value = static_cast<float>(filter->item<double>());
+  Case out;
+  dispatch_float(logits.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    if constexpr (std::is_same_v<T, double>) {
+      throw std::runtime_error("the CUDA warper takes no float64 logits");
+    } else {
+    const int64_t vocab = logits.size(1);
+    T* warped = device.copy<T>(logits);
+    check(pysample::launch_warp_logits<T>(warped, vocab, warped, vocab, logits.size(0), vocab, params, nullptr),
+          "launch_warp_logits");
+    out["warped"] = Device::result(warped, logits);
+    }
+  });
+  return out;
+}
+
+}  // namespace sim
