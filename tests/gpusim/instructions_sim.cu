@@ -9,6 +9,8 @@
 //   int64 / uint64 -> double / float: cvt.rn.f64.s64 and the like (07-cvt-from-64-bit-integers)
 //   double / float -> 64- and 32-bit integers: cvt.rzi.u64.f64 and the like, clamped, NaN 0 (08-cvt-float-to-integer)
 //   fused multiply-add: fma.rn.f32 / fma.rn.f64, one rounding (09-fused-multiply-add)
+//   the high half of a 64-bit product: mul.hi.u64 / mul.hi.s64 (10-mul-hi-64)
+//   a vector of immediates: st.param.v4.b8 [param], {1, 0, 0, 1} (01-vector-immediates)
 #include <cmath>
 
 #include "sim_case.h"
@@ -38,11 +40,29 @@ struct Frame {
   __host__ __device__ __noinline__ double pick(int64_t i) const { return static_cast<double>(values[i & 3]) * *scale; }
 };
 
-__global__ void call_kernel(const int64_t* x, int64_t n, double* out) {
+// Four bytes passed by value with constant values: st.param.v4.b8 [param], {1, 0, 0, 1} (two callers, so that the
+// compiler does not fold them into the function).
+struct alignas(4) Flags {
+  bool a, b, c, d;
+};
+
+__host__ __device__ __noinline__ int64_t flag_bits(Flags flags, int64_t x) {
+  return x * 16 + flags.a * 8 + flags.b * 4 + flags.c * 2 + flags.d;
+}
+
+__global__ void call_kernel(const int64_t* x, int64_t n, double* out, int64_t* flagged) {
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
     const double scale = 0.5 * static_cast<double>(i);
     const Frame frame{{x[i], 2 * x[i], -x[i], 7}, &scale};
     out[i] = frame.pick(i);
+    flagged[i] = flag_bits(Flags{true, false, false, true}, x[i]) - flag_bits(Flags{false, true, true, false}, i);
+  }
+}
+
+__global__ void mul_hi_kernel(const int64_t* x, int64_t n, int64_t* high) {
+  for (int64_t i = threadIdx.x; i + 1 < n; i += blockDim.x) {
+    high[2 * i] = __mul64hi(x[i], x[i + 1]);
+    high[2 * i + 1] = static_cast<int64_t>(__umul64hi(static_cast<uint64_t>(x[i]), static_cast<uint64_t>(x[i + 1])));
   }
 }
 
@@ -118,9 +138,29 @@ Case run(const Case& in) {
   Array floats{Dtype::f32, integers.shape, std::vector<unsigned char>(count * 4)};
   auto* d_integers = device.copy<int64_t>(integers);
   auto* called = static_cast<double*>(device.allocate(count * 8));
-  call_kernel<<<1, 128>>>(d_integers, count, called);
+  auto* flagged = static_cast<int64_t*>(device.allocate(count * 8));
+  call_kernel<<<1, 128>>>(d_integers, count, called, flagged);
   check(cudaGetLastError(), "call_kernel");
-  out["called"] = Device::result(called, doubles);
+  out["called"] = Device::result(called, doubles), out["flagged"] = Device::result(flagged, integers);
+  const int64_t pairs = count > 1 ? count - 1 : 0;
+  Array high_like{Dtype::i64, {pairs, 2}, std::vector<unsigned char>(pairs * 16)};
+  auto* high = static_cast<int64_t*>(device.allocate(pairs * 16));
+  mul_hi_kernel<<<1, 128>>>(d_integers, count, high);
+  check(cudaGetLastError(), "mul_hi_kernel");
+  out["mul_hi"] = Device::result(high, high_like);
+  Array host_flagged = integers, host_high = high_like;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t* v = integers.data<int64_t>() + i;
+    const int64_t f = flag_bits(Flags{true, false, false, true}, v[0]) - flag_bits(Flags{false, true, true, false}, i);
+    std::memcpy(host_flagged.bytes.data() + 8 * i, &f, 8);
+    if (i + 1 < count) {
+      const int64_t h[2] = {static_cast<int64_t>((static_cast<__int128>(v[0]) * v[1]) >> 64),
+                            static_cast<int64_t>((static_cast<unsigned __int128>(static_cast<uint64_t>(v[0])) *
+                                                  static_cast<uint64_t>(v[1])) >> 64)};
+      std::memcpy(host_high.bytes.data() + 16 * i, h, 16);
+    }
+  }
+  out["host_flagged"] = host_flagged, out["host_mul_hi"] = host_high;
   std::vector<void*> converted;
   for (const Array* like : {&doubles, &floats, &doubles, &floats}) converted.push_back(device.allocate(like->bytes.size()));
   int_to_float_kernel<<<1, 128>>>(d_integers, count, static_cast<double*>(converted[0]),

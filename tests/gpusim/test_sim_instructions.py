@@ -78,6 +78,14 @@ def test_a_called_function_reads_its_callers_frame():
     assert torch.equal(simulated()["called"], simulated()["host_called"])
 
 
+def test_vector_of_immediates():
+    assert torch.equal(simulated()["flagged"], simulated()["host_flagged"])
+
+
+def test_high_half_of_64_bit_products():
+    assert torch.equal(simulated()["mul_hi"], simulated()["host_mul_hi"])
+
+
 @pytest.mark.parametrize("source", ["double", "float"])
 def test_float_to_integer(source):
     values = REALS.tolist() if source == "double" else REALS.float().double().tolist()
