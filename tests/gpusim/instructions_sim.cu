@@ -11,7 +11,10 @@
 //   fused multiply-add: fma.rn.f32 / fma.rn.f64, one rounding (09-fused-multiply-add)
 //   the high half of a 64-bit product: mul.hi.u64 / mul.hi.s64 (10-mul-hi-64)
 //   a vector of immediates: st.param.v4.b8 [param], {1, 0, 0, 1} (01-vector-immediates)
+//   %lanemask_eq / le / lt / ge / gt (11-lane-masks)
+//   a shuffle whose destination is its source: CUB's 64-bit warp scan (12-shfl-reads-before-writes)
 #include <cmath>
+#include <cub/warp/warp_scan.cuh>
 
 #include "sim_case.h"
 
@@ -92,6 +95,22 @@ __global__ void fma_kernel(const double* x, int64_t n, double* fused, float* fus
     fused[i] = fma(x[i], x[i + 1], x[i + 2]);
     fused_float[i] = fmaf(static_cast<float>(x[i]), static_cast<float>(x[i + 1]), static_cast<float>(x[i + 2]));
   }
+}
+
+__global__ void warp_kernel(uint32_t* masks, uint64_t* scanned) {
+  uint32_t eq, le, lt, ge, gt;
+  asm("mov.u32 %0, %%lanemask_eq;" : "=r"(eq));
+  asm("mov.u32 %0, %%lanemask_le;" : "=r"(le));
+  asm("mov.u32 %0, %%lanemask_lt;" : "=r"(lt));
+  asm("mov.u32 %0, %%lanemask_ge;" : "=r"(ge));
+  asm("mov.u32 %0, %%lanemask_gt;" : "=r"(gt));
+  const unsigned lane = threadIdx.x;
+  masks[5 * lane] = eq, masks[5 * lane + 1] = le, masks[5 * lane + 2] = lt, masks[5 * lane + 3] = ge;
+  masks[5 * lane + 4] = gt;
+  __shared__ typename cub::WarpScan<unsigned long long>::TempStorage storage;
+  unsigned long long sum;
+  cub::WarpScan<unsigned long long>(storage).InclusiveSum((1ull << 33) + lane * lane, sum);
+  scanned[lane] = sum;
 }
 
 Case run(const Case& in) {
@@ -210,6 +229,14 @@ Case run(const Case& in) {
     std::memcpy(host_fused.bytes.data() + 8 * i, &h, 8), std::memcpy(host_fused_float.bytes.data() + 4 * i, &hf, 4);
   }
   out["host_fused"] = host_fused, out["host_fused_float"] = host_fused_float;
+
+  Array masks_like{Dtype::i32, {32, 5}, std::vector<unsigned char>(32 * 5 * 4)};
+  Array scanned_like{Dtype::i64, {32}, std::vector<unsigned char>(32 * 8)};
+  auto* masks = static_cast<uint32_t*>(device.allocate(32 * 5 * 4));
+  auto* scanned = static_cast<uint64_t*>(device.allocate(32 * 8));
+  warp_kernel<<<1, 32>>>(masks, scanned);
+  check(cudaGetLastError(), "warp_kernel");
+  out["lane_masks"] = Device::result(masks, masks_like), out["warp_scan"] = Device::result(scanned, scanned_like);
   return out;
 }
 

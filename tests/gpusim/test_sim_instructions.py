@@ -99,3 +99,16 @@ def test_float_to_integer(source):
 @pytest.mark.parametrize("what", ["fused", "fused_float"])
 def test_fused_multiply_add_rounds_once(what):
     assert_same_bits(simulated()[what], simulated()[f"host_{what}"])
+
+
+def test_lane_masks():
+    full = (1 << 32) - 1
+    expected = [[1 << lane, (2 << lane) - 1, (1 << lane) - 1, full & ~((1 << lane) - 1), full & ~((2 << lane) - 1)]
+                for lane in range(32)]
+    actual = (simulated()["lane_masks"].long() & full).tolist()
+    assert actual == [[m & full for m in row] for row in expected]
+
+
+def test_64_bit_warp_scan():
+    values = [(1 << 33) + lane * lane for lane in range(32)]
+    assert simulated()["warp_scan"].tolist() == [sum(values[: lane + 1]) for lane in range(32)]
