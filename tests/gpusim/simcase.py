@@ -55,30 +55,39 @@ def read_case(path: Path) -> Arrays:
     return arrays
 
 
-def run_program(program: str, cases: List[Tuple[str, Arrays]], timeout: float = 1500) -> Dict[str, Arrays]:
+def run_program(program: str, cases: List[Tuple[str, Arrays]], processes: int = 1,
+                timeout: float = 1500) -> Dict[str, Arrays]:
     """Runs build/gpusim/bin/<program> in the simulator on every case (id, inputs); returns each case's outputs.
-    The simulator's own output goes to build/gpusim/logs/<program>.log."""
+    `processes` simulator processes share the cases (round robin) and run at once. The simulator's own output goes to
+    build/gpusim/logs/<program>.log (.1.log, ... for the further processes)."""
     binary = BIN / program
+    if not cases:
+        return {}
     if not binary.exists():
         raise FileNotFoundError(f"{binary} is not built: run scripts/test_gpusim")
     config = Path(os.environ["GPUSIM_CONFIG"])  # set by build/gpusim/env.sh
     LOGS.mkdir(parents=True, exist_ok=True)
-    log = LOGS / f"{program}.log"
     with tempfile.TemporaryDirectory(prefix=f"gpusim-{program}-") as work:
-        work = Path(work)
-        for item in config.iterdir():
-            shutil.copy(item, work)
-        args = []
-        for i, (_, inputs) in enumerate(cases):
-            write_case(work / f"in{i}", inputs)
-            args += [f"in{i}", f"out{i}"]
-        with open(log, "w") as out:
-            completed = subprocess.run([str(binary), *args], cwd=work, stdout=out, stderr=subprocess.STDOUT,
-                                       timeout=timeout)
-        if completed.returncode != 0:
-            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
-            raise RuntimeError(f"{program} exited with {completed.returncode}; end of {log}:\n{tail}")
-        return {case_id: read_case(work / f"out{i}") for i, (case_id, _) in enumerate(cases)}
+        runs = []
+        for p in range(min(processes, len(cases))):
+            folder = Path(work) / str(p)
+            folder.mkdir()
+            for item in config.iterdir():
+                shutil.copy(item, folder)
+            args = []
+            for i in range(p, len(cases), processes):
+                write_case(folder / f"in{i}", cases[i][1])
+                args += [f"in{i}", f"out{i}"]
+            log = LOGS / (f"{program}.log" if p == 0 else f"{program}.{p}.log")
+            with open(log, "w") as out:
+                runs.append((folder, log, subprocess.Popen([str(binary), *args], cwd=folder, stdout=out,
+                                                           stderr=subprocess.STDOUT)))
+        for folder, log, process in runs:
+            if process.wait(timeout=timeout) != 0:
+                tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
+                raise RuntimeError(f"{program} exited with {process.returncode}; end of {log}:\n{tail}")
+        return {case_id: read_case(Path(work) / str(i % processes) / f"out{i}") for i, (case_id, _) in
+                enumerate(cases)}
 
 
 def outputs_or_error(outputs: Arrays) -> Arrays:
