@@ -97,6 +97,18 @@ def outputs_or_error(outputs: Arrays) -> Arrays:
     return outputs
 
 
+def stage_arrays(params: Dict[str, object]) -> Arrays:
+    """Warper / sampler parameters as case arrays, as the ops store them: a tensor per row (int64 top_k, float32 the
+    others), a scalar 0-d (int64 top_k, float64 the others)."""
+    arrays = {}
+    for stage, value in params.items():
+        if isinstance(value, torch.Tensor):
+            arrays[stage] = value.to(torch.int64 if stage == "top_k" else torch.float32)
+        else:
+            arrays[stage] = torch.tensor(value, dtype=torch.int64 if stage == "top_k" else torch.float64)
+    return arrays
+
+
 def param_args(case: Arrays, name: str, default: Optional[object] = None) -> Tuple[Optional[torch.Tensor], object]:
     """The op's (name_rows, name) pair for a case's parameter: a 1-d array is per row (the scalar then `default`), a
     0-d one a scalar, an absent one (None, default)."""

@@ -12,26 +12,18 @@ import pytest
 import torch
 
 from simcase import Arrays, outputs_or_error, run_program
+from test_beam_step import make_beam_scores, make_logits
 
 ops = torch.ops.pysample
 
 
 def make_case(seed: int, batch: int, beams: int, vocab: int, k: int, dtype=torch.float32, kind="normal",
               log_softmax=True, first_step=False) -> Arrays:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch * beams, vocab, generator=g) * 4
-    if kind == "ties":  # a coarse grid: many exact ties within and across rows
-        x = (x * 2).round() / 2
-    elif kind == "neg_inf":
-        x[torch.rand(x.shape, generator=g) < 0.3] = -math.inf
-    elif kind == "undefined" and x.numel():  # rows with a NaN, a +inf, only -inf: NaN scores, ranked first
+    x = make_logits(batch, beams, vocab, torch.float32, seed, "normal" if kind == "undefined" else kind)
+    if kind == "undefined" and x.numel():  # rows with a NaN, a +inf, only -inf: NaN scores, ranked first
         x[0, 3], x[-1, 0] = float("nan"), float("inf")
         x[beams // 2] = -math.inf
-    if first_step:  # transformers' start: 0 for the first beam, -1e9 for the others
-        beam_scores = torch.full((batch, beams), -1e9)
-        beam_scores[:, 0] = 0
-    else:
-        beam_scores = -torch.rand(batch, beams, generator=g) * 20
+    beam_scores = make_beam_scores(batch, beams, seed, first_step)
     return {"logits": x.to(dtype), "beam_scores": beam_scores.reshape(-1), "num_beams": torch.tensor(beams),
             "num_candidates": torch.tensor(k), "log_softmax": torch.tensor(int(log_softmax))}
 

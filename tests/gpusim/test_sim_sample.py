@@ -5,14 +5,13 @@ rows, +inf rows (the softmax's limit) and rows whose softmax is undefined (-1) (
 from __future__ import annotations
 
 import functools
-import math
 from typing import Dict
 
 import pytest
 import torch
 
 import warp_compare as W
-from simcase import Arrays, outputs_or_error, param_args, run_program
+from simcase import Arrays, outputs_or_error, param_args, run_program, stage_arrays
 
 ops = torch.ops.pysample
 
@@ -24,12 +23,7 @@ def make_case(seed: int, batch=8, vocab=1000, dtype=torch.float32, kinds=W.ROW_K
             # seeds over the whole 64 bits (negative int64: the high bit set), steps beyond 32 bits
             "seed": torch.randint(-2 ** 63, 2 ** 63 - 1, (batch,), generator=g),
             "step": torch.randint(0, 2 ** 40, (batch,), generator=g), "draws": torch.tensor(draws)}
-    for name, value in params.items():
-        if isinstance(value, torch.Tensor):
-            case[name] = value.to(torch.int64 if name == "top_k" else torch.float32)
-        else:
-            case[name] = torch.tensor(value, dtype=torch.int64 if name == "top_k" else torch.float64)
-    return case
+    return {**case, **stage_arrays(params)}
 
 
 CASES: Dict[str, Arrays] = {

@@ -14,10 +14,8 @@ import torch
 
 import pysample
 import warp_compare as W
-from simcase import Arrays, outputs_or_error, run_program
+from simcase import Arrays, outputs_or_error, run_program, stage_arrays
 
-FLOAT_PARAMS = ("temperature", "top_p", "min_p", "typical_p", "epsilon", "eta")
-HALF = (torch.float16, torch.bfloat16)
 
 
 def logits(seed: int, batch: int, vocab: int, dtype=torch.float32, kinds=W.ROW_KINDS) -> torch.Tensor:
@@ -66,14 +64,8 @@ def enabled(params: Dict[str, object]) -> List[str]:
 
 
 def case_arrays(x: torch.Tensor, params: Dict[str, object], keep: int, filter_value: float) -> Arrays:
-    arrays = {"logits": x, "min_tokens_to_keep": torch.tensor(keep), "filter_value": torch.tensor(filter_value,
-                                                                                                  dtype=torch.float64)}
-    for stage, value in params.items():
-        if isinstance(value, torch.Tensor):
-            arrays[stage] = value.to(torch.int64 if stage == "top_k" else torch.float32)
-        else:
-            arrays[stage] = torch.tensor(value, dtype=torch.int64 if stage == "top_k" else torch.float64)
-    return arrays
+    return {"logits": x, "min_tokens_to_keep": torch.tensor(keep),
+            "filter_value": torch.tensor(filter_value, dtype=torch.float64), **stage_arrays(params)}
 
 
 def prefixes():
