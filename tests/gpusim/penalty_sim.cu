@@ -1,7 +1,7 @@
 // penalty.cuh's launchers in the simulator: launch_apply_penalties on "scores" and, when the case has "counts",
 // launch_count_tokens into "counts" / "seen" then launch_apply_penalty_counts on "scores" from those tables (the ops
-// apply_penalties_, count_tokens_, apply_penalty_counts_), for tests/gpusim/test_simulated.py to compare with the
-// CPU ops.
+// apply_penalties_, count_tokens_, apply_penalty_counts_); scores transposed in memory with "column_major". For
+// tests/gpusim/test_sim_penalty.py to compare with the CPU ops.
 #include "pysample/penalty.cuh"
 #include "sim_case.h"
 
@@ -26,11 +26,12 @@ Case run(const Case& in) {
     dispatch_ids(ids.dtype, [&](auto id_zero) {
       using Id = decltype(id_zero);
       const Id* ids_data = device.copy<Id>(ids);
-      T* penalized = device.copy<T>(scores);
-      check(pysample::launch_apply_penalties<T, Id>(penalized, vocab, 1, batch, vocab, ids_data, ids.size(0), length,
+      const DeviceScores penalized(in, scores, device);
+      check(pysample::launch_apply_penalties<T, Id>(static_cast<T*>(penalized.data), penalized.row_stride,
+                                                    penalized.stride, batch, vocab, ids_data, ids.size(0), length,
                                                     params, scope, device.zeros<uint32_t>(batch * vocab), nullptr),
             "launch_apply_penalties");
-      out["penalized"] = Device::result(penalized, scores);
+      out["penalized"] = penalized.result();
       const Array* counts = find(in, "counts");
       if (!counts) return;
 
@@ -42,11 +43,12 @@ Case run(const Case& in) {
             "launch_count_tokens");
       out["counts"] = Device::result(counted, *counts);
       out["seen"] = Device::result(seen, need(in, "seen"));
-      T* from_counts = device.copy<T>(scores);
-      check(pysample::launch_apply_penalty_counts<T>(from_counts, vocab, 1, batch, vocab, counted, seen, slots, slot_of,
+      const DeviceScores from_counts(in, scores, device);
+      check(pysample::launch_apply_penalty_counts<T>(static_cast<T*>(from_counts.data), from_counts.row_stride,
+                                                     from_counts.stride, batch, vocab, counted, seen, slots, slot_of,
                                                      params, nullptr),
             "launch_apply_penalty_counts");
-      out["penalized_from_counts"] = Device::result(from_counts, scores);
+      out["penalized_from_counts"] = from_counts.result();
     });
   });
   return out;

@@ -171,6 +171,47 @@ pysample::RowParam<Stored, Value> row_param(const Case& arrays, const std::strin
   return param;
 }
 
+// Scores (batch, vocab) on the device, row by row or, when the case has "column_major", token by token: a transposed
+// view (row stride 1, token stride batch), since the launchers take any strides.
+struct DeviceScores {
+  void* data;
+  int64_t row_stride;
+  int64_t stride;
+
+  DeviceScores(const Case& arrays, const Array& scores, Device& device)
+      : like_(scores), transposed_(find(arrays, "column_major") != nullptr) {
+    const int64_t batch = scores.size(0), vocab = scores.size(1);
+    row_stride = transposed_ ? 1 : vocab;
+    stride = transposed_ ? batch : 1;
+    Array stored = scores;
+    if (transposed_) permute(scores.bytes.data(), stored.bytes.data(), false);
+    data = device.copy<unsigned char>(stored);
+  }
+
+  // The scores after the launch, (batch, vocab) row by row.
+  Array result() const {
+    Array stored = Device::result(data, like_), out = like_;
+    if (!transposed_) return stored;
+    permute(stored.bytes.data(), out.bytes.data(), true);
+    return out;
+  }
+
+ private:
+  const Array& like_;
+  bool transposed_;
+
+  // Row-major (batch, vocab) to column-major, or back.
+  void permute(const unsigned char* from, unsigned char* to, bool back) const {
+    const int64_t batch = like_.size(0), vocab = like_.size(1), size = static_cast<int64_t>(dtype_size(like_.dtype));
+    for (int64_t r = 0; r < batch; ++r) {
+      for (int64_t t = 0; t < vocab; ++t) {
+        const int64_t row_major = (r * vocab + t) * size, column_major = (t * batch + r) * size;
+        std::memcpy(to + (back ? row_major : column_major), from + (back ? column_major : row_major), size);
+      }
+    }
+  }
+};
+
 // A device pointer to an optional array, null when absent.
 template <typename T>
 T* optional_copy(const Case& arrays, const std::string& name, Device& device) {

@@ -64,6 +64,9 @@ CASES = {
     # %lanemask_*, 64-bit warp scans) sort them in two passes of one tile; two tiles or more (about 4000 keys) go
     # wrong in the simulator (README, Status)
     "onesweep-sort": many_sequences(12, 3000),
+    # the scores transposed in memory (row stride 1, token stride batch), as a strided view reaches the kernels
+    "column-major": {**make_case(13, torch.float16, per_row_n=True, n=(1, 2, 3), lengths=True),
+                     "column_major": torch.tensor(1)},
     "empty-batch": make_case(10, batch=0),
     "no-ids": make_case(11, length=0),
 }

@@ -60,6 +60,8 @@ CASES = {
     "empty-batch": make_case(10, batch=0, vocab=50),
     "no-ids": make_case(11, length=0),
     "one-token": make_case(12, vocab=1, batch=2, length=5),
+    # the scores transposed in memory (row stride 1, token stride batch), as a strided view reaches the kernels
+    "column-major": {**make_case(13, per_row=True, per_row_scope=True, slots=True), "column_major": torch.tensor(1)},
 }
 
 

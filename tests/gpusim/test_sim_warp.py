@@ -55,6 +55,7 @@ CASES: List[Tuple[str, torch.Tensor, Dict[str, object], int, float]] = [
     ("float16-top_p-1", logits(21, 8, 1000, torch.float16), {"top_p": 1.0}, 1, -math.inf),
     ("filter-value", logits(22, 4, 500), {"top_p": 0.5}, 1, -1e4),
     ("vocab-1", logits(23, 3, 1), {"top_k": 1, "top_p": 0.5, "min_p": 0.5}, 1, -math.inf),
+    ("out-of-place-padded-input", logits(25, 4, 700), {"top_k": 40, "top_p": 0.9}, 1, -math.inf),
     ("empty-batch", logits(24, 0, 100), {"top_k": 5, "top_p": 0.5}, 1, -math.inf),
 ]
 
@@ -63,9 +64,12 @@ def enabled(params: Dict[str, object]) -> List[str]:
     return [s for s in W.STAGES if params.get(s) is not None]
 
 
-def case_arrays(x: torch.Tensor, params: Dict[str, object], keep: int, filter_value: float) -> Arrays:
-    return {"logits": x, "min_tokens_to_keep": torch.tensor(keep),
-            "filter_value": torch.tensor(filter_value, dtype=torch.float64), **stage_arrays(params)}
+def case_arrays(name: str, x: torch.Tensor, params: Dict[str, object], keep: int, filter_value: float) -> Arrays:
+    arrays = {"logits": x, "min_tokens_to_keep": torch.tensor(keep),
+              "filter_value": torch.tensor(filter_value, dtype=torch.float64), **stage_arrays(params)}
+    if "padded-input" in name:  # out of place, from input rows with padding between them (warp_sim.cu)
+        arrays["padded_input"] = torch.tensor(1)
+    return arrays
 
 
 def prefixes():
@@ -73,7 +77,7 @@ def prefixes():
     for name, x, params, keep, filter_value in CASES:
         stages = enabled(params)
         for n in range(1, len(stages) + 1):
-            yield (name, n), case_arrays(x, {s: params[s] for s in stages[:n]}, keep, filter_value)
+            yield (name, n), case_arrays(name, x, {s: params[s] for s in stages[:n]}, keep, filter_value)
 
 
 @functools.lru_cache(maxsize=None)

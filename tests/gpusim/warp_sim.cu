@@ -1,6 +1,7 @@
 // warp.cuh's launcher in the simulator: launch_warp_logits on "logits" with the stages the case has (temperature,
 // top_k, top_p, min_p, typical_p, epsilon, eta: 0-d for every row or 1-d per row), min_tokens_to_keep and
-// filter_value (the op warp_logits), for tests/gpusim/test_sim_warp.py to compare with the CPU op.
+// filter_value (the op warp_logits_; out of place from rows with padding with "padded_input", as warp_logits), for
+// tests/gpusim/test_sim_warp.py to compare with the CPU op.
 #include "pysample/warp.cuh"
 #include "sim_case.h"
 
@@ -25,11 +26,25 @@ Case run(const Case& in) {
     if constexpr (std::is_same_v<T, double>) {
       throw std::runtime_error("the CUDA warper takes no float64 logits");
     } else {
-    const int64_t vocab = logits.size(1);
-    T* warped = device.copy<T>(logits);
-    check(pysample::launch_warp_logits<T>(warped, vocab, warped, vocab, logits.size(0), vocab, params, nullptr),
-          "launch_warp_logits");
-    out["warped"] = Device::result(warped, logits);
+      const int64_t batch = logits.size(0), vocab = logits.size(1);
+      T* warped = device.copy<T>(logits);
+      if (find(in, "padded_input")) {
+        // out of place, as the op warp_logits: input rows `vocab + 5` apart, the output (NaN until written) apart
+        const int64_t in_stride = vocab + 5;
+        Array padded{logits.dtype, {batch, in_stride}, std::vector<unsigned char>(batch * in_stride * sizeof(T), 0xFF)};
+        for (int64_t r = 0; r < batch; ++r) {
+          std::memcpy(padded.bytes.data() + r * in_stride * sizeof(T), logits.bytes.data() + r * vocab * sizeof(T),
+                      vocab * sizeof(T));
+        }
+        check(cudaMemset(warped, 0xFF, batch * vocab * sizeof(T)), "cudaMemset");
+        check(pysample::launch_warp_logits<T>(device.copy<T>(padded), in_stride, warped, vocab, batch, vocab, params,
+                                              nullptr),
+              "launch_warp_logits");
+      } else {
+        check(pysample::launch_warp_logits<T>(warped, vocab, warped, vocab, batch, vocab, params, nullptr),
+              "launch_warp_logits");
+      }
+      out["warped"] = Device::result(warped, logits);
     }
   });
   return out;
