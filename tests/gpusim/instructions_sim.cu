@@ -123,7 +123,8 @@ Case run(const Case& in) {
   convert_kernel<<<1, 128>>>(device.copy<float>(x), n, bf16, bf16_back, f16);
   check(cudaGetLastError(), "convert_kernel");
 
-  Array bf16_like{Dtype::bf16, x.shape, std::vector<unsigned char>(n * 2)}, f16_like{Dtype::f16, x.shape, bf16_like.bytes};
+  Array bf16_like{Dtype::bf16, x.shape, std::vector<unsigned char>(n * 2)};
+  Array f16_like{Dtype::f16, x.shape, bf16_like.bytes};
   Case out{{"bf16", Device::result(bf16, bf16_like)}, {"bf16_back", Device::result(bf16_back, x)},
            {"f16", Device::result(f16, f16_like)}};
   Array host_bf16 = bf16_like, host_bf16_back = x, host_f16 = f16_like;
@@ -181,7 +182,9 @@ Case run(const Case& in) {
   }
   out["host_flagged"] = host_flagged, out["host_mul_hi"] = host_high;
   std::vector<void*> converted;
-  for (const Array* like : {&doubles, &floats, &doubles, &floats}) converted.push_back(device.allocate(like->bytes.size()));
+  for (const Array* like : {&doubles, &floats, &doubles, &floats}) {
+    converted.push_back(device.allocate(like->bytes.size()));
+  }
   int_to_float_kernel<<<1, 128>>>(d_integers, count, static_cast<double*>(converted[0]),
                                   static_cast<float*>(converted[1]), static_cast<double*>(converted[2]),
                                   static_cast<float*>(converted[3]));
@@ -211,7 +214,8 @@ Case run(const Case& in) {
   auto* from_float = static_cast<int64_t*>(device.allocate(m * 32));
   float_to_integer_kernel<<<1, 128>>>(d_reals, m, from_double, from_float);
   check(cudaGetLastError(), "float_to_integer_kernel");
-  out["from_double"] = Device::result(from_double, integers4), out["from_float"] = Device::result(from_float, integers4);
+  out["from_double"] = Device::result(from_double, integers4);
+  out["from_float"] = Device::result(from_float, integers4);
 
   const int64_t fused_count = m > 2 ? m - 2 : 0;
   Array fused_like{Dtype::f64, {fused_count}, std::vector<unsigned char>(fused_count * 8)};

@@ -23,7 +23,8 @@ def conversion_inputs() -> torch.Tensor:
     near = torch.cat([bf16_ties, f16_ties]).view(torch.int32)
     neighbours = torch.cat([near - 1, near + 1]).view(torch.float32)
     special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1e-8, -1e-40, 3.0e38])
-    return torch.cat([bf16_ties, f16_ties, neighbours, special, torch.randn(64, generator=torch.Generator().manual_seed(0))])
+    noise = torch.randn(64, generator=torch.Generator().manual_seed(0))
+    return torch.cat([bf16_ties, f16_ties, neighbours, special, noise])
 
 
 LITERALS = [-4503599627370496, 0x123456789ABCDEF0, 0x100000000, -1, 0x7FFFFFFF80000000]  # as instructions_sim.cu

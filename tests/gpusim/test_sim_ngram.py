@@ -51,7 +51,8 @@ def many_sequences(seed: int, count: int, batch=2, vocab=4096) -> Arrays:
 
 
 CASES = {
-    **{f"{dtype}-{id_dtype}": make_case(1, dtype, id_dtype) for dtype in FLOATS for id_dtype in (torch.int64, torch.int32)},
+    **{f"{dtype}-{id_dtype}": make_case(1, dtype, id_dtype)
+       for dtype in FLOATS for id_dtype in (torch.int64, torch.int32)},
     **{f"n-{n}": make_case(2, n=(n,), bias=False) for n in (1, 4, 41)},
     "n-zero": make_case(3, n=(0,), bias=False),
     "per-row-n-and-lengths": make_case(4, n=(0, 1, 2, 3, 5), per_row_n=True, lengths=True),

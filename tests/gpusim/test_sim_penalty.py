@@ -48,7 +48,8 @@ def make_case(seed: int, dtype=torch.float32, id_dtype=torch.int64, batch=4, voc
 
 
 CASES = {
-    **{f"{dtype}-{id_dtype}": make_case(1, dtype, id_dtype) for dtype in FLOATS for id_dtype in (torch.int64, torch.int32)},
+    **{f"{dtype}-{id_dtype}": make_case(1, dtype, id_dtype)
+       for dtype in FLOATS for id_dtype in (torch.int64, torch.int32)},
     **{f"{dtype}-per-row": make_case(2, dtype, per_row=True, per_row_scope=True, slots=True) for dtype in FLOATS},
     "repetition-only": make_case(3, params=("repetition",)),
     "presence-frequency-only": make_case(4, params=("presence", "frequency"), per_row=True),
