@@ -20,16 +20,11 @@ Case run(const Case& in) {
   auto* beams = device.zeros<int64_t>(batch * num_candidates);
   auto* workspace = device.zeros<int64_t>(pysample::beam_search_workspace_size(rows, vocab, num_candidates));
   const float* beam_scores = device.copy<float>(need(in, "beam_scores"));
-  dispatch_float(logits.dtype, [&](auto zero) {
+  dispatch_logits(logits.dtype, [&](auto zero) {
     using T = decltype(zero);
-    if constexpr (std::is_same_v<T, double>) {
-      throw std::runtime_error("the beam step takes no float64 logits");
-    } else {
-      check(pysample::launch_beam_search_step<T>(device.copy<T>(logits), vocab, batch, num_beams, vocab, beam_scores,
-                                                 normalize, num_candidates, workspace, scores, tokens, beams,
-                                                 nullptr),
-            "launch_beam_search_step");
-    }
+    check(pysample::launch_beam_search_step<T>(device.copy<T>(logits), vocab, batch, num_beams, vocab, beam_scores,
+                                               normalize, num_candidates, workspace, scores, tokens, beams, nullptr),
+          "launch_beam_search_step");
   });
   return {{"scores", Device::result(scores, scores_like)}, {"tokens", Device::result(tokens, index_like)},
           {"beams", Device::result(beams, index_like)}};

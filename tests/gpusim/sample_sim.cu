@@ -10,24 +10,17 @@ Case run(const Case& in) {
   Device device;
   const Array& logits = need(in, "logits");
   pysample::SampleParams params;
-  params.temperature = row_param<float, double>(in, "temperature", device);
-  params.top_k = row_param<int64_t, int64_t>(in, "top_k", device);
-  params.top_p = row_param<float, double>(in, "top_p", device);
-  params.min_p = row_param<float, double>(in, "min_p", device);
+  read_shared_stages(in, device, params);
   params.seed = device.copy<int64_t>(need(in, "seed"));
   params.step = device.copy<int64_t>(need(in, "step"));
   params.draws = need(in, "draws").item<int64_t>();
   const int64_t batch = logits.size(0), vocab = logits.size(1);
   Array tokens_like{Dtype::i64, {batch, params.draws}, std::vector<unsigned char>(batch * params.draws * 8)};
   auto* tokens = device.zeros<int64_t>(batch * params.draws);
-  dispatch_float(logits.dtype, [&](auto zero) {
+  dispatch_logits(logits.dtype, [&](auto zero) {
     using T = decltype(zero);
-    if constexpr (std::is_same_v<T, double>) {
-      throw std::runtime_error("the sampler takes no float64 logits");
-    } else {
-      check(pysample::launch_sample<T>(device.copy<T>(logits), vocab, batch, vocab, params, tokens, nullptr),
-            "launch_sample");
-    }
+    check(pysample::launch_sample<T>(device.copy<T>(logits), vocab, batch, vocab, params, tokens, nullptr),
+          "launch_sample");
   });
   return {{"tokens", Device::result(tokens, tokens_like)}};
 }

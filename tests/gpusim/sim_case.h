@@ -212,6 +212,15 @@ struct DeviceScores {
   }
 };
 
+// The stages the warper and the sampler share, as row_param reads them.
+template <typename Params>
+void read_shared_stages(const Case& arrays, Device& device, Params& params) {
+  params.temperature = row_param<float, double>(arrays, "temperature", device);
+  params.top_k = row_param<int64_t, int64_t>(arrays, "top_k", device);
+  params.top_p = row_param<float, double>(arrays, "top_p", device);
+  params.min_p = row_param<float, double>(arrays, "min_p", device);
+}
+
 // A device pointer to an optional array, null when absent.
 template <typename T>
 T* optional_copy(const Case& arrays, const std::string& name, Device& device) {
@@ -219,16 +228,27 @@ T* optional_copy(const Case& arrays, const std::string& name, Device& device) {
   return array ? device.copy<T>(*array) : nullptr;
 }
 
-// Calls f(T()) with T the C++ type of a float dtype (the 16-bit ones as CUDA's own types).
-template <typename F>
+// Calls f(T()) with T the C++ type of a float dtype (the 16-bit ones as CUDA's own types). Without float64 for the
+// launchers that take logits (the warper, the sampler, the beam step), as csrc's dispatch_logits.
+template <bool WithFloat64 = true, typename F>
 void dispatch_float(Dtype dtype, F&& f) {
   switch (dtype) {
     case Dtype::f32: return f(float());
-    case Dtype::f64: return f(double());
+    case Dtype::f64:
+      if constexpr (WithFloat64) {
+        return f(double());
+      } else {
+        throw std::runtime_error("this launcher takes no float64 logits");
+      }
     case Dtype::f16: return f(__half());
     case Dtype::bf16: return f(__nv_bfloat16());
     default: throw std::runtime_error("not a float dtype");
   }
+}
+
+template <typename F>
+void dispatch_logits(Dtype dtype, F&& f) {
+  dispatch_float<false>(dtype, f);
 }
 
 // Calls f(Id()) with Id the C++ type of token ids (int64 or int32).
