@@ -10,7 +10,7 @@
 #include <tuple>
 
 #include "pysample/beam.h"
-#include "warp_args.h"
+#include "common_args.h"
 
 namespace pysample {
 

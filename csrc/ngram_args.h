@@ -10,7 +10,7 @@
 #include <optional>
 
 #include "pysample/ngram.h"
-#include "warp_args.h"
+#include "common_args.h"
 
 namespace pysample {
 
@@ -66,12 +66,9 @@ inline NgramParams make_ngram_params(const at::Tensor& scores, PYSAMPLE_NGRAM_PA
   } else {
     TORCH_CHECK_VALUE(!source_lengths, "source_lengths needs sources");
   }
-  check_contiguous_rows({&ngram_size_rows});
-  TORCH_CHECK_VALUE(ngram_size >= 0, "ngram_size must be >= 0, got ", ngram_size);
   NgramParams params;
-  params.ngram_size = row_param<int64_t, int64_t>(
-      ngram_size_rows, ngram_size_rows ? std::nullopt : std::optional<int64_t>(ngram_size), scores, at::kLong,
-      "ngram_size");
+  params.ngram_size = checked_param<int64_t, int64_t>(ngram_size_rows, scalar_unless(ngram_size_rows, ngram_size),
+                                                      scores, "ngram_size", ValueRange::kNonNegative);
   params.lengths = lengths ? lengths->const_data_ptr<int64_t>() : nullptr;
   params.source_lengths = source_lengths ? source_lengths->const_data_ptr<int64_t>() : nullptr;
   return params;

@@ -3,21 +3,15 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "pysample/stages.h"
+
 TORCH_LIBRARY(pysample, m) {
-  // Temperature -> top-k -> top-p -> min-p -> typical -> epsilon -> eta on logits (batch, vocab), in place, in
-  // transformers' order and with its semantics. Each parameter is a scalar, a per-row tensor `*_rows` (batch,)
-  // (float32; int64 for top_k) or absent (stage skipped). Removed tokens are set to filter_value.
-  m.def(
-      "warp_logits_(Tensor(a!) logits, Tensor? temperature_rows, float? temperature, Tensor? top_k_rows, "
-      "int? top_k, Tensor? top_p_rows, float? top_p, Tensor? min_p_rows, float? min_p, Tensor? typical_p_rows, "
-      "float? typical_p, Tensor? epsilon_rows, float? epsilon, Tensor? eta_rows, float? eta, "
-      "int min_tokens_to_keep, float filter_value) -> ()");
+  // The warper stages (pysample/stages.h: temperature -> top-k -> top-p -> min-p -> typical -> epsilon -> eta) on
+  // logits (batch, vocab), in place, in transformers' order and with its semantics. Each parameter is a scalar, a
+  // per-row tensor `*_rows` (batch,) or absent (stage skipped). Removed tokens are set to filter_value.
+  m.def("warp_logits_(Tensor(a!) logits, " PYSAMPLE_WARP_SCHEMA ") -> ()");
   // Out-of-place form of warp_logits_: returns the warped logits, the input untouched.
-  m.def(
-      "warp_logits(Tensor logits, Tensor? temperature_rows, float? temperature, Tensor? top_k_rows, "
-      "int? top_k, Tensor? top_p_rows, float? top_p, Tensor? min_p_rows, float? min_p, Tensor? typical_p_rows, "
-      "float? typical_p, Tensor? epsilon_rows, float? epsilon, Tensor? eta_rows, float? eta, "
-      "int min_tokens_to_keep, float filter_value) -> Tensor");
+  m.def("warp_logits(Tensor logits, " PYSAMPLE_WARP_SCHEMA ") -> Tensor");
   // One token per draw and row, (batch, n) int64, from logits (batch, vocab): temperature (0: greedy) -> top-k ->
   // top-p -> min-p, then a draw from the kept tokens' softmax with per-row seed and step (int64 (batch,) tensors)
   // through Philox4x32-10. Rules in csrc/include/pysample/sample.h; -1 for a row whose softmax is undefined.

@@ -11,7 +11,7 @@
 #include <optional>
 
 #include "pysample/penalty.h"
-#include "warp_args.h"
+#include "common_args.h"
 
 namespace pysample {
 
@@ -31,19 +31,12 @@ inline PenaltyParams make_penalty_params(const at::Tensor& scores, const std::op
                                          const std::optional<at::Tensor>& frequency_rows,
                                          std::optional<double> frequency) {
   check_scores(scores);
-  check_contiguous_rows({&repetition_rows, &presence_rows, &frequency_rows});
-  // repetition 0 or inf: transformers' rule as it stands (EncoderRepetitionPenalty(inf) stores 1 / inf)
-  if (repetition) TORCH_CHECK_VALUE(*repetition >= 0, "repetition must be >= 0, got ", shortest(*repetition));
-  if (presence) {
-    TORCH_CHECK_VALUE(std::isfinite(*presence), "presence must be a finite number, got ", shortest(*presence));
-  }
-  if (frequency) {
-    TORCH_CHECK_VALUE(std::isfinite(*frequency), "frequency must be a finite number, got ", shortest(*frequency));
-  }
   PenaltyParams p;
-  p.repetition = row_param<float, double>(repetition_rows, repetition, scores, at::kFloat, "repetition");
-  p.presence = row_param<float, double>(presence_rows, presence, scores, at::kFloat, "presence");
-  p.frequency = row_param<float, double>(frequency_rows, frequency, scores, at::kFloat, "frequency");
+  // repetition 0 or inf: transformers' rule as it stands (EncoderRepetitionPenalty(inf) stores 1 / inf)
+  p.repetition = checked_param<float, double>(repetition_rows, repetition, scores, "repetition",
+                                              ValueRange::kNonNegative);
+  p.presence = checked_param<float, double>(presence_rows, presence, scores, "presence", ValueRange::kFinite);
+  p.frequency = checked_param<float, double>(frequency_rows, frequency, scores, "frequency", ValueRange::kFinite);
   return p;
 }
 
@@ -51,17 +44,11 @@ inline PenaltyParams make_penalty_params(const at::Tensor& scores, const std::op
 inline HistoryScope make_history_scope(const at::Tensor& rows_of, const std::optional<at::Tensor>& history_start_rows,
                                        int64_t history_start, const std::optional<at::Tensor>& output_start_rows,
                                        int64_t output_start) {
-  check_contiguous_rows({&history_start_rows, &output_start_rows});
-  TORCH_CHECK_VALUE(history_start >= 0, "history_start must be >= 0, got ", history_start);
-  TORCH_CHECK_VALUE(output_start >= 0, "output_start must be >= 0, got ", output_start);
   HistoryScope h;
-  // A per-row tensor replaces the scalar (the schema always carries both).
-  h.history_start = row_param<int64_t, int64_t>(history_start_rows, history_start_rows ? std::nullopt
-                                                : std::optional<int64_t>(history_start), rows_of, at::kLong,
-                                                "history_start");
-  h.output_start = row_param<int64_t, int64_t>(output_start_rows, output_start_rows ? std::nullopt
-                                               : std::optional<int64_t>(output_start), rows_of, at::kLong,
-                                               "output_start");
+  h.history_start = checked_param<int64_t, int64_t>(history_start_rows, scalar_unless(history_start_rows, history_start),
+                                                    rows_of, "history_start", ValueRange::kNonNegative);
+  h.output_start = checked_param<int64_t, int64_t>(output_start_rows, scalar_unless(output_start_rows, output_start),
+                                                   rows_of, "output_start", ValueRange::kNonNegative);
   return h;
 }
 

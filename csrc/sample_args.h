@@ -7,7 +7,7 @@
 #include <c10/util/Exception.h>
 
 #include "pysample/sample.h"
-#include "warp_args.h"
+#include "common_args.h"
 
 namespace pysample {
 
@@ -23,27 +23,18 @@ inline SampleParams make_sample_params(const at::Tensor& logits, PYSAMPLE_SAMPLE
   check_logits(logits);
   TORCH_CHECK_VALUE(logits.size(1) <= kMaxSampleVocab, "logits: vocab size above ", kMaxSampleVocab,
                     " is not supported for sampling, got ", logits.size(1));
-  for (const auto* rows : {&temperature_rows, &top_k_rows, &top_p_rows, &min_p_rows}) {
-    TORCH_CHECK_VALUE(!rows->has_value() || (*rows)->is_contiguous(), "per-row parameters must be contiguous");
-  }
-  if (temperature) {
-    TORCH_CHECK_VALUE(std::isfinite(*temperature) && *temperature >= 0,
-                      "temperature must be a finite number >= 0 (0: greedy), got ", shortest(*temperature));
-  }
-  if (top_k) TORCH_CHECK_VALUE(*top_k >= 0, "top_k must be >= 0, got ", *top_k);
-  if (top_p) check_range(*top_p, 0, 1, true, "top_p");
-  if (min_p) check_range(*min_p, 0, 1, true, "min_p");
+  SampleParams p;
+  // The warper stages' parameters, but temperature 0 is greedy.
+  p.temperature = checked_param<float, double>(temperature_rows, temperature, logits, "temperature",
+                                               ValueRange::kNonNegativeFinite);
+  p.top_k = checked_param<int64_t, int64_t>(top_k_rows, top_k, logits, "top_k", ValueRange::kNonNegative);
+  p.top_p = checked_param<float, double>(top_p_rows, top_p, logits, "top_p", ValueRange::kUnitInterval);
+  p.min_p = checked_param<float, double>(min_p_rows, min_p, logits, "min_p", ValueRange::kUnitInterval);
   TORCH_CHECK_VALUE(draws >= 1, "n must be >= 1, got ", draws);
   for (const auto& [tensor, name] : {std::pair{&seed, "seed"}, std::pair{&step, "step"}}) {
     check_rows(*tensor, logits, at::kLong, name);
     TORCH_CHECK_VALUE(tensor->is_contiguous(), name, " must be contiguous");
   }
-
-  SampleParams p;
-  p.temperature = row_param<float, double>(temperature_rows, temperature, logits, at::kFloat, "temperature");
-  p.top_k = row_param<int64_t, int64_t>(top_k_rows, top_k, logits, at::kLong, "top_k");
-  p.top_p = row_param<float, double>(top_p_rows, top_p, logits, at::kFloat, "top_p");
-  p.min_p = row_param<float, double>(min_p_rows, min_p, logits, at::kFloat, "min_p");
   p.seed = seed.const_data_ptr<int64_t>();
   p.step = step.const_data_ptr<int64_t>();
   p.draws = draws;

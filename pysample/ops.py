@@ -1,7 +1,9 @@
 """Python entry points of the ``torch.ops.pysample`` ops, and their fake (meta) implementations.
 
-Arguments are forwarded as they are: the ops themselves check them and raise ``ValueError`` / ``TypeError`` naming
-the argument, so C++ callers get the same checks.
+Where arguments are checked, once per layer: the functions here check only what Python alone sees (a parameter's
+Python type, and a per-row tensor's dtype and device before they convert it); the ops check everything else and
+raise ``ValueError`` / ``TypeError`` naming the argument, so that C++ callers get the same checks; the fakes repeat
+the ops' checks that fake tensors allow, from the same stage table (``_stages.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 
 from . import _C  # noqa: F401  (loads the library: registers torch.ops.pysample)
+from ._stages import RANGES, SAMPLE_STAGES, WARP_STAGES, Stage
 
 
 def _records_grad(tensor: torch.Tensor) -> bool:
@@ -23,15 +26,6 @@ def _records_grad(tensor: torch.Tensor) -> bool:
 FloatParam = Union[float, torch.Tensor, None]
 IntParam = Union[int, torch.Tensor, None]
 
-_WARP_STAGES = (
-    ("temperature", torch.float32),
-    ("top_k", torch.int64),
-    ("top_p", torch.float32),
-    ("min_p", torch.float32),
-    ("typical_p", torch.float32),
-    ("epsilon", torch.float32),
-    ("eta", torch.float32),
-)
 
 
 def _split(name: str, value, dtype: torch.dtype, logits: torch.Tensor,
@@ -75,10 +69,11 @@ def _check_stored_in_range(name: str, value: torch.Tensor, stored: torch.Tensor)
                          f"rounded to the float32 the op stores ({stored[row].item()!r})")
 
 
-def _warp_arguments(logits: torch.Tensor, params: dict) -> list:
+def _stage_arguments(logits: torch.Tensor, params: dict, stages: Sequence[Stage] = WARP_STAGES) -> list:
+    """The stages' keyword arguments as the op takes them after the logits: each stage's (per-row tensor, scalar)."""
     args = []
-    for name, dtype in _WARP_STAGES:
-        args.extend(_split(name, params[name], dtype, logits))
+    for stage in stages:
+        args.extend(_split(stage.name, params[stage.name], stage.dtype, logits))
     return args
 
 
@@ -140,7 +135,7 @@ def warp_logits_(
     """
     params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
                   epsilon=epsilon, eta=eta)
-    args = (*_warp_arguments(logits, params), min_tokens_to_keep, filter_value)
+    args = (*_stage_arguments(logits, params), min_tokens_to_keep, filter_value)
     if _records_grad(logits):  # the out-of-place op's gradient, written in place as torch's own in-place ops
         return logits.copy_(torch.ops.pysample.warp_logits(logits.clone(), *args))
     torch.ops.pysample.warp_logits_(logits, *args)
@@ -170,10 +165,9 @@ def warp_logits(
     """
     params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
                   epsilon=epsilon, eta=eta)
-    return torch.ops.pysample.warp_logits(logits, *_warp_arguments(logits, params), min_tokens_to_keep, filter_value)
+    return torch.ops.pysample.warp_logits(logits, *_stage_arguments(logits, params), min_tokens_to_keep, filter_value)
 
 
-_SAMPLE_STAGES = _WARP_STAGES[:4]  # temperature, top_k, top_p, min_p
 _INT64_MIN, _UINT64_END = -(2**63), 2**64
 
 
@@ -266,9 +260,7 @@ def sample(
 def _sample_arguments(logits: torch.Tensor, params: dict) -> list:
     """sample's keyword arguments (temperature, top_k, top_p, min_p, seed, step) as the op takes them, after the
     logits: each stage's (per-row tensor, scalar), then the seed and step tensors (seed None: one torch.randint)."""
-    args = []
-    for name, dtype in _SAMPLE_STAGES:
-        args.extend(_split(name, params[name], dtype, logits))
+    args = _stage_arguments(logits, params, SAMPLE_STAGES)
     seed = params["seed"]
     if seed is None:
         seed = torch.randint(_INT64_MIN, 2**63 - 1, (logits.shape[0],), dtype=torch.int64, device=logits.device)
@@ -591,18 +583,24 @@ def _check_fake_devices(what: str, first: torch.Tensor, **tensors) -> None:
 _LOGITS_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _check_fake_arguments(logits: torch.Tensor, args: tuple, dtypes: tuple = _LOGITS_DTYPES) -> None:
-    """The checks of the real kernels that fake tensors allow: shapes, dtypes and devices."""
+def _check_fake_logits(logits: torch.Tensor, dtypes: tuple = _LOGITS_DTYPES) -> None:
     torch._check(logits.dim() == 2, lambda: f"logits must be 2-D (batch, vocab), got shape {tuple(logits.shape)}")
     names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
     torch._check(logits.dtype in dtypes, lambda: f"logits must be one of {names}, got {logits.dtype}")
-    for (name, dtype), rows in zip(_WARP_STAGES, args[0::2]):
-        if rows is None:
-            continue
-        torch._check(rows.dim() == 1 and rows.shape[0] == logits.shape[0],
-                     lambda: f"{name} must have shape (batch,), got {tuple(rows.shape)}")
-        torch._check(rows.dtype == dtype, lambda: f"{name} must be {dtype}, got {rows.dtype}")
-        _check_fake_devices("logits", logits, **{name: rows})
+
+
+def _check_fake_stages(logits: torch.Tensor, args: tuple, stages: Sequence[Stage]) -> None:
+    """The op's checks of the stages' arguments (each a per-row tensor and a scalar) that fake tensors allow: the
+    tensors' shapes, dtypes and devices, and the scalars' ranges."""
+    for stage, rows, value in zip(stages, args[0::2], args[1::2]):
+        if rows is not None:
+            torch._check(rows.dim() == 1 and rows.shape[0] == logits.shape[0],
+                         lambda: f"{stage.name} must have shape (batch,), got {tuple(rows.shape)}")
+            torch._check(rows.dtype == stage.dtype, lambda: f"{stage.name} must be {stage.dtype}, got {rows.dtype}")
+            _check_fake_devices("logits", logits, **{stage.name: rows})
+        if value is not None:
+            accepts, text = RANGES[stage.range]
+            torch._check_value(accepts(value), lambda: f"{stage.name} must be {text}, got {value!r}")
 
 
 _WARP_DTYPES = _LOGITS_DTYPES + (torch.float64,)  # float64 on the CPU kernel only
@@ -610,21 +608,24 @@ _WARP_DTYPES = _LOGITS_DTYPES + (torch.float64,)  # float64 on the CPU kernel on
 
 @torch.library.register_fake("pysample::warp_logits_")
 def _warp_logits_inplace_fake(logits, *args):
-    _check_fake_arguments(logits, args, _WARP_DTYPES)
+    _check_fake_logits(logits, _WARP_DTYPES)
+    _check_fake_stages(logits, args, WARP_STAGES)
     return None
 
 
 @torch.library.register_fake("pysample::warp_logits")
 def _warp_logits_fake(logits, *args):
-    _check_fake_arguments(logits, args, _WARP_DTYPES)
+    _check_fake_logits(logits, _WARP_DTYPES)
+    _check_fake_stages(logits, args, WARP_STAGES)
     return torch.empty_like(logits, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("pysample::sample")
 def _sample_fake(logits, temperature_rows, temperature, top_k_rows, top_k, top_p_rows, top_p, min_p_rows, min_p,
                  seed, step, n):
-    _check_fake_arguments(logits, (temperature_rows, temperature, top_k_rows, top_k, top_p_rows, top_p, min_p_rows,
-                                   min_p))
+    _check_fake_logits(logits)
+    _check_fake_stages(logits, (temperature_rows, temperature, top_k_rows, top_k, top_p_rows, top_p, min_p_rows,
+                                min_p), SAMPLE_STAGES)
     _check_fake_devices("logits", logits, seed=seed, step=step)
     for name, rows in (("seed", seed), ("step", step)):
         torch._check(rows.dim() == 1 and rows.shape[0] == logits.shape[0],
@@ -731,7 +732,7 @@ def _reorder_kv_cache_fake(caches, beam_idx, filled_length):
 
 @torch.library.register_fake("pysample::beam_search_step")
 def _beam_search_step_fake(logits, beam_scores, num_beams, num_candidates, log_softmax):
-    _check_fake_arguments(logits, ())
+    _check_fake_logits(logits)
     _check_fake_devices("logits", logits, beam_scores=beam_scores)
     torch._check(num_beams >= 1, lambda: f"num_beams must be >= 1, got {num_beams}")
     torch._check(logits.shape[0] % num_beams == 0,

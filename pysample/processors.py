@@ -29,10 +29,9 @@ import numpy as np
 import torch
 
 from . import ops
+from ._stages import STAGE_NAMES
 
 _INF = math.inf
-# The order in which generate() applies the warpers: a chain can be fused when its stages appear in this order.
-_STAGE_ORDER = ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon", "eta")
 
 
 def _check_min_tokens_to_keep(min_tokens_to_keep) -> None:
@@ -674,7 +673,7 @@ def _can_join(group: List[_Warper], warper: _Warper) -> bool:
     """Whether `warper` can run in the same fused call as `group`, giving the output of applying them in order."""
     if not group:
         return True
-    if _STAGE_ORDER.index(warper.stage) <= _STAGE_ORDER.index(group[-1].stage):
+    if STAGE_NAMES.index(warper.stage) <= STAGE_NAMES.index(group[-1].stage):  # generate()'s order
         return False
     masking = [w for w in group if w.stage != "temperature"]
     if warper.stage == "temperature" or not masking:

@@ -31,6 +31,8 @@ from typing import Callable, Optional, Union
 import numpy as np
 import torch
 
+from ._stages import STAGE_NAMES
+
 Param = Union[float, int, torch.Tensor]
 
 __all__ = [
@@ -442,7 +444,7 @@ _MASKS = {
     "eta": _eta_mask,
 }
 #: The stages of :func:`warp_logits` in the order it applies them (the order of ``generate()``).
-STAGES = ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon", "eta")
+STAGES = STAGE_NAMES
 
 
 def warp_logits(
@@ -590,7 +592,7 @@ def _fma(a, b, c) -> np.ndarray:
 
 
 def exp_nonpos(x) -> np.ndarray:
-    """``exp(x)`` for ``x <= 0`` in float32, bit for bit ``exp_nonpos`` of ``csrc/include/pysample/warp.h``.
+    """``exp(x)`` for ``x <= 0`` in float32, bit for bit ``exp_nonpos`` of ``csrc/include/pysample/common.h``.
 
     Every step is one float32 numpy operation or fused multiply-add, in the header's order; ``-inf`` gives 0 (clamped
     to -104 first).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -244,3 +245,40 @@ def test_per_row_tensor_on_cuda_with_cpu_logits_raises():
         pytest.skip("CUDA not available")
     with pytest.raises((ValueError, RuntimeError), match="top_p"):
         pysample.warp_logits(torch.randn(3, 10), top_p=torch.full((3,), 0.5, device="cuda"))
+
+
+@pytest.mark.parametrize("op_name, stages", [("warp_logits", "WARP_STAGES"), ("warp_logits_", "WARP_STAGES"),
+                                             ("sample", "SAMPLE_STAGES")])
+def test_stage_tables_agree(op_name, stages):
+    """The C++ stage table (the schemas) and the Python one (pysample/_stages.py) list the same stages in the same
+    order, and each stage's per-row tensor dtype and value range are what the op and its fake check."""
+    from pysample import _stages
+
+    stages = getattr(_stages, stages)
+    schema = getattr(torch.ops.pysample, op_name).default._schema
+    names = [a.name for a in schema.arguments[1:1 + 2 * len(stages)]]
+    assert names == [n for s in stages for n in (f"{s.name}_rows", s.name)]
+    seed_step = (torch.zeros(2, dtype=torch.int64),) * 2 + (1,) if op_name == "sample" else (1, -INF)
+    for i, stage in enumerate(stages):
+        def call(rows=None, value=None, device="cpu"):  # the fake kernel on the meta device
+            args = [None] * (2 * len(stages))
+            args[2 * i], args[2 * i + 1] = rows, value
+            tensors = [a.to(device) if isinstance(a, torch.Tensor) else a for a in seed_step]
+            return getattr(torch.ops.pysample, op_name)(torch.zeros(2, 5, device=device), *args, *tensors)
+
+        call(rows=torch.ones(2, dtype=stage.dtype))
+        wrong = torch.float64 if stage.dtype == torch.int64 else torch.int64
+        cpp_name = {torch.float32: "Float", torch.int64: "Long"}[stage.dtype]  # as c10 prints a dtype
+        with pytest.raises(TypeError, match=f"{stage.name} must be {cpp_name}"):
+            call(rows=torch.ones(2, dtype=wrong))
+        accepts, text = _stages.RANGES[stage.range]
+        for value in (-1, 0, 0.5, 1, 2, math.inf, math.nan):
+            value = int(value) if stage.dtype == torch.int64 and math.isfinite(value) else value
+            if stage.dtype == torch.int64 and not isinstance(value, int):
+                continue
+            for device in ("cpu", "meta"):
+                if accepts(value):
+                    call(value=value, device=device)
+                else:
+                    with pytest.raises(ValueError, match=re.escape(f"{stage.name} must be {text}, got")):
+                        call(value=value, device=device)

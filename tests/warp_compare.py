@@ -1,9 +1,9 @@
 """Test helpers: random logits with hard rows, and the equality rule for warped logits.
 
-The equality rule (see DESIGN.md): temperature and top-k must be bitwise equal to transformers, and so must min-p and
-epsilon on float32 logits on the CPU (the kernel decides tokens near their threshold with torch's own softmax). The
-stages that compare softmax probabilities with a threshold (top-p, min-p, typical, epsilon, eta) may otherwise decide a
-token differently only when
+The equality rule (docs/design.md#cpu-vs-cuda): temperature and top-k must be bitwise equal to transformers, and so
+must min-p and epsilon on float32 logits on the CPU (the kernel decides tokens near their threshold with torch's own
+softmax). The stages that compare softmax probabilities with a threshold (top-p, min-p, typical, epsilon, eta) may
+otherwise decide a token differently only when
 
 * the quantity the stage compares, recomputed in float64, lies within rounding of the threshold (top-p: the
   cumulative probability in ascending order vs ``1 - top_p``; min-p: the probability vs ``min_p`` times the top

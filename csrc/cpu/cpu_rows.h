@@ -16,8 +16,9 @@
 #include <immintrin.h>
 #endif
 
+#include "../common_args.h"
+#include "pysample/common.h"
 #include "pysample/exp_avx512.h"
-#include "pysample/warp.h"
 
 // Hot loops are cloned per instruction set (SSE2 / AVX2 with FMA / AVX-512), the clone picked at load time. (The
 // SSE2 clone calls libm for exp_nonpos's fused multiply-adds: correct, and slow.)
@@ -225,13 +226,12 @@ inline void copy_bytes(const void* in, void* out, int64_t bytes, bool stream) {
 
 // Per-row parameter tensors are read before any row runs, so that a bad value raises (naming the row) instead of
 // being used.
-template <typename Stored, typename Value, typename Valid>
-void check_row_values(const RowParam<Stored, Value>& param, int64_t batch, const char* name, const char* rule,
-                      Valid valid) {
+template <typename Stored, typename Value>
+void check_row_values(const RowParam<Stored, Value>& param, int64_t batch, const char* name, ValueRange range) {
   if (param.rows == nullptr) return;
   for (int64_t r = 0; r < batch; ++r) {
-    const Value v = param.at(r);
-    TORCH_CHECK_VALUE(valid(v), name, "[", r, "] must be ", rule, ", got ", shortest(param.rows[r]));
+    TORCH_CHECK_VALUE(in_range(range, static_cast<double>(param.at(r))), name, "[", r, "] must be ",
+                      range_text(range), ", got ", shortest(param.rows[r]));
   }
 }
 

@@ -55,7 +55,7 @@ void no_repeat_ngram_cpu(const at::Tensor& in, const at::Tensor& out, const at::
   const bool own = !sources.defined();
   const int64_t source_width = own ? length : sources.size(1);
   const int64_t rows_per_source = own ? 1 : batch / sources.size(0);
-  check_row_values(params.ngram_size, batch, "ngram_size", ">= 0", [](int64_t v) { return v >= 0; });
+  check_row_values(params.ngram_size, batch, "ngram_size", ValueRange::kNonNegative);
   check_lengths(params.lengths, batch, length, "lengths");
   if (!own) check_lengths(params.source_lengths, sources.size(0), source_width, "source_lengths");
   const bool copy = !in.is_same(out);

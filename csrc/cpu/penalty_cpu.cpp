@@ -19,16 +19,14 @@ namespace pysample {
 namespace {
 
 void check_row_values(const PenaltyParams& p, int64_t batch) {
-  check_row_values(p.repetition, batch, "repetition", ">= 0", [](double v) { return v >= 0; });
-  auto finite = [](double v) { return std::isfinite(v); };
-  check_row_values(p.presence, batch, "presence", "a finite number", finite);
-  check_row_values(p.frequency, batch, "frequency", "a finite number", finite);
+  check_row_values(p.repetition, batch, "repetition", ValueRange::kNonNegative);
+  check_row_values(p.presence, batch, "presence", ValueRange::kFinite);
+  check_row_values(p.frequency, batch, "frequency", ValueRange::kFinite);
 }
 
 void check_row_values(const HistoryScope& h, int64_t batch) {
-  auto non_negative = [](int64_t v) { return v >= 0; };
-  check_row_values(h.history_start, batch, "history_start", ">= 0", non_negative);
-  check_row_values(h.output_start, batch, "output_start", ">= 0", non_negative);
+  check_row_values(h.history_start, batch, "history_start", ValueRange::kNonNegative);
+  check_row_values(h.output_start, batch, "output_start", ValueRange::kNonNegative);
 }
 
 // A row's table is one of two kinds. Entries: a uint32_t per token (penalty.h: seen in the prompt, times generated).

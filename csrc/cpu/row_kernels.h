@@ -15,21 +15,16 @@
 #include <vector>
 
 #include "cpu_rows.h"
-#include "pysample/warp.h"
+#include "pysample/stages.h"
 
 namespace pysample {
 namespace {
 
 // ---- histograms of mass by distance -------------------------------------------------------------------------
 
-// Top-p and typical decoding both keep the tokens nearest a point, up to a mass: top-p by max - x, typical decoding
-// by |-(log p) - entropy|. Both distances are typical_distance(x, max, a, b) = |-((x - max) - a) - b|, with a = b = 0
-// for top-p and a = log(sum), b = entropy for typical decoding. Their histograms bin the distance by 1/16
-// (bin = floor(16 d), monotone, so the bins are ordered like the distances and equal distances share a bin) up to
-// kDistanceBins, where the last bin holds every farther token (+inf included): more than 104 away, the max's
-// distance from a token whose float exp underflows, and typical decoding's from a token of nonzero mass. A stage
-// finds the bin its running mass crosses in, keeps the bins before it (mark_bins_before) and selects exactly among
-// the tokens of the crossing bin.
+// Top-p (distance max - x) and typical decoding (|-(log p) - entropy|) keep the tokens nearest a point, up to a
+// mass: a histogram of mass by distance (1/16 bins, monotone; the last, past 104, holds every farther token) finds
+// the crossing bin, and only its tokens are selected exactly. Design: docs/design.md#the-warper-on-the-cpu.
 constexpr int kDistanceBins = 1664;
 constexpr float kBinsPerUnit = 16.0f;
 
@@ -192,13 +187,10 @@ int64_t split_crossing_bin(const float* values, DistanceBins bins, int32_t cross
 
 // ---- the tokens near a crossing ----------------------------------------------------------------------------
 
-// A histogram of a whole row costs a scattered add per token, though the running mass crosses its goal among few of
-// them: the bulk of a row lies far below its top (top-p), or far from its entropy (typical decoding). So a stage
-// estimates the crossing's distance from a sample of the row and its block maxima (estimate_cuts), measures on
-// vector lanes, with the exact total, the mass within a few cut distances past the estimate (CutMasses), and goes on
-// with only the tokens within the smallest cut whose mass reaches the goal (gather_within). A wrong estimate costs
-// time, never a different result: when no cut holds the goal, or the sample says the cut holds most of the row,
-// every token goes on.
+// A whole row's histogram costs a scattered add per token, though the mass crosses its goal among few: a stage
+// estimates the crossing from a sample (estimate_cuts), measures the mass within a few cuts past it (CutMasses) and
+// goes on with the tokens of the smallest cut that holds the goal (gather_within). A wrong estimate costs time, never
+// a different result. Design: docs/design.md#the-warper-on-the-cpu.
 constexpr int kCuts = 4;
 constexpr float kCutMargins[kCuts] = {0.0f, 0.5f, 2.0f, 8.0f};  // past the estimate, in units of distance
 constexpr int64_t kCutChunk = 256;                               // tokens whose quantities a pass keeps in arrays

@@ -297,12 +297,10 @@ void sample_row(const scalar_t* in, int64_t vocab, int64_t row, const SamplePara
 }
 
 void check_row_values(const SampleParams& p, int64_t batch) {
-  auto unit = [](double v) { return v >= 0 && v <= 1; };  // false for NaN
-  check_row_values(p.temperature, batch, "temperature", "a finite number >= 0 (0: greedy)",
-                   [](double v) { return std::isfinite(v) && v >= 0; });
-  check_row_values(p.top_k, batch, "top_k", ">= 0", [](int64_t v) { return v >= 0; });
-  check_row_values(p.top_p, batch, "top_p", "in [0, 1]", unit);
-  check_row_values(p.min_p, batch, "min_p", "in [0, 1]", unit);
+  check_row_values(p.temperature, batch, "temperature", ValueRange::kNonNegativeFinite);
+  check_row_values(p.top_k, batch, "top_k", ValueRange::kNonNegative);
+  check_row_values(p.top_p, batch, "top_p", ValueRange::kUnitInterval);
+  check_row_values(p.min_p, batch, "min_p", ValueRange::kUnitInterval);
 }
 
 void sample_cpu(const at::Tensor& logits, const at::Tensor& tokens, const SampleParams& params) {

@@ -2,7 +2,7 @@
 // the ones earlier stages kept, and after a stage removes tokens the survivors are compacted so that later stages
 // only touch them (after top-k, top-p and min-p cost nothing). Selections (the k-th value, the top-p and typical
 // boundaries) use histograms of mass by distance and radix select over order-preserving float keys: no sort of the
-// vocabulary (row_kernels.h).
+// vocabulary (row_kernels.h). Design: docs/design.md#the-warper-on-the-cpu.
 #include <torch/library.h>
 
 #include "../warp_args.h"
@@ -424,18 +424,9 @@ struct Cutoff {
   bool relative_to_top;
 };
 
-// The band, for float32 logits. u = 2^-24. torch's CPU softmax computes e = exp(x - max) (Sleef, <= 1 ulp; 4 ulp,
-// relative 2^-21, allowed here) from the same fl(x - max) as the kernel, their float sum S, and p = e * fl(1 / S)
-// (or e / S): each rounding relative <= u. The kernel's side is exact but for log(cutoff), in double.
-// - Min-p compares p_i with fl(min_p * p_top): the normaliser cancels, leaving the two exps and three roundings,
-//   |error| <= 2 * 2^-21 + 3u < 2^-19 (for the top, max p may be another token's rounding up to e_top's bound).
-// - Epsilon compares p_i with epsilon: besides e_i and two roundings, torch's float sum of n positive terms, in
-//   whatever order, is within (n - 1) u / (1 - (n - 1) u) of the exact sum of its terms (each within 2^-21); and
-//   the kernel's own log(sum) (exp_nonpos within 2 ulp = 2^-22, summed over kLanes float lanes of n / kLanes terms)
-//   errs by 2^-22 + (n / kLanes + 1) u. Subnormal exps err by ~2^-147 each, nothing against S >= 1. The 10% covers
-//   the second-order terms and log(1 + x) <= x.
-// Both assume normal probabilities near the threshold: a threshold below 2^-90 (p_top >= 1 / n > 2^-31) is decided
-// by torch. The -inf entries and exps under 2^-90 are far below such a threshold on both sides.
+// The band for float32 logits: the most torch's softmax (Sleef exp, float sum, roundings) and the kernel's log-space
+// test can differ, 2^-19 for min-p and epsilon_band(n) for epsilon; thresholds below 2^-90 go to torch.
+// Derivation: docs/design.md#error-bands.
 constexpr double kUnit = 0x1p-24;
 constexpr double kMinPBand = 0x1p-19;
 constexpr float kSmallestThreshold = 0x1p-90f;
@@ -495,14 +486,10 @@ void mark_like_torch_exact(const Active& a, int64_t vocab, const Cutoff& c, int6
   }
 }
 
-// Min-p, epsilon and eta: remove tokens whose probability is below a cut-off unless they are among the min_keep
-// largest values. The comparison is made in log space, p / p_top = exp(x - max) >= cutoff / p_top, so that only the
-// stages whose cut-off depends on the softmax normaliser (epsilon, eta) need a pass of exp; rows with a token near
-// the cut-off are decided by torch (see Cutoff). `cutoff(a, max)` returns the Cutoff. For min-p transformers keeps
-// the min_keep largest *probabilities* through topk, whose choice among tied values is unspecified; here every value
-// tied with the min_keep-th largest is kept.
-// float64 rows (`exact`: their values) are decided as float32 rows, on their exact values wherever that could differ
-// from transformers' exact decision (band > 0).
+// Min-p, epsilon and eta: remove tokens whose probability is below a cut-off unless among the min_keep largest
+// values (all ties with the min_keep-th kept). Compared in log space, exp(x - max) >= cutoff / p_top, so only
+// epsilon and eta need a pass of exp; rows near the cut-off are decided by torch (Cutoff), float64 rows (`exact`) on
+// their exact values where band > 0. `cutoff(a, max)` returns the Cutoff. Design: docs/design.md#error-bands.
 template <typename MakeCutoff>
 Active probability_stage(const Active& a, int64_t vocab, int64_t min_keep, const double* exact, Scratch& s, bool last,
                          MakeCutoff cutoff) {
@@ -601,6 +588,16 @@ Active exact_top_k(const Active& a, int64_t k, const double* exact, Scratch& s, 
   return narrow(kept, s, last);
 }
 
+// The last stage enabled, or the first (temperature, which removes nothing) when none is.
+Stage last_enabled(const WarpParams& p) {
+  Stage last = Stage::temperature;
+#define PYSAMPLE_LAST_ENABLED(name, Stored, Value, schema_type, range) \
+  if (p.name.enabled) last = Stage::name;
+  PYSAMPLE_WARP_STAGES(PYSAMPLE_LAST_ENABLED)
+#undef PYSAMPLE_LAST_ENABLED
+  return last;
+}
+
 template <typename scalar_t>
 void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, const WarpParams& p, Scratch& s) {
   // The temperature-scaled logits the stages read: float32 logits are scaled straight into `out` (or read where they
@@ -630,43 +627,38 @@ void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, con
     y = s.y.data();
   }
 
-  // The stages that apply to this row, in transformers' order; the last one marks instead of compacting.
-  enum Stage { kTopK, kTopP, kMinP, kTypical, kEpsilon, kEta };
-  const bool enabled[] = {p.top_k.enabled, p.top_p.enabled, p.min_p.enabled, p.typical_p.enabled,
-                          p.epsilon.enabled, p.eta.enabled};
-  int last = -1;
-  for (int stage = kTopK; stage <= kEta; ++stage) last = enabled[stage] ? stage : last;
-
+  // The last stage that applies to this row marks its kept tokens instead of compacting them.
+  const Stage last = last_enabled(p);
   Active a{y, nullptr, vocab};
   const int64_t min_keep = p.min_tokens_to_keep;
-  if (enabled[kTopK]) {
-    a = exact != nullptr ? exact_top_k(a, p.top_k.at(row), exact, s, last == kTopK)
-                         : top_k_stage(a, p.top_k.at(row), s, last == kTopK);
+  if (p.top_k.enabled) {
+    a = exact != nullptr ? exact_top_k(a, p.top_k.at(row), exact, s, last == Stage::top_k)
+                         : top_k_stage(a, p.top_k.at(row), s, last == Stage::top_k);
   }
-  if (enabled[kTopP]) {
+  if (p.top_p.enabled) {
     const float zero_probability = std::is_same_v<scalar_t, at::Half>       ? kFloat16ZeroProbability
                                    : std::is_same_v<scalar_t, at::BFloat16> ? kBFloat16ZeroProbability
                                                                             : 0.0f;
-    a = top_p_stage(a, p.top_p.at(row), min_keep, zero_probability, s, last == kTopP);
+    a = top_p_stage(a, p.top_p.at(row), min_keep, zero_probability, s, last == Stage::top_p);
   }
   // float32 and float64 rows decide min-p and epsilon exactly as transformers (see Cutoff); half types in log space
   // only. The parameters are in the computed type, as torch rounds a Python float against the scores.
   constexpr bool like_torch = std::is_same_v<computed_t<scalar_t>, scalar_t>;
   using computed = computed_t<scalar_t>;
-  if (enabled[kMinP]) {
+  if (p.min_p.enabled) {
     // p / p_top >= min_p.
     const computed min_p = static_cast<computed>(p.min_p.at(row));
     const double band = !like_torch ? 0.0 : min_p < kSmallestThreshold ? kInf : kMinPBand;
-    a = probability_stage(a, vocab, min_keep, exact, s, last == kMinP, [&](const Active&, float) {
+    a = probability_stage(a, vocab, min_keep, exact, s, last == Stage::min_p, [&](const Active&, float) {
       return Cutoff{std::log(double{min_p}), band, min_p, true};
     });
   }
-  if (enabled[kTypical]) a = typical_stage(a, p.typical_p.at(row), min_keep, s, last == kTypical);
-  if (enabled[kEpsilon]) {
+  if (p.typical_p.enabled) a = typical_stage(a, p.typical_p.at(row), min_keep, s, last == Stage::typical_p);
+  if (p.epsilon.enabled) {
     // p >= epsilon, i.e. p / p_top >= epsilon * sum. On the whole row the float sum's band would hold many tokens,
     // and torch's softmax costs about what the kernel's own pass of exp does: torch decides it.
     const computed epsilon = static_cast<computed>(p.epsilon.at(row));
-    a = probability_stage(a, vocab, min_keep, exact, s, last == kEpsilon, [&](const Active& active, float max) {
+    a = probability_stage(a, vocab, min_keep, exact, s, last == Stage::epsilon, [&](const Active& active, float max) {
       if (like_torch && (active.index == nullptr || epsilon < kSmallestThreshold)) {
         return Cutoff{0, kInf, epsilon, false};
       }
@@ -674,9 +666,9 @@ void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, con
       return Cutoff{log_cutoff, like_torch ? epsilon_band(active.n) : 0.0, epsilon, false};
     });
   }
-  if (enabled[kEta]) {
+  if (p.eta.enabled) {
     const double eta = p.eta.at(row);
-    a = probability_stage(a, vocab, min_keep, exact, s, last == kEta, [&](const Active& active, float max) {
+    a = probability_stage(a, vocab, min_keep, exact, s, last == Stage::eta, [&](const Active& active, float max) {
       const Entropy h = softmax_entropy(active, max);
       return Cutoff{std::log(static_cast<double>(eta_cutoff(eta, h.entropy))) + h.log_sum, 0.0, 0.0f, false};
     });
@@ -708,15 +700,10 @@ void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, con
 }
 
 void check_row_values(const WarpParams& p, int64_t batch) {
-  auto unit = [](double v) { return v >= 0 && v <= 1; };  // false for NaN
-  check_row_values(p.temperature, batch, "temperature", "a finite number > 0",
-                   [](double v) { return std::isfinite(v) && v > 0; });
-  check_row_values(p.top_k, batch, "top_k", ">= 0", [](int64_t v) { return v >= 0; });
-  check_row_values(p.top_p, batch, "top_p", "in [0, 1]", unit);
-  check_row_values(p.min_p, batch, "min_p", "in [0, 1]", unit);
-  check_row_values(p.typical_p, batch, "typical_p", "in [0, 1]", unit);
-  check_row_values(p.epsilon, batch, "epsilon", "in [0, 1]", unit);
-  check_row_values(p.eta, batch, "eta", "in [0, 1]", unit);
+#define PYSAMPLE_CHECK_ROWS(name, Stored, Value, schema_type, range) \
+  check_row_values(p.name, batch, #name, ValueRange::range);
+  PYSAMPLE_WARP_STAGES(PYSAMPLE_CHECK_ROWS)
+#undef PYSAMPLE_CHECK_ROWS
 }
 
 void warp_logits_cpu(const at::Tensor& in, const at::Tensor& out, const WarpParams& params) {

@@ -8,7 +8,7 @@
 #include <torch/library.h>
 
 #include "../beam_args.h"
-#include "../warp_args.h"
+#include "../common_args.h"
 #include "pysample/beam.cuh"
 
 namespace pysample {

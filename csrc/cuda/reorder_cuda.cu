@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../reorder_args.h"
-#include "../warp_args.h"
+#include "../common_args.h"
 #include "pysample/reorder.cuh"
 
 namespace pysample {

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "pysample/warp.h"
+#include "pysample/stages.h"
 
 namespace sim {
 

@@ -1,25 +1,7 @@
-// CUDA kernels of the fused beam search step, the same candidates in the same order as the CPU kernel
-// (csrc/cpu/beam_cpu.cpp) through the rules both take from beam.h. Framework-free: raw pointers, sizes and a stream;
-// no torch header. No host synchronisation and no device-side assert, so a step can be captured in a CUDA graph.
-//
-// Two launches. A batch item's best K (num_candidates) candidates hold at most min(K, vocab) tokens of each beam, so:
-//   1. One thread block per row (beam): the row's max (NaN-propagating) and log(sum exp(x - max)), then the row's
-//      best P = min(K, vocab) ranks (beam.h) found exactly by radix select on the 64-bit rank: 8-bit digits from the
-//      top, a shared-memory histogram of the candidates still in play, a warp scan over the 256 bins for the digit
-//      at which the count from the top reaches the ranks still wanted, and on to the next digit among that digit's
-//      candidates only, until the crossing bin holds exactly the ranks still wanted. Every rank at or above the
-//      threshold then goes to the row's P slots of the workspace (in no order), with the row's max and log_sum.
-//      Ranks are recomputed from the logits in every pass rather than stored: a row stays in L2.
-//   2. The batch item's num_beams * P candidates are ranked against each other: a candidate's position is the number
-//      of candidates with a larger rank (ranks all differ), and those at positions < K write their outputs there,
-//      the score computed again from the logit (the rank keeps the score's order, not its bits). O(N^2) comparisons
-//      for N candidates, spread over blocks of candidates and read from shared memory in tiles: N is small in beam
-//      search (K is usually 2 * num_beams).
-//
-// Ideas taken from others, code our own: radix select over order-preserving keys with shared-memory digit histograms
-// (FlashInfer's RadixTopK in include/flashinfer/sampling.cuh, vLLM's csrc/topk.cuh, PyTorch's
-// sortingRadixSelect.cuh), and warp-aggregated shared-memory atomics (NVIDIA's "Voting and Shuffling to Optimize
-// Atomic Operations").
+// CUDA kernels of the fused beam search step: the CPU kernel's candidates in its order, through beam.h. No host sync
+// and no device assert (graph-capturable). Two launches: each row's best min(K, vocab) ranks by radix select, then
+// the batch item's candidates ranked against each other. Radix select after FlashInfer's RadixTopK, vLLM and
+// PyTorch; shared atomics after NVIDIA's warp aggregation. Design: docs/design.md#beam-search-step.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-#include "pysample/warp.h"
+#include "pysample/common.h"
 
 namespace pysample {
 

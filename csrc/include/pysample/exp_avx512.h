@@ -1,4 +1,4 @@
-// exp_nonpos (warp.h) on 16 lanes with AVX-512, for the CPU kernels. The same operations but two, each replaced by
+// exp_nonpos (common.h) on 16 lanes with AVX-512, for the CPU kernels. The same operations but two, each replaced by
 // one instruction that computes the same bits: rounding to an integer (instead of adding and subtracting 1.5 * 2^23,
 // which rounds to nearest even too) and scaling by 2^n (instead of multiplying by 2^(n + 64), exactly, then by
 // 2^-64: both round once, gradual underflow included). Tested bit for bit against exp_nonpos.

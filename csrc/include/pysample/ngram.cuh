@@ -1,23 +1,7 @@
-// CUDA kernels of the n-gram ban and the sequence bias, the same semantics as the CPU kernels
-// (csrc/cpu/ngram_cpu.cpp) through the rules both take from ngram.h. Framework-free: raw pointers, sizes and a
-// stream; no torch header. No host synchronisation.
-//
-// N-gram ban: one thread block per row of scores, its threads over the window starts of the row's source; every
-// window that matches the row's prefix writes -inf to the score of its last id. Several windows may ban the same id
-// at once: they all write the same value, so the order of the writes does not matter.
-//
-// Sequence bias: the CPU adds the biases of one token's matching sequences in sequence order, rounding every partial
-// sum to the scores' dtype, so the sum's bits depend on the order and atomics cannot give them. The sequences are
-// first sorted by last token with CUB's radix sort, which is stable: each token's sequences end up side by side,
-// still in their order. Then one thread block per row: the thread at the start of a token's group walks the group,
-// adds the biases of the sequences that end the row's ids, and writes the token's score once; no other thread
-// touches that score. The sort does not depend on the row, so it runs once per call (in the caller's workspace), and
-// a row matches each sequence once: searching each matching sequence's earlier ones of the same token instead would
-// cost O(sequences^2) per row, and single-token sequences match every row.
-//
-// What the CPU rejects cannot raise here (that needs a host sync), so it is made harmless instead: a row or source
-// length outside [0, width] is clamped to it; an n-gram size <= 0 bans nothing; a sequence whose offsets do not
-// increase within the tokens, or whose last token is outside [0, vocab), is skipped.
+// CUDA kernels of the n-gram ban and the sequence bias, the CPU kernels' semantics through ngram.h. Framework-free,
+// no host sync: input the CPU rejects is clamped or skipped. The bias sums each token's sequences in order (a stable
+// CUB sort by last token, one thread per group), since the CPU's rounded partial sums depend on the order.
+// Design: docs/design.md#n-gram-ban-and-sequence-bias.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -1,18 +1,13 @@
 // Matching rules of n-gram blocking and sequence bias that the CPU and CUDA kernels share. Framework-free (no torch
 // header) so that it compiles for host and device alike.
-//
-// No-repeat n-gram (transformers' NoRepeatNGram and EncoderNoRepeatNGram processors): a row's prefix is its last
-// n - 1 ids; every window of n consecutive ids of its source (the row's own ids, or the encoder's) whose first n - 1
-// ids equal the prefix bans its last id. A row shorter than n - 1 bans nothing; n = 1 bans every id of the source.
-//
-// Sequence bias (SequenceBias and NoBadWords): a sequence whose all-but-last tokens end the row's ids adds its bias
-// to its last token's score; several matching sequences with the same last token add up, in the order given, and
-// the sum is added to the score once.
+// N-gram ban: a window of the source whose first n - 1 ids equal the row's last n - 1 bans its last id. Sequence
+// bias: a sequence whose all-but-last tokens end the row adds its bias to its last token, in the order given.
+// Design: docs/design.md#n-gram-ban-and-sequence-bias.
 #pragma once
 
 #include <cstdint>
 
-#include "pysample/warp.h"
+#include "pysample/common.h"
 
 namespace pysample {
 

@@ -1,21 +1,7 @@
-// CUDA kernels of the penalties, the same semantics as the CPU kernels (csrc/cpu/penalty_cpu.cpp) through the
-// entries and the formula both take from penalty.h. Framework-free: raw pointers, sizes and a stream; no torch
-// header. No allocation (the stateless kernel's table is the caller's) and no host synchronisation.
-//
-// From a row's ids (apply_penalties): one thread block per row of scores, each with a zeroed table of entries of
-// its own. Pass 1 adds every position of the history to its token's entry with atomics (entries combine with | and
-// + only, so the order of the atomics does not matter); pass 2 visits the same positions and takes each token's
-// entry with an atomic exchange against 0, so exactly one thread gets a token's complete entry and penalises its
-// score, once per distinct token. From a counts table kept across steps (count_tokens, apply_penalty_counts): one
-// thread per (row, position) or per (row, token).
-//
-// Scores are penalised as torch computes on CUDA, where a division by a scalar is a multiplication by its
-// reciprocal (penalize<true>), so that the result is transformers' on CUDA bit for bit.
-//
-// What the CPU rejects cannot raise here (that needs a host sync), so it is made harmless instead: ids outside
-// [0, vocab) are ignored (as on the CPU); a row whose slot is outside [0, num_slots) is neither counted nor
-// penalised; a per-row repetition < 0 or NaN leaves its row unpenalised by repetition; a per-row presence or
-// frequency that is not finite is used as given; a per-row history_start or output_start < 0 counts as 0.
+// CUDA kernels of the penalties, the CPU kernels' semantics through penalty.h. Framework-free, no allocation (the
+// table is the caller's), no host sync: input the CPU rejects is ignored or clamped. Entries are built with atomics
+// and taken by atomic exchange, so each distinct token is penalised once; division as torch on CUDA (reciprocal).
+// Design: docs/design.md#penalties.
 #pragma once
 
 #include <cuda_runtime.h>

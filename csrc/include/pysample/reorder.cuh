@@ -1,17 +1,6 @@
-// CUDA kernels of the in-place beam reorder of KV caches, the same result as the CPU kernel
-// (csrc/cpu/reorder_cpu.cpp) through the plan both take from reorder.h. Framework-free: raw pointers, sizes and a
-// stream; no torch header. No host synchronisation: beam_idx is read on the device only, so the plan is made there.
-//
-// Two launches for up to kMaxCachesPerLaunch tensors (one more per further kMaxCachesPerLaunch): one thread block
-// makes the plan (one thread runs plan_reorder, its arrays in shared memory where they fit: a single thread is bound
-// by the latency of every access), then one launch copies along it for every tensor. The copy cuts the moved bytes
-// of a row (per head the filled positions with filled_length, else the whole row) into units of up to 16 bytes; each
-// thread owns a few units at fixed offsets and runs every step of the plan on them, in order, with the scratch row's
-// units in its registers. Every step copies offset o of one row to offset o of another, so a step reads at o only
-// what earlier steps wrote at o, in the same thread: no barrier, no shared memory, and the threads are independent.
-//
-// What the CPU rejects cannot raise here (that needs a host sync), so it is made harmless instead: a beam_idx[i]
-// outside [0, rows) counts as i, so row i keeps its content.
+// CUDA kernels of the in-place beam reorder of KV caches, the CPU kernel's result through reorder.h's plan. No host
+// sync: the plan is made on the device (one thread), then each thread replays it on its own 16-byte units, so no
+// barrier is needed. A beam_idx[i] outside [0, rows) counts as i. Design: docs/design.md#beam-reorder-of-kv-caches.
 #pragma once
 
 #include <cuda_runtime.h>

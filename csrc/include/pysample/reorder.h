@@ -1,17 +1,12 @@
 // The plan of an in-place beam reorder, shared by the CPU and CUDA kernels: row i of every cache tensor must become
 // old row beam_idx[i]. Framework-free (no torch header) so that it compiles for host and device alike.
-//
-// Rows with beam_idx[i] == i are not touched. A row is overwritten only once every row that reads its old content
-// has been written (rows nobody reads first, as in a topological order); what remains are cycles of the
-// permutation. A cycle with a row whose old content another row already holds (a child copied from it) is rotated
-// from that copy; any other cycle through one row of scratch. So a fan-out (one parent copied to several children,
-// other parents dropped) needs no scratch and the fewest copies, and a pure permutation one row per cycle: the least
-// scratch an in-place reorder can use.
+// Rows are written in topological order, then the remaining cycles are rotated from an existing copy or through one
+// scratch row: the least scratch an in-place reorder can use. Design: docs/design.md#beam-reorder-of-kv-caches.
 #pragma once
 
 #include <cstdint>
 
-#include "pysample/warp.h"
+#include "pysample/common.h"
 
 namespace pysample {
 

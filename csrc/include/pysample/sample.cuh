@@ -1,26 +1,8 @@
-// CUDA kernel of pysample.sample: the rules of pysample/sample.h, the same token as the CPU kernel
-// (csrc/cpu/sample_cpu.cpp) for the same logits, parameters, seed and step. Framework-free: raw pointers, sizes and
-// a stream; no torch header.
-//
-// One thread block per row, reading the row in global memory on every pass (the scaled logits are recomputed
-// rather than stored: no scratch buffer) with no sort of the vocabulary, no allocation and no host synchronisation.
-// What top-k and top-p keep is a prefix of one order, descending (value, then token id), so both are one upper bound on
-// the composite ((~key) << 32 | (vocab - 1 - id)) of a token (`RowView::bound`); min-p is a test of each token's
-// weight. The boundaries are found by the radix select of warp.cuh (8-bit digits of the composite, shared-memory
-// histograms of counts or of fixed-point weights, a block scan for the digit where the running count or weight reaches
-// the goal), here on the integer weights of sample.h: top-p keeps up to the first token at which double(running weight)
-// >= top_p * double(total), the complement of top_p_keeps on the weight before the next one, so the boundary is exactly
-// the CPU's. Each draw is then a search of the running kept weight in token order: every warp sums a contiguous segment
-// of the row, and the warp whose segment holds the draw's target walks it, 32 tokens at a time with a warp scan. Every
-// sum is of integers, so no order of additions changes a result.
-//
-// The per-row logic (`sample_row`, `select`) is written once over a `Block` of primitives (a reduction, a digit
-// histogram with its crossing, a search), __host__ __device__: `DeviceBlock` is the CUDA implementation, and the
-// tests run the same logic on the host over `HostBlock` (tests/cuda_host/sample_host.cu) against the CPU kernel.
-//
-// Ideas taken from others, code our own: radix select over order-preserving keys (FlashInfer's RadixTopK, vLLM's
-// csrc/topk.cuh, PyTorch's sortingRadixSelect.cuh, as in warp.cuh) and the sampling of a token by a search of the
-// running mass in token order (FlashInfer's SamplingFromProb), here on exact integer masses.
+// CUDA kernel of pysample.sample: the rules of pysample/sample.h, so the same token as the CPU kernel for the same
+// logits, parameters, seed and step. One block per row, radix select on integer weights, no sort, allocation or sync.
+// Per-row logic over a `Block` of primitives, so the tests run it on the host (HostBlock) too.
+// Radix select after FlashInfer's RadixTopK, vLLM and PyTorch; the draw after FlashInfer's SamplingFromProb.
+// Design: docs/design.md#the-sampler.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -29,20 +11,23 @@
 #include <limits>
 
 #include "pysample/sample.h"
-#include "pysample/warp.cuh"
+#include "pysample/row_select.cuh"
 
 namespace pysample {
 namespace sample_gpu {
 
-using warp_cuda::Bin;
-using warp_cuda::BlockScan;
-using warp_cuda::kDigitBits;
-using warp_cuda::kDigits;
-using warp_cuda::kFullWarp;
-using warp_cuda::kInf;
-using warp_cuda::kNoDigit;
-using warp_cuda::kThreads;
-using warp_cuda::Token;
+using row_select::add;
+using row_select::Bin;
+using row_select::BlockScan;
+using row_select::DigitCrossing;
+using row_select::Goal;
+using row_select::kDigits;
+using row_select::kFullWarp;
+using row_select::kInf;
+using row_select::kNoDigit;
+using row_select::kThreads;
+using row_select::Selection;
+using row_select::Token;
 
 constexpr int kWarps = kThreads / 32;
 
@@ -101,10 +86,11 @@ struct RowView {
   double min_p = 0.0;
 
   __host__ __device__ RowView(const T* logits_, int32_t vocab_, const RowPlan& plan)
-      : logits(logits_), vocab(vocab_), scale(plan.scale), temperature(plan.temperature) {
-    const int tie_bits = warp_cuda::bit_width(static_cast<uint32_t>(vocab > 1 ? vocab - 1 : 1));
-    first_tie_shift = (tie_bits + kDigitBits - 1) / kDigitBits * kDigitBits - kDigitBits;
-  }
+      : logits(logits_),
+        vocab(vocab_),
+        scale(plan.scale),
+        temperature(plan.temperature),
+        first_tie_shift(row_select::first_tie_shift(vocab_)) {}
 
   // The scaled logit y of token i, with the CPU's operations (sample_cpu.cpp).
   __host__ __device__ float value(int32_t i) const {
@@ -134,68 +120,11 @@ struct RowView {
 
 // ---- selection ----------------------------------------------------------------------------------------------
 
-// What a selection looks for: the first element, in ascending composite order over the tokens in bound, whose
-// running count reaches `value` (a rank), or (by_mass) whose running weight, converted to double, reaches `value`,
-// times the total weight when `of_total` (a fraction; the first digit's histogram sees every element).
-struct Goal {
-  bool by_mass;
-  double value;
-  bool of_total;
-
-  __host__ __device__ double target(const Bin& all) const {
-    return of_total ? value * static_cast<double>(all.mass) : value;
-  }
-  // Whether the running count or weight (integers, converted as the CPU does) reaches the target.
-  __host__ __device__ bool reached(const Bin& running, double target) const {
-    return (by_mass ? static_cast<double>(running.mass) : static_cast<double>(running.count)) >= target;
-  }
-};
-
-__host__ __device__ inline Bin add(const Bin& a, const Bin& b) { return {a.count + b.count, a.mass + b.mass}; }
-
-// One digit of a selection: the first digit whose bin is not empty and at which the running weight reaches the
-// target (kNoDigit if none), the bins below it and its own, and the total over every digit.
-struct DigitCrossing {
-  int digit;
-  Bin below;
-  Bin bin;
-  Bin all;
-};
-
-struct Selection {
-  bool found;
-  uint64_t composite;  // the element's composite (its key digits only unless ties were resolved)
-};
-
-// Radix select, 8-bit digits from the top of the composite: only the elements of the crossing digit go on to the
-// next digit. The tie digits (token id) are read only when resolve_ties asks and several elements share the key;
-// once one element is left its whole composite is read. warp.cuh's RowWarper::select, over a Block.
-#pragma nv_exec_check_disable
-template <typename Block, typename View>
-__host__ __device__ Selection select(Block& block, const View& view, Goal goal, bool resolve_ties) {
-  uint64_t prefix = 0;  // the digits fixed so far
-  uint64_t mask = 0;
-  Bin before{0, 0ull};  // the elements below the candidates
-  const int last_shift = resolve_ties ? 0 : 32;
-  for (int shift = 64 - kDigitBits;;) {
-    const DigitCrossing c = block.cross(view, prefix, mask, shift, goal, before);
-    if (c.digit == kNoDigit) return {false, 0};  // the weights never reach the target
-    goal = {goal.by_mass, goal.target(c.all), false};  // fixed by the first digit's total
-    before = add(before, c.below);
-    prefix |= static_cast<uint64_t>(c.digit) << shift;
-    mask |= static_cast<uint64_t>(kDigits - 1) << shift;
-    if (c.bin.count == 1 && shift > last_shift) return {true, block.find_lone(view, prefix, mask)};
-    if (shift == last_shift) return {true, prefix};
-    // After the key, the tie's digits: only those below the vocabulary's width can differ.
-    shift = shift == 32 ? view.first_tie_shift : shift - kDigitBits;
-  }
-}
-
 // Not inlined: it has two callers per dtype, and one copy per caller multiplies the compile time (as warp.cuh).
 template <typename Block, typename View>
 __host__ __device__ __noinline__ Selection block_select(Block& block, const View& view, Goal goal,
                                                        bool resolve_ties) {
-  return select(block, view, goal, resolve_ties);
+  return row_select::select(block, view, goal, resolve_ties);
 }
 
 // ---- a row --------------------------------------------------------------------------------------------------
@@ -247,12 +176,12 @@ __host__ __device__ void sample_row(Block& block, RowView<T> view, const RowPlan
 
 // ---- the CUDA block -----------------------------------------------------------------------------------------
 
-struct Shared : warp_cuda::SelectShared {
+struct Shared : row_select::SelectShared {
   int first_index;
   unsigned long long segment_weight[kWarps];
   unsigned long long segment_start[kWarps + 1];  // running kept weight before each warp's segment
   union {
-    typename cub::BlockReduce<warp_cuda::Totals, kThreads>::TempStorage reduce;
+    typename cub::BlockReduce<row_select::Totals, kThreads>::TempStorage reduce;
     typename BlockScan<Bin>::TempStorage bin_scan;
   } temp;
 };
@@ -277,14 +206,14 @@ class DeviceBlock {
 
   template <typename View>
   __device__ RowStats stats(const View& view) {
-    warp_cuda::Totals mine = warp_cuda::no_totals();
+    row_select::Totals mine = row_select::no_totals();
     for (int32_t i = threadIdx.x; i < view.vocab; i += kThreads) {
       const float y = view.value(i);
       mine.max = fmaxf(mine.max, y);  // NaN ignored
       mine.has_nan |= y != y;
     }
-    const warp_cuda::Totals all =
-        cub::BlockReduce<warp_cuda::Totals, kThreads>(shared_.temp.reduce).Reduce(mine, warp_cuda::CombineTotals{});
+    const row_select::Totals all =
+        cub::BlockReduce<row_select::Totals, kThreads>(shared_.temp.reduce).Reduce(mine, row_select::CombineTotals{});
     if (threadIdx.x == 0) shared_.totals = all;
     __syncthreads();
     const RowStats result{shared_.totals.max, shared_.totals.has_nan != 0};
@@ -331,30 +260,12 @@ class DeviceBlock {
         digit = static_cast<uint32_t>(c >> shift) & (kDigits - 1);
       }
       if (goal.by_mass) {
-        warp_cuda::add_to_bin(shared_.bin_count, shared_.bin_mass, candidate, digit,
-                              candidate ? view.weight(t) : 0ull);
+        row_select::add_to_bin(shared_, candidate, digit, candidate ? view.weight(t) : 0ull);
       } else if (candidate) {
         atomicAdd(&shared_.bin_count[digit], 1);
       }
     }
-    __syncthreads();
-    const Bin bin = threadIdx.x < kDigits ? Bin{shared_.bin_count[threadIdx.x], shared_.bin_mass[threadIdx.x]}
-                                         : Bin{0, 0ull};
-    Bin below;
-    Bin all;
-    BlockScan<Bin>(shared_.temp.bin_scan).ExclusiveScan(bin, below, Bin{0, 0ull}, warp_cuda::AddBins{}, all);
-    const double target = goal.target(all);
-    if (bin.count > 0 && goal.reached(add(add(before, below), bin), target)) {
-      atomicMin(&shared_.crossing_digit, static_cast<int>(threadIdx.x));
-    }
-    __syncthreads();
-    const int digit = shared_.crossing_digit;
-    if (static_cast<int>(threadIdx.x) == digit) {
-      shared_.before_crossing = below;
-      shared_.crossing_bin = bin;
-    }
-    __syncthreads();
-    return {digit, shared_.before_crossing, shared_.crossing_bin, all};
+    return shared_.crossing(goal, before, shared_.temp.bin_scan);
   }
 
   // The composite of the only token in bound matching `prefix` under `mask`.

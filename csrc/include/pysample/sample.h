@@ -1,25 +1,13 @@
-// Logic of sampling a token from logits that the CPU and the CUDA kernels share: the counter-based random
-// generator, a token's weight in fixed point, the keep rules of top-p and min-p on those weights, and the draw.
-// Every quantity a decision depends on is computed with the same operations on both sides, and masses are sums of
-// integers (exact in any order), so the same logits, parameters, seed and step give the same token on every device,
-// whatever the batch size or the row's position in it. Framework-free (no torch header).
-//
-// A row's sampling, given its scaled logits y = logits / temperature (rounded to the logits' dtype, as
-// transformers), their max m and the token weights W(y) = weight(y, m):
-//   1. greedy (temperature 0, top_k 1) is torch.argmax of y: the first NaN, else the first largest y;
-//   2. a row holding +inf draws from the softmax's limit: y becomes 0 at its +inf tokens, -inf elsewhere;
-//   3. top-k keeps the tokens with y >= the k-th largest y (all ties with it);
-//   4. top-p orders the kept tokens by descending y, ties by descending token id (the warpers' order), and keeps a
-//      token while the weight of those before it is 0 or below top_p times their total (top_p_keeps);
-//   5. min-p keeps the tokens with W >= min_p W(m) (min_p_keeps);
-//   6. draw d of n takes 64 random bits (draw_bits) and picks, in ascending token id over the kept tokens, the first
-//      whose running weight exceeds draw_target(bits, total kept weight).
-// A sampled row whose softmax is undefined (a NaN, or every logit -inf) draws -1.
+// Sampling logic the CPU and CUDA kernels share (Philox, fixed-point weights, the top-p / min-p keep rules, the
+// draw), computed with the same operations on both and summed as integers, so the same logits, parameters, seed and
+// step give the same token on every device and batch. Framework-free (no torch header).
+// The numbered rules (greedy, +inf rows, top-k, top-p, min-p, the draw; -1 for an undefined softmax):
+// docs/design.md#the-sampler.
 #pragma once
 
 #include <cstdint>
 
-#include "pysample/warp.h"
+#include "pysample/stages.h"
 
 namespace pysample {
 

@@ -1,54 +1,36 @@
-// CUDA kernel of the fused logits warper (temperature -> top-k -> top-p -> min-p -> typical -> epsilon -> eta), the
-// same semantics as the CPU kernel (csrc/cpu/warp_cpu.cpp) through the decision logic both take from warp.h.
-// Framework-free: raw pointers, sizes and a stream; no torch header.
-//
-// One thread block per row, working on the row in global memory (read again by every pass: a row is small enough to
-// stay in L2) with no sort of the vocabulary, no allocation and no host synchronisation, so it can be captured in a
-// CUDA graph. What a stage keeps is a bound in a total order rather than a mask:
-//   * top-k, top-p, min-p, epsilon and eta each keep an upper set of the (value, token id) order, so together they
-//     are one lexicographic lower bound (`ValueBound`); min-p, epsilon and eta compare value - max with a log
-//     cut-off, so their bound is the smallest key they keep;
-//   * typical decoding keeps a prefix of the (distance, token id) order (`TypicalCut`).
-// A token is active while it satisfies every bound set so far. The boundaries are found by radix select over 64-bit
-// composites (32-bit order-preserving key, then the tie by token id): 8-bit digits, a shared-memory histogram of
-// counts or of probability mass per digit, a block-wide scan for the digit at which the running count or mass
-// reaches the target, and on to the next digit among that digit's tokens only. The tie digits are read only when the
-// boundary's key is shared by several tokens. Once few tokens remain active they are copied to shared memory and the
-// later passes read them there.
-//
-// Ideas taken from others, code our own: radix select over order-preserving keys with shared-memory digit histograms
-// (FlashInfer's RadixTopK in include/flashinfer/sampling.cuh and vLLM's csrc/topk.cuh; PyTorch's
-// sortingRadixSelect.cuh), and warp-aggregated atomics (NVIDIA's "Voting and Shuffling to Optimize Atomic
-// Operations", whose peer reduction `add_mass` follows).
+// CUDA kernel of the fused logits warper, the CPU kernel's semantics through stages.h. Framework-free. One block per
+// row, no sort, allocation or host sync (graph-capturable); each stage keeps a bound in a total order, found by
+// radix select over 64-bit (key, token id) composites (row_select.cuh). Radix select after FlashInfer's RadixTopK,
+// vLLM's topk.cuh and PyTorch's sortingRadixSelect.cuh; `add_to_bin` after NVIDIA's warp-aggregated atomics.
+// Design: docs/design.md#the-warper-on-cuda.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cub/block/block_reduce.cuh>
-#include <cub/block/block_scan.cuh>
 #include <limits>
 
-#include "pysample/warp.h"
+#include "pysample/row_select.cuh"
+#include "pysample/stages.h"
 
 namespace pysample {
 namespace warp_cuda {
 
-constexpr int kThreads = 1024;
-constexpr int kDigitBits = 8;
-constexpr int kDigits = 1 << kDigitBits;
-constexpr int kNoDigit = kDigits;
-constexpr int kListCapacity = 4096;  // active tokens cached in shared memory once no more remain
-constexpr unsigned kFullWarp = 0xFFFFFFFFu;
-constexpr uint32_t kNaNKey = 0xFFFFFFFFu;  // ordered_key of every NaN
-constexpr float kInf = std::numeric_limits<float>::infinity();
+using row_select::Bin;
+using row_select::BlockScan;
+using row_select::CombineTotals;
+using row_select::DigitCrossing;
+using row_select::Goal;
+using row_select::kDigits;
+using row_select::kInf;
+using row_select::kThreads;
+using row_select::no_totals;
+using row_select::Selection;
+using row_select::Token;
+using row_select::Totals;
 
-// A token of the row: its value after temperature, its id and the value's ordered key.
-struct Token {
-  float value;
-  int32_t id;
-  uint32_t key;
-};
+constexpr int kListCapacity = 4096;  // active tokens cached in shared memory once no more remain
+constexpr uint32_t kNaNKey = 0xFFFFFFFFu;  // ordered_key of every NaN
 
 // Kept tokens of the value stages: (key, id) >= (key, id) of the bound, lexicographically.
 struct ValueBound {
@@ -94,72 +76,23 @@ struct TypicalOrder {
   __device__ uint32_t tie(const Token& t) const { return static_cast<uint32_t>(t.id); }
 };
 
+// An order as the radix select sees it: each token's composite (sort key, then tie), and the max that weights are
+// relative to.
 template <typename Order>
-__device__ uint64_t composite(const Order& order, const Token& t) {
-  return (static_cast<uint64_t>(order.sort_key(t)) << 32) | order.tie(t);
-}
+struct SelectView {
+  Order order;
+  float max;
+  int first_tie_shift;
+
+  __device__ uint64_t composite(const Token& t) const {
+    return (static_cast<uint64_t>(order.sort_key(t)) << 32) | order.tie(t);
+  }
+};
 
 // The float whose ordered key is `key` (NaN aside).
 __device__ inline float key_value(uint32_t key) { return bits_float(key & 0x80000000u ? key ^ 0x80000000u : ~key); }
 
-// Totals of one pass over the active tokens; each pass fills the fields it needs.
-struct Totals {
-  float max;        // largest value, NaN ignored
-  int has_nan;
-  int count;
-  double sum;     // of exp(value - max)
-  double moment;  // of exp(value - max) * (value - max), for the entropy
-  uint32_t min_key;
-};
-
-__device__ inline Totals no_totals() { return {-kInf, 0, 0, 0.0, 0.0, 0xFFFFFFFFu}; }
-
-struct CombineTotals {
-  __device__ Totals operator()(const Totals& a, const Totals& b) const {
-    return {fmaxf(a.max, b.max), a.has_nan | b.has_nan, a.count + b.count, a.sum + b.sum, a.moment + b.moment,
-            a.min_key < b.min_key ? a.min_key : b.min_key};
-  }
-};
-
-// A histogram bin, or a sum of bins: token count and probability mass in fixed point (integer sums do not depend
-// on the order of the additions, so the result is the same on every run).
-struct Bin {
-  int count;
-  unsigned long long mass;
-};
-
-struct AddBins {
-  __device__ Bin operator()(const Bin& a, const Bin& b) const { return {a.count + b.count, a.mass + b.mass}; }
-};
-
-// Block scans by warp scans: their storage is per warp, where the default (raking) keeps a slot per thread.
-template <typename T>
-using BlockScan = cub::BlockScan<T, kThreads, cub::BLOCK_SCAN_WARP_SCANS>;
-
-// The shared memory of a radix select (here and in sample.cuh): per-digit histograms of counts and mass, the
-// crossing found, and the block's totals.
-struct SelectShared {
-  int bin_count[kDigits];
-  unsigned long long bin_mass[kDigits];
-  int crossing_digit;
-  Bin before_crossing;  // the bins below the crossing digit
-  Bin crossing_bin;
-  uint64_t lone_composite;
-  Totals totals;
-
-  // Zeroes the histograms and the crossing for the next digit, once every thread has read the previous ones.
-  __device__ void clear_histogram() {
-    __syncthreads();
-    for (int d = threadIdx.x; d < kDigits; d += kThreads) {
-      bin_count[d] = 0;
-      bin_mass[d] = 0;
-    }
-    if (threadIdx.x == 0) crossing_digit = kNoDigit;
-    __syncthreads();
-  }
-};
-
-struct Shared : SelectShared {
+struct Shared : row_select::SelectShared {
   float list_value[kListCapacity];
   int32_t list_id[kListCapacity];
   union {
@@ -176,47 +109,6 @@ struct Softmax {
   int count;     // active tokens
 };
 
-// The result of a selection: the first element, in ascending (sort key, tie) order, at which the running weight
-// reaches the target.
-struct Selection {
-  bool found;
-  uint32_t key;       // its sort key
-  uint32_t tie;       // its tie, when the ties were resolved (or the key is its own)
-  int before;         // active elements before it: of a smaller key, or once ties are resolved a smaller (key, tie)
-  int group;          // active elements of its key (1 once ties are resolved)
-};
-
-// Adds one token (count and mass) to its digit's bin in shared memory (the sampler shares it). The lanes of a warp
-// that share a digit are summed first, a pairwise tree over their ranks: shared memory has no native 64-bit atomic
-// add (it is a compare-and-swap loop) and most tokens fall in a few digits. Every lane of the warp must call it.
-__device__ inline void add_to_bin(int* bin_count, unsigned long long* bin_mass, bool candidate, uint32_t digit,
-                                  unsigned long long units) {
-  const unsigned lane = threadIdx.x % 32;
-  const unsigned lane_bit = 1u << lane;
-  const unsigned same_digit = __match_any_sync(kFullWarp, candidate ? digit : kDigits + lane);
-  const bool leader = (same_digit & (lane_bit - 1)) == 0;
-  unsigned rank = __popc(same_digit & (lane_bit - 1));
-  unsigned higher = same_digit & ~(lane_bit | (lane_bit - 1));  // the peers above this lane still summing
-  while (__any_sync(kFullWarp, higher != 0)) {
-    const int next = higher != 0 ? __ffs(higher) - 1 : static_cast<int>(lane);
-    const unsigned long long partial = __shfl_sync(kFullWarp, units, next);
-    if (higher != 0) units += partial;
-    // The peers at odd ranks of this round have been added to their predecessor: they drop out.
-    higher &= ~__ballot_sync(kFullWarp, rank & 1);
-    rank >>= 1;
-  }
-  if (candidate && leader) {
-    atomicAdd(&bin_count[digit], __popc(same_digit));
-    atomicAdd(&bin_mass[digit], units);
-  }
-}
-
-PYSAMPLE_HD int bit_width(uint32_t v) {
-  int bits = 0;
-  for (; v != 0; v >>= 1) ++bits;
-  return bits;
-}
-
 template <typename T>
 class RowWarper {
  public:
@@ -224,15 +116,15 @@ class RowWarper {
       : row_(row),
         vocab_(vocab),
         shared_(shared),
-        tie_bits_(bit_width(static_cast<uint32_t>(vocab - 1))),
+        first_tie_shift_(row_select::first_tie_shift(vocab)),
         // Masses are sums of exp(value - max) <= 1 over at most `vocab` tokens: this scale keeps them below 2^62.
-        mass_scale_(ldexp(1.0, 62 - bit_width(static_cast<uint32_t>(vocab)))) {}
+        mass_scale_(ldexp(1.0, 62 - row_select::bit_width(static_cast<uint32_t>(vocab)))) {}
 
   // Top-k: keep values >= the k-th largest (all ties with it). It runs first, so every token is active; nothing to
   // do when k >= vocab, and k <= 0 means no top-k (a negative per-row k, which the GPU cannot reject, included).
   __device__ void top_k(int64_t k) {
     if (k <= 0 || k >= vocab_) return;
-    const uint32_t kth_key = ~select(ValueOrder{vocab_}, false, static_cast<double>(k), false, 0.0f).key;
+    const uint32_t kth_key = ~select(ValueOrder{vocab_}, Goal{false, static_cast<double>(k), false}, false, 0.0f).key();
     if (kth_key == kNaNKey) return;  // transformers compares against a NaN k-th value: nothing is removed
     raise_bound({kth_key, 0});
   }
@@ -262,16 +154,16 @@ class RowWarper {
       last = {positive.min_key, 0};
       kept = positive.count;
     } else if (keep_fraction > 0.0) {
-      const Selection crossing = select(order, true, keep_fraction, true, sm.max);
+      const Selection crossing = select(order, Goal{true, keep_fraction, true}, true, sm.max);
       if (!crossing.found) return;  // rounding: the mass never reached keep_fraction, every token stays
-      last = {~crossing.key, order.id(crossing.tie)};
+      last = {~crossing.key(), order.id(crossing.tie())};
       kept = crossing.before + 1;
     }
     const int64_t at_least = min_keep < sm.count ? min_keep : sm.count;
     if (kept < at_least) {
       if (at_least == sm.count) return;
-      const Selection rank = select(order, false, static_cast<double>(at_least), true, sm.max);
-      last = {~rank.key, order.id(rank.tie)};
+      const Selection rank = select(order, Goal{false, static_cast<double>(at_least), false}, true, sm.max);
+      last = {~rank.key(), order.id(rank.tie())};
       kept = at_least;
     }
     if (kept >= sm.count) return;
@@ -295,16 +187,16 @@ class RowWarper {
     TypicalCut cut{true, sm.max, static_cast<float>(log(sums.sum)),
                    static_cast<float>(entropy_from_moments(sums.sum, sums.moment)), 0u, 0xFFFFFFFFu};
     const TypicalOrder order{cut};
-    const Selection boundary = select(order, true, typical_p, false, sm.max);
+    const Selection boundary = select(order, Goal{true, typical_p, true}, false, sm.max);
     // transformers keeps every token when the mass never reaches typical_p.
     if (!boundary.found) return;
-    cut.key = boundary.key;
+    cut.key = boundary.key();
     int64_t kept = boundary.before + boundary.group;  // every token at or below the boundary distance
     if (kept < min_keep) {
       if (min_keep >= sm.count) return;
-      const Selection last = select(order, false, static_cast<double>(min_keep), true, sm.max);
-      cut.key = last.key;
-      cut.id = last.tie;
+      const Selection last = select(order, Goal{false, static_cast<double>(min_keep), false}, true, sm.max);
+      cut.key = last.key();
+      cut.id = last.tie();
       kept = min_keep;
     }
     if (kept >= sm.count) return;
@@ -324,7 +216,7 @@ class RowWarper {
   T* row_;
   int32_t vocab_;
   Shared& shared_;
-  int tie_bits_;
+  int first_tie_shift_;
   double mass_scale_;
   ValueBound bound_{0, 0};  // every key is >= 0: every token
   TypicalCut typical_{false, 0.0f, 0.0f, 0.0f, 0u, 0u};
@@ -434,10 +326,8 @@ class RowWarper {
                              : static_cast<double>(eta_cutoff(parameter, entropy_from_moments(sums.sum, sums.moment)));
       log_cutoff = static_cast<float>(log(cut) + log(sums.sum));
     }
-    const uint32_t protect = min_keep == 1 ? ordered_key(sm.max)
-                                           : ~select(ValueOrder{vocab_}, false, static_cast<double>(min_keep),
-                                                     false, sm.max)
-                                                  .key;
+    const Goal rank{false, static_cast<double>(min_keep), false};
+    const uint32_t protect = min_keep == 1 ? ordered_key(sm.max) : ~select(ValueOrder{vocab_}, rank, false, sm.max).key();
     Totals mine = no_totals();
     for_each_token([&](bool active, const Token& t) {
       if (!active) return;
@@ -448,89 +338,41 @@ class RowWarper {
     raise_bound({all_reduce(mine).min_key, 0});
   }
 
-  // First element, in ascending (sort key, tie) order of `order` over the active tokens, at which the running weight
-  // reaches the goal: a rank (count) or, by_mass, a fraction of the total of exp(value - max). Ties are read only
-  // when resolve_ties asks for them and several tokens share the boundary's key. Not inlined: it has several
-  // callers, and one copy per caller multiplies the compile time.
+  // The first element, in ascending (sort key, tie) order of `order` over the active tokens, at which the running
+  // count or weight exp(value - max) reaches the goal. Not inlined: it has several callers, and one copy per caller
+  // multiplies the compile time.
   template <typename Order>
-  __device__ __noinline__ Selection select(const Order& order, bool by_mass, double goal, bool resolve_ties,
-                                          float max) {
-    Selection result{false, 0u, 0u, 0, 0};
-    uint64_t prefix = 0;  // the composite's digits fixed so far
-    uint64_t mask = 0;
-    Bin before{0, 0ull};  // the elements below the candidates
-    double target = goal;
-    const int last_shift = resolve_ties ? 0 : 32;
-    for (int shift = 64 - kDigitBits;;) {
-      histogram(order, prefix, mask, shift, by_mass, max);
-      const Bin bin = threadIdx.x < kDigits ? Bin{shared_.bin_count[threadIdx.x], shared_.bin_mass[threadIdx.x]}
-                                           : Bin{0, 0ull};
-      Bin below;
-      Bin all;
-      BlockScan<Bin>(shared_.temp.bin_scan).ExclusiveScan(bin, below, Bin{0, 0ull}, AddBins{}, all);
-      if (by_mass && mask == 0) target = goal * static_cast<double>(all.mass);  // the first digit sees them all
-      const double reached = by_mass ? static_cast<double>(before.mass + below.mass + bin.mass)
-                                     : static_cast<double>(before.count + below.count + bin.count);
-      if (bin.count > 0 && reached >= target) atomicMin(&shared_.crossing_digit, static_cast<int>(threadIdx.x));
-      __syncthreads();
-      const int digit = shared_.crossing_digit;
-      if (static_cast<int>(threadIdx.x) == digit) {
-        shared_.before_crossing = below;
-        shared_.crossing_bin = bin;
-      }
-      __syncthreads();
-      if (digit == kNoDigit) return result;  // the weights never reach the target
-      before = AddBins{}(before, shared_.before_crossing);
-      const int group = shared_.crossing_bin.count;
-      prefix |= static_cast<uint64_t>(digit) << shift;
-      mask |= static_cast<uint64_t>(kDigits - 1) << shift;
-      if (group == 1 && shift > last_shift) {
-        prefix = find_lone(order, prefix, mask);  // the whole composite of the only candidate left
-        result.group = 1;
-        break;
-      }
-      if (shift == last_shift) {
-        result.group = group;
-        break;
-      }
-      // After the key, the tie's digits: only those below the vocabulary's width can differ.
-      shift = shift == 32 ? (tie_bits_ + kDigitBits - 1) / kDigitBits * kDigitBits - kDigitBits : shift - kDigitBits;
-    }
-    result.found = true;
-    result.key = static_cast<uint32_t>(prefix >> 32);
-    result.tie = static_cast<uint32_t>(prefix);
-    result.before = before.count;
-    return result;
+  __device__ __noinline__ Selection select(const Order& order, Goal goal, bool resolve_ties, float max) {
+    return row_select::select(*this, SelectView<Order>{order, max, first_tie_shift_}, goal, resolve_ties);
   }
 
-  // Counts (and masses) per digit at `shift` of the active elements whose composite matches `prefix` under `mask`.
+ public:  // row_select::select's primitives
+  // The histogram of the digit at `shift` of the active tokens whose composite matches `prefix` under `mask`
+  // (counts, and weights when by_mass), then its crossing.
   template <typename Order>
-  __device__ void histogram(const Order& order, uint64_t prefix, uint64_t mask, int shift, bool by_mass, float max) {
+  __device__ DigitCrossing cross(const SelectView<Order>& view, uint64_t prefix, uint64_t mask, int shift,
+                                 const Goal& goal, const Bin& before) {
     shared_.clear_histogram();
     for_each_token([&](bool active, const Token& t) {
-      const uint64_t c = composite(order, t);
+      const uint64_t c = view.composite(t);
       const bool candidate = active && (c & mask) == prefix;
       const uint32_t digit = static_cast<uint32_t>(c >> shift) & (kDigits - 1);
-      if (by_mass) {
+      if (goal.by_mass) {
         const unsigned long long units =
-            candidate ? static_cast<unsigned long long>(exp_nonpos(t.value - max) * mass_scale_ + 0.5) : 0ull;
-        add_mass(candidate, digit, units);
+            candidate ? static_cast<unsigned long long>(exp_nonpos(t.value - view.max) * mass_scale_ + 0.5) : 0ull;
+        row_select::add_to_bin(shared_, candidate, digit, units);
       } else if (candidate) {
         atomicAdd(&shared_.bin_count[digit], 1);
       }
     });
-    __syncthreads();
-  }
-
-  __device__ void add_mass(bool candidate, uint32_t digit, unsigned long long units) {
-    add_to_bin(shared_.bin_count, shared_.bin_mass, candidate, digit, units);
+    return shared_.crossing(goal, before, shared_.temp.bin_scan);
   }
 
   // The composite of the only active element matching `prefix` under `mask`.
   template <typename Order>
-  __device__ uint64_t find_lone(const Order& order, uint64_t prefix, uint64_t mask) {
+  __device__ uint64_t find_lone(const SelectView<Order>& view, uint64_t prefix, uint64_t mask) {
     for_each_token([&](bool active, const Token& t) {
-      const uint64_t c = composite(order, t);
+      const uint64_t c = view.composite(t);
       if (active && (c & mask) == prefix) shared_.lone_composite = c;
     });
     __syncthreads();
