@@ -29,8 +29,15 @@ def extension():
     # -fopenmp: at::parallel_for is an inline OpenMP loop, serial unless the extension itself is built with OpenMP.
     # -Wno-psabi: the note that 32-byte vector arguments pass differently without AVX (row_kernels.h's lane helpers
     # are inlined in each clone; no such argument crosses a call).
-    cxx_flags = ["-O3", "-std=c++20", "-ffp-contract=off", "-fno-trapping-math", "-fvisibility=hidden", "-fopenmp",
-                 "-Wno-psabi"]
+    cxx_flags = [
+        "-O3",
+        "-std=c++20",
+        "-ffp-contract=off",
+        "-fno-trapping-math",
+        "-fvisibility=hidden",
+        "-fopenmp",
+        "-Wno-psabi",
+    ]
     link_flags = ["-fopenmp"]
     include_dirs = [os.path.join(HERE, "csrc", "include")]
     if not want_cuda():

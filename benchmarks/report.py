@@ -93,8 +93,10 @@ def machine_lines(data: dict) -> List[str]:
     cpu = info.get("cpu_model") or machine.get("cpu", {}).get("brand_raw") or machine.get("processor", "?")
     cores = info.get("logical_cores") or machine.get("cpu", {}).get("count", "?")
     lines = [f"- Date: {run_date(data.get('datetime', ''))}"]
-    lines += [f"- Added from a later run on the same machine ({run_date(when)}): {groups} groups, at the end of "
-              "their tables" for when, groups in data.get("later_runs", [])]
+    lines += [
+        f"- Added from a later run on the same machine ({run_date(when)}): {groups} groups, at the end of their tables"
+        for when, groups in data.get("later_runs", [])
+    ]
     lines += [
         f"- CPU: {cpu}, {cores} logical cores; torch intra-op threads (also pysample's): "
         f"{info.get('torch_threads', '?')}",
@@ -117,9 +119,9 @@ def machine_lines(data: dict) -> List[str]:
 def sampling_table(device: str, rows: List[dict]) -> List[str]:
     out = [f"## Sampling `pysample.sample`, {device}", ""]
     out.append(
-        "One token per row from the logits. \"transformers path\": the case's warpers as a LogitsProcessorList "
+        'One token per row from the logits. "transformers path": the case\'s warpers as a LogitsProcessorList '
         "(Temperature -> TopK -> TopP -> MinP, as `generate()` applies them), then `torch.softmax` and "
-        "`torch.multinomial(num_samples=1)`; \"torch.multinomial\": `torch.softmax` + `torch.multinomial` on the raw "
+        '`torch.multinomial(num_samples=1)`; "torch.multinomial": `torch.softmax` + `torch.multinomial` on the raw '
         "logits, no filter (the same work in every case of a shape). pysample gets a fixed (batch,) int64 seed "
         "tensor and step 0. Ratios are that implementation's time / pysample's. \"In kept set\": the fraction of "
         "pysample's draws (16 steps per row, checked once, untimed) that lie in the set transformers' warpers "
@@ -153,8 +155,10 @@ def time_and_ratio_cells(row: dict, impls) -> str:
     for impl in impls:
         time = row.get(impl)
         ratio = transformers / time if transformers and time else None
-        cells.append(f"{format_time(time)} | {format_ratio(transformers, time)}"
-                     f"{format_bar(ratio, row['info'].get('bar_' + impl))}")
+        cells.append(
+            f"{format_time(time)} | {format_ratio(transformers, time)}"
+            f"{format_bar(ratio, row['info'].get('bar_' + impl))}"
+        )
     return " | ".join(cells)
 
 
@@ -173,13 +177,15 @@ def penalties_table(device: str, rows: List[dict]) -> List[str]:
     for row in rows:
         info = row["info"]
         cells = time_and_ratio_cells(row, ("pysample", "inplace", "stateful"))
-        lines.append(f"| {info['batch']}x{info['vocab']} | {info['history']} | {format_time(row.get('transformers'))} "
-                     f"| {cells} | {rows_equal_text(row)} |")
+        lines.append(
+            f"| {info['batch']}x{info['vocab']} | {info['history']} | {format_time(row.get('transformers'))} "
+            f"| {cells} | {rows_equal_text(row)} |"
+        )
     return section(
         f"## Penalties, {device}",
-        "RepetitionPenalty(1.2) over uniform random histories of L tokens per row. \"drop-in\": "
-        "`pysample.RepetitionPenaltyLogitsProcessor` (returns a new tensor, like transformers); \"in place\": "
-        "`pysample.apply_penalties_`; \"stateful\": one step of `pysample.PenaltyState` (`append` of the step's "
+        'RepetitionPenalty(1.2) over uniform random histories of L tokens per row. "drop-in": '
+        '`pysample.RepetitionPenaltyLogitsProcessor` (returns a new tensor, like transformers); "in place": '
+        '`pysample.apply_penalties_`; "stateful": one step of `pysample.PenaltyState` (`append` of the step\'s '
         "tokens + `apply_`), whose cost does not grow with L. In-place rows are restored before each round "
         "(untimed). Ratios: transformers / that implementation.",
         "| batch x vocab | L | transformers | drop-in | ratio | in place | ratio | stateful | ratio | rows equal |",
@@ -193,14 +199,16 @@ def token_editor_table(device: str, rows: List[dict]) -> List[str]:
     for row in rows:
         info = row["info"]
         cells = time_and_ratio_cells(row, ("pysample", "inplace"))
-        lines.append(f"| {info['case']} | {info['batch']}x{info['vocab']} | {info['history']} "
-                     f"| {format_time(row.get('transformers'))} | {format_time(row.get('legacy'))} | {cells} "
-                     f"| {rows_equal_text(row)} |")
+        lines.append(
+            f"| {info['case']} | {info['batch']}x{info['vocab']} | {info['history']} "
+            f"| {format_time(row.get('transformers'))} | {format_time(row.get('legacy'))} | {cells} "
+            f"| {rows_equal_text(row)} |"
+        )
     return section(
         f"## N-gram bans and sequence bias, {device}",
-        "Ids drawn from 50 tokens (n-grams repeat, sequences match). \"transformers\": its 5.23 processor; "
-        "\"4.x loop\": transformers 4.x's NoRepeatNGram (a Python dict of the n-grams of every row); \"drop-in\": "
-        "pysample's processor (a new tensor); \"in place\": the op `pysample.no_repeat_ngram_`, its row restored "
+        'Ids drawn from 50 tokens (n-grams repeat, sequences match). "transformers": its 5.23 processor; '
+        '"4.x loop": transformers 4.x\'s NoRepeatNGram (a Python dict of the n-grams of every row); "drop-in": '
+        'pysample\'s processor (a new tensor); "in place": the op `pysample.no_repeat_ngram_`, its row restored '
         "before each round (untimed). EncoderNoRepeatNGram: 16 encoder rows of 512 ids x 4 beams, 64 decoded ids (L). "
         "Ratios: transformers / that implementation.",
         "| case | batch x vocab | L | transformers | 4.x loop | drop-in | ratio | in place | ratio | rows equal |",
@@ -215,15 +223,17 @@ def reorder_table(device: str, rows: List[dict]) -> List[str]:
         info = row["info"]
         t, p = row.get("transformers"), row.get("pysample")
         ratio = t / p if t and p else None
-        lines.append(f"| {info['layers']} | {info['beams']} | {info['seq']} | {info['dtype']} | {info['pattern']} "
-                     f"| {format_time(t)} | {format_time(p)} | {format_ratio(t, p)}"
-                     f"{format_bar(ratio, info.get('bar_pysample'))} |")
+        lines.append(
+            f"| {info['layers']} | {info['beams']} | {info['seq']} | {info['dtype']} | {info['pattern']} "
+            f"| {format_time(t)} | {format_time(p)} | {format_ratio(t, p)}"
+            f"{format_bar(ratio, info.get('bar_pysample'))} |"
+        )
     return section(
         f"## KV-cache reorder, {device}",
         "One beam-search reorder of every layer's keys and values, `[beams, 4, seq, 64]` each: transformers' "
         "`DynamicCache.reorder_cache` (an allocating `index_select` per tensor) against `pysample.BeamCache` "
-        "(`reorder_kv_cache_`, all tensors in one call, in place). \"one change\": beam 1 replaced by a copy of "
-        "beam 0; \"random\": beam_idx drawn uniformly. Ratio: transformers / pysample.",
+        '(`reorder_kv_cache_`, all tensors in one call, in place). "one change": beam 1 replaced by a copy of '
+        'beam 0; "random": beam_idx drawn uniformly. Ratio: transformers / pysample.',
         "| layers | beams | seq | dtype | beam_idx | transformers | pysample | ratio |",
         "|---:|---:|---:|---|---|---:|---:|---:|",
         lines,
@@ -236,13 +246,15 @@ def beam_step_table(device: str, rows: List[dict]) -> List[str]:
         info = row["info"]
         t, p = row.get("transformers"), row.get("pysample")
         same = info.get("same_candidates")
-        lines.append(f"| {info['batch']}x{info['beams']} | {info['vocab']} | {format_time(t)} | {format_time(p)} "
-                     f"| {format_ratio(t, p)} | {'—' if same is None else ('yes' if same else '**no**')} |")
+        lines.append(
+            f"| {info['batch']}x{info['beams']} | {info['vocab']} | {format_time(t)} | {format_time(p)} "
+            f"| {format_ratio(t, p)} | {'—' if same is None else ('yes' if same else '**no**')} |"
+        )
     return section(
         f"## Beam search step, {device}",
         "One beam step from float32 logits `(batch * beams, vocab)`: transformers' code path (log_softmax, plus the "
         "running beam scores, topk of 2 * beams over beams x vocab, index // vocab and % vocab) against "
-        "`pysample.beam_search_step` (log-softmax fused, no log-probability tensor). \"same\": the same "
+        '`pysample.beam_search_step` (log-softmax fused, no log-probability tensor). "same": the same '
         "continuations selected (checked once, untimed). Ratio: transformers / pysample.",
         "| batch x beams | vocab | transformers | pysample | ratio | same |",
         "|---|---:|---:|---:|---:|---|",
@@ -270,8 +282,11 @@ def render(data: dict) -> str:
     editors = [row for row in rows if row["info"].get("kind") == "token_editor"]
     reorders = [row for row in rows if row["info"].get("kind") == "reorder"]
     beam_steps = [row for row in rows if row["info"].get("kind") == "beam_step"]
-    rows = [row for row in rows if row["info"].get("kind") not in ("sample", "penalty", "penalty_row", "token_editor",
-                                                                   "reorder", "beam_step")]
+    rows = [
+        row
+        for row in rows
+        if row["info"].get("kind") not in ("sample", "penalty", "penalty_row", "token_editor", "reorder", "beam_step")
+    ]
     raw = [row for row in rows if "bar_us_per_row" in row["info"]]
     warpers = [row for row in rows if "bar_us_per_row" not in row["info"]]
     devices = []
@@ -290,10 +305,10 @@ def render(data: dict) -> str:
                 info = row["info"]
                 equal = row.get("rows_equal")
                 equal_text = "—" if equal is None else f"{equal}/{info['batch']}"
+                theirs, ours = row.get("transformers"), row.get("pysample")
                 out.append(
-                    f"| {info['case']} | {info['batch']}x{info['vocab']} | {format_time(row.get('transformers'))} "
-                    f"| {format_time(row.get('pysample'))} | {format_ratio(row.get('transformers'), row.get('pysample'))} "
-                    f"| {equal_text} |"
+                    f"| {info['case']} | {info['batch']}x{info['vocab']} | {format_time(theirs)} "
+                    f"| {format_time(ours)} | {format_ratio(theirs, ours)} | {equal_text} |"
                 )
             out.append("")
         raw_rows = [row for row in raw if row["info"].get("device") == device]
@@ -302,8 +317,8 @@ def render(data: dict) -> str:
             out.append("")
             out.append(
                 "top_k=50, top_p=0.9 on one row, the row restored from a pristine copy before each call (untimed); "
-                "the baseline is transformers' TopK(50) -> TopP(0.9) list on the same row. \"timing thread\": the "
-                "row is copied by the thread that then runs the op; \"torch copy_\": by torch's copy, split between "
+                'the baseline is transformers\' TopK(50) -> TopP(0.9) list on the same row. "timing thread": the '
+                'row is copied by the thread that then runs the op; "torch copy_": by torch\'s copy, split between '
                 "the threads (see RESTORES in benchmarks/test_bench_warpers.py)."
             )
             out.append("")
@@ -333,8 +348,10 @@ def render(data: dict) -> str:
             info = row["info"]
             time = row.get("inplace")
             meets = "—" if time is None else ("yes" if time * 1e6 <= info["bar_us_per_row"] else "**no**")
-            out.append(f"{info['case']}, {info['batch']}x{info['vocab']}, history {info['history']}, {device}: "
-                       f"{format_time(time)} (bar ≤ {info['bar_us_per_row']:g} µs: {meets})")
+            out.append(
+                f"{info['case']}, {info['batch']}x{info['vocab']}, history {info['history']}, {device}: "
+                f"{format_time(time)} (bar ≤ {info['bar_us_per_row']:g} µs: {meets})"
+            )
             out.append("")
         device_editors = [row for row in editors if row["info"].get("device") == device]
         if device_editors:
@@ -352,9 +369,12 @@ def render(data: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", nargs="+",
-                        help="pytest-benchmark --benchmark-json output; with several, the first run's machine lines, "
-                             "and the groups of later files added (or replacing the first's of the same name)")
+    parser.add_argument(
+        "json",
+        nargs="+",
+        help="pytest-benchmark --benchmark-json output; with several, the first run's machine lines, "
+        "and the groups of later files added (or replacing the first's of the same name)",
+    )
     parser.add_argument("-o", "--output", help="write the markdown here (default: stdout)")
     args = parser.parse_args(argv)
     with open(args.json[0]) as f:

@@ -35,8 +35,15 @@ GROUP_ORDER: Dict[str, int] = {}
 def test_beam_step(benchmark, batch, beams, vocab, device, impl) -> None:
     skip_without(device)
     benchmark.group = f"beam step {batch}x{beams} beams {vocab} {device}"
-    benchmark.extra_info.update(kind="beam_step", batch=batch, beams=beams, vocab=vocab, device=device, impl=impl,
-                                order=GROUP_ORDER.setdefault(benchmark.group, len(GROUP_ORDER)))
+    benchmark.extra_info.update(
+        kind="beam_step",
+        batch=batch,
+        beams=beams,
+        vocab=vocab,
+        device=device,
+        impl=impl,
+        order=GROUP_ORDER.setdefault(benchmark.group, len(GROUP_ORDER)),
+    )
     generator = torch.Generator().manual_seed(vocab + batch * beams)
     logits = (torch.randn(batch * beams, vocab, generator=generator) * 3).to(device)
     running_scores = (-torch.rand(batch, beams, generator=generator) * 10).to(device)
@@ -45,7 +52,9 @@ def test_beam_step(benchmark, batch, beams, vocab, device, impl) -> None:
     else:
         step = lambda: pysample.beam_search_step(logits, running_scores, beams)  # noqa: E731
         ours, theirs = step(), transformers_step(logits, running_scores, beams)
-        benchmark.extra_info["same_candidates"] = bool(torch.equal(ours.tokens, theirs[1])
-                                                       and torch.equal(ours.beams, theirs[2]))
-    benchmark.pedantic(timed(step, device), rounds=20 if batch * beams * vocab > 10**7 else 100, warmup_rounds=2,
-                       iterations=1)
+        benchmark.extra_info["same_candidates"] = bool(
+            torch.equal(ours.tokens, theirs[1]) and torch.equal(ours.beams, theirs[2])
+        )
+    benchmark.pedantic(
+        timed(step, device), rounds=20 if batch * beams * vocab > 10**7 else 100, warmup_rounds=2, iterations=1
+    )

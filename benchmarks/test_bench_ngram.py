@@ -64,9 +64,16 @@ GROUP_ORDER: Dict[str, int] = {}  # groups in the order their first benchmark ru
 
 def _describe(benchmark, case, shape, history, device, impl) -> None:
     benchmark.group = f"{case} {shape[0]}x{shape[1]} L{history} {device}"
-    benchmark.extra_info.update(kind="token_editor", case=case, batch=shape[0], vocab=shape[1], history=history,
-                                device=device, impl=impl,
-                                order=GROUP_ORDER.setdefault(benchmark.group, len(GROUP_ORDER)))
+    benchmark.extra_info.update(
+        kind="token_editor",
+        case=case,
+        batch=shape[0],
+        vocab=shape[1],
+        history=history,
+        device=device,
+        impl=impl,
+        order=GROUP_ORDER.setdefault(benchmark.group, len(GROUP_ORDER)),
+    )
     for bar_impl, bar in BARS.get((case, shape, history), {}).items():
         benchmark.extra_info[f"bar_{bar_impl}"] = bar
 
@@ -91,12 +98,21 @@ def test_no_repeat_ngram(benchmark, shape, history, n, device, impl) -> None:
     if impl == "inplace":
         scores = pristine.clone()
         rounds = max(5, min(200, int(2e8 // (shape[0] * shape[1]))))
-        _restoring(benchmark, lambda: pysample.no_repeat_ngram_(scores, input_ids, ngram_size=n), scores, pristine,
-                   device, rounds)
+        _restoring(
+            benchmark,
+            lambda: pysample.no_repeat_ngram_(scores, input_ids, ngram_size=n),
+            scores,
+            pristine,
+            device,
+            rounds,
+        )
         out = scores
     else:
-        processor = {"transformers": transformers.NoRepeatNGramLogitsProcessor(n), "legacy": legacy_no_repeat_ngram(n),
-                     "pysample": pysample.NoRepeatNGramLogitsProcessor(n)}[impl]
+        processor = {
+            "transformers": transformers.NoRepeatNGramLogitsProcessor(n),
+            "legacy": legacy_no_repeat_ngram(n),
+            "pysample": pysample.NoRepeatNGramLogitsProcessor(n),
+        }[impl]
         out = benchmark(timed(lambda: processor(input_ids, pristine), device))
     benchmark.extra_info["rows_equal"] = int((out == expected).all(dim=1).sum())
 
@@ -121,8 +137,11 @@ def test_encoder_no_repeat_ngram(benchmark, shape, device, impl) -> None:
     encoder_ids = ids_for(shape[0] // BEAMS, ENCODER_LENGTH, 7, device)
     input_ids = ids_for(shape[0], DECODED, 8, device)
     _describe(benchmark, "EncoderNoRepeatNGram(3)", shape, DECODED, device, impl)
-    cls = transformers.EncoderNoRepeatNGramLogitsProcessor if impl == "transformers" else \
-        pysample.EncoderNoRepeatNGramLogitsProcessor
+    cls = (
+        transformers.EncoderNoRepeatNGramLogitsProcessor
+        if impl == "transformers"
+        else pysample.EncoderNoRepeatNGramLogitsProcessor
+    )
     processor = cls(3, encoder_ids)
     expected = transformers.EncoderNoRepeatNGramLogitsProcessor(3, encoder_ids)(input_ids, pristine)
     out = benchmark(timed(lambda: processor(input_ids, pristine), device))
@@ -131,10 +150,14 @@ def test_encoder_no_repeat_ngram(benchmark, shape, device, impl) -> None:
 
 SEQUENCE_CASES = {
     # 200 sequences of 1 to 4 tokens from the history's 50 tokens: many match.
-    "SequenceBias(200 sequences)": lambda seqs: (transformers.SequenceBiasLogitsProcessor(seqs),
-                                                 pysample.SequenceBiasLogitsProcessor(seqs)),
-    "NoBadWords(200 sequences)": lambda seqs: (transformers.NoBadWordsLogitsProcessor([s for s, _ in seqs]),
-                                               pysample.NoBadWordsLogitsProcessor([s for s, _ in seqs])),
+    "SequenceBias(200 sequences)": lambda seqs: (
+        transformers.SequenceBiasLogitsProcessor(seqs),
+        pysample.SequenceBiasLogitsProcessor(seqs),
+    ),
+    "NoBadWords(200 sequences)": lambda seqs: (
+        transformers.NoBadWordsLogitsProcessor([s for s, _ in seqs]),
+        pysample.NoBadWordsLogitsProcessor([s for s, _ in seqs]),
+    ),
 }
 SEQUENCE_PARAMS = [
     pytest.param(case, shape, device, impl, id=f"{case}-{shape[0]}x{shape[1]}-{device}-{impl}")

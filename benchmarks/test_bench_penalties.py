@@ -70,9 +70,16 @@ def test_repetition_penalty(benchmark, shape, history, device, impl) -> None:
     pristine = logits_for(shape, device)
     input_ids = history_for(shape, history, device)
     benchmark.group = f"RepetitionPenalty({PENALTY}) {shape[0]}x{shape[1]} L{history} {device}"
-    benchmark.extra_info.update(kind="penalty", case=f"RepetitionPenalty({PENALTY})", batch=shape[0], vocab=shape[1],
-                                history=history, device=device, impl=impl,
-                                order=GROUP_ORDER[(shape, history, device)])
+    benchmark.extra_info.update(
+        kind="penalty",
+        case=f"RepetitionPenalty({PENALTY})",
+        batch=shape[0],
+        vocab=shape[1],
+        history=history,
+        device=device,
+        impl=impl,
+        order=GROUP_ORDER[(shape, history, device)],
+    )
     for bar_impl in ("pysample", "stateful"):
         if (bar_impl, shape, history) in BARS:
             benchmark.extra_info[f"bar_{bar_impl}"] = BARS[(bar_impl, shape, history)]
@@ -88,8 +95,14 @@ def test_repetition_penalty(benchmark, shape, history, device, impl) -> None:
         out = benchmark(timed(lambda: processor(input_ids, pristine), device))
     elif impl == "inplace":
         scores = pristine.clone()
-        _restoring(benchmark, lambda: pysample.apply_penalties_(scores, input_ids, repetition=PENALTY), scores,
-                   pristine, device, rounds)
+        _restoring(
+            benchmark,
+            lambda: pysample.apply_penalties_(scores, input_ids, repetition=PENALTY),
+            scores,
+            pristine,
+            device,
+            rounds,
+        )
         out = scores
     else:
         state = pysample.PenaltyState(shape[0], shape[1], device=device)
@@ -117,8 +130,21 @@ def test_all_penalties_batch_one(benchmark, device) -> None:
     scores = pristine.clone()
     input_ids = history_for(BATCH_ONE, 512, device)
     benchmark.group = f"repetition+presence+frequency {BATCH_ONE[0]}x{BATCH_ONE[1]} L512 {device}"
-    benchmark.extra_info.update(kind="penalty_row", case="repetition 1.2 + presence 0.5 + frequency 0.5, in place",
-                                batch=1, vocab=BATCH_ONE[1], history=512, device=device, impl="inplace",
-                                bar_us_per_row=100.0)
-    _restoring(benchmark, lambda: pysample.apply_penalties_(scores, input_ids, repetition=1.2, presence=0.5,
-                                                            frequency=0.5), scores, pristine, device, 2000)
+    benchmark.extra_info.update(
+        kind="penalty_row",
+        case="repetition 1.2 + presence 0.5 + frequency 0.5, in place",
+        batch=1,
+        vocab=BATCH_ONE[1],
+        history=512,
+        device=device,
+        impl="inplace",
+        bar_us_per_row=100.0,
+    )
+    _restoring(
+        benchmark,
+        lambda: pysample.apply_penalties_(scores, input_ids, repetition=1.2, presence=0.5, frequency=0.5),
+        scores,
+        pristine,
+        device,
+        2000,
+    )

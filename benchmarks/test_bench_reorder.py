@@ -25,12 +25,21 @@ PATTERNS = ("identity", "one change", "random")
 # (layers, beams, seq): the grid of the issue, and the shape of the bars
 SHAPES = [(layers, beams, seq) for layers in (30, 80) for beams in (4, 8) for seq in (512, 4096)] + [(30, 4, 2048)]
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-BARS: Dict[tuple, float] = {((30, 4, 2048), "bf16", "one change"): 3.0, ((30, 4, 2048), "bf16", "identity"): 50.0,
-                            ((30, 4, 2048), "bf16", "random"): 1.0}
+BARS: Dict[tuple, float] = {
+    ((30, 4, 2048), "bf16", "one change"): 3.0,
+    ((30, 4, 2048), "bf16", "identity"): 50.0,
+    ((30, 4, 2048), "bf16", "random"): 1.0,
+}
 
 PARAMS = [
-    pytest.param(shape, dtype, pattern, device, impl,
-                 id=f"{shape[0]}layers-{shape[1]}beams-seq{shape[2]}-{dtype}-{pattern}-{device}-{impl}")
+    pytest.param(
+        shape,
+        dtype,
+        pattern,
+        device,
+        impl,
+        id=f"{shape[0]}layers-{shape[1]}beams-seq{shape[2]}-{dtype}-{pattern}-{device}-{impl}",
+    )
     for device in DEVICES
     for shape in SHAPES
     for dtype in DTYPES
@@ -65,14 +74,28 @@ def test_reorder(benchmark, shape, dtype, pattern, device, impl) -> None:
     skip_without(device)
     layers, beams, seq = shape
     benchmark.group = f"reorder {layers} layers {beams} beams seq {seq} {dtype} {pattern} {device}"
-    benchmark.extra_info.update(kind="reorder", layers=layers, beams=beams, seq=seq, dtype=dtype, pattern=pattern,
-                                device=device, impl=impl, order=GROUP_ORDER.setdefault(benchmark.group, len(GROUP_ORDER)))
+    benchmark.extra_info.update(
+        kind="reorder",
+        layers=layers,
+        beams=beams,
+        seq=seq,
+        dtype=dtype,
+        pattern=pattern,
+        device=device,
+        impl=impl,
+        order=GROUP_ORDER.setdefault(benchmark.group, len(GROUP_ORDER)),
+    )
     if (shape, dtype, pattern) in BARS:
         benchmark.extra_info["bar_pysample"] = BARS[(shape, dtype, pattern)]
-    cache = filled_cache(DynamicCache if impl == "transformers" else pysample.BeamCache, layers, beams, seq,
-                         DTYPES[dtype], device)
+    cache = filled_cache(
+        DynamicCache if impl == "transformers" else pysample.BeamCache, layers, beams, seq, DTYPES[dtype], device
+    )
     beam_idx = beam_idx_for(pattern, beams, device)
     # 80 layers of 8 beams at seq 4096 in fp32 are 5.4 GB of cache (and transformers copies it): fewer rounds.
     cache_bytes = 2 * layers * beams * HEADS * seq * HEAD_DIM * DTYPES[dtype].itemsize
-    benchmark.pedantic(timed(lambda: cache.reorder_cache(beam_idx), device),
-                       rounds=30 if seq < 4096 else (10 if cache_bytes < 2**31 else 4), warmup_rounds=1, iterations=1)
+    benchmark.pedantic(
+        timed(lambda: cache.reorder_cache(beam_idx), device),
+        rounds=30 if seq < 4096 else (10 if cache_bytes < 2**31 else 4),
+        warmup_rounds=1,
+        iterations=1,
+    )

@@ -20,7 +20,7 @@ rounding at a top-p / min-p threshold). Run with ``scripts/bench``, or by hand::
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Dict, Tuple
 
 import pytest
 import torch
@@ -127,7 +127,12 @@ def test_sample(benchmark, case: str, shape: Tuple[int, int], device: str, impl:
 
     benchmark.group = f"sample {case} {batch}x{shape[1]} {device}"
     benchmark.extra_info.update(
-        kind="sample", case=case, batch=batch, vocab=shape[1], device=device, impl=impl,
+        kind="sample",
+        case=case,
+        batch=batch,
+        vocab=shape[1],
+        device=device,
+        impl=impl,
         order=PARAMS_ORDER[(case, shape, device)],
     )
     bar = BARS.get((case, shape))

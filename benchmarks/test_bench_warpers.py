@@ -5,8 +5,9 @@ One benchmark group per (case, shape, device), holding ``pysample`` and ``transf
 
     python -m pytest benchmarks -q --benchmark-json=bench.json && python benchmarks/report.py bench.json
 
-Inputs: float32 logits (float64 for the cases that say so) drawn from N(0, 3^2) with a fixed seed (the nucleus of top-p 0.9 then holds ~2k tokens of
-49152 and ~5k of 128256, in the range of a small LLM's real logits). On CUDA the timed callable synchronizes.
+Inputs: float32 logits (float64 for the cases that say so) drawn from N(0, 3^2) with a fixed seed (the nucleus of
+top-p 0.9 then holds ~2k tokens of 49152 and ~5k of 128256, in the range of a small LLM's real logits). On CUDA the
+timed callable synchronizes.
 """
 
 from __future__ import annotations

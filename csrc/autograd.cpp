@@ -183,7 +183,7 @@ void differentiable(const c10::OperatorHandle& op, c10::DispatchKeySet keys, tor
   torch::jit::push(*stack, OpWithGradient::apply(args[0].toTensor(), op.schema().name(), std::move(args)));
 }
 
-constexpr const char* kInPlaceOps[] = {"warp_logits_",     "apply_penalties_", "count_tokens_",
+constexpr const char* kInPlaceOps[] = {"warp_logits_",          "apply_penalties_", "count_tokens_",
                                        "apply_penalty_counts_", "no_repeat_ngram_", "bias_sequences_",
                                        "reorder_kv_cache_"};
 

@@ -9,8 +9,8 @@
 #include <limits>
 #include <tuple>
 
-#include "pysample/beam.h"
 #include "common_args.h"
+#include "pysample/beam.h"
 
 namespace pysample {
 
@@ -22,19 +22,19 @@ using BeamStepKernel = void (*)(const at::Tensor& logits, const at::Tensor& beam
                                 const at::Tensor& beams);
 
 template <BeamStepKernel kernel>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> beam_search_step(const at::Tensor& logits,
-                                                                 const at::Tensor& beam_scores, int64_t num_beams,
-                                                                 int64_t num_candidates, bool log_softmax) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> beam_search_step(const at::Tensor& logits, const at::Tensor& beam_scores,
+                                                                int64_t num_beams, int64_t num_candidates,
+                                                                bool log_softmax) {
   check_logits(logits);
   TORCH_CHECK_VALUE(num_beams >= 1, "num_beams must be >= 1, got ", num_beams);
   const int64_t rows = logits.size(0);
   const int64_t vocab = logits.size(1);
-  TORCH_CHECK_VALUE(rows % num_beams == 0, "logits' ", rows, " rows must be batch * num_beams, num_beams = ",
-                    num_beams);
+  TORCH_CHECK_VALUE(rows % num_beams == 0, "logits' ", rows,
+                    " rows must be batch * num_beams, num_beams = ", num_beams);
   TORCH_CHECK_VALUE(vocab >= 1, "logits must have a vocabulary (vocab >= 1), got shape ", logits.sizes());
   // Flat indices beam * vocab + token are 32-bit (pysample/beam.h).
-  TORCH_CHECK_VALUE(num_beams * vocab <= std::numeric_limits<int32_t>::max(), "num_beams * vocab must be below 2^31, got ",
-                    num_beams, " * ", vocab);
+  TORCH_CHECK_VALUE(num_beams * vocab <= std::numeric_limits<int32_t>::max(),
+                    "num_beams * vocab must be below 2^31, got ", num_beams, " * ", vocab);
   TORCH_CHECK_VALUE(num_candidates >= 1 && num_candidates <= num_beams * vocab,
                     "num_candidates must be in [1, num_beams * vocab = ", num_beams * vocab, "], got ", num_candidates);
   TORCH_CHECK_VALUE(beam_scores.dim() == 1 && beam_scores.size(0) == rows, "beam_scores must have shape (", rows,

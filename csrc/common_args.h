@@ -17,20 +17,24 @@
 
 namespace pysample {
 
-// Scores (batch, vocab), `name` in messages: float32, float16 or bfloat16, and float64 where the kernels compute in
-// double (`float64`: the warper on the CPU, the token editors).
-inline void check_scores(const at::Tensor& scores, const char* name = "scores", bool float64 = true) {
+// Whether scores may be float64: where the kernels compute in double (the warper on the CPU, the token editors).
+enum class Float64 { kAccepted, kRejected };
+
+// Scores (batch, vocab), `name` in messages: float32, float16 or bfloat16, and float64 where `float64` accepts it.
+inline void check_scores(const at::Tensor& scores, const char* name = "scores", Float64 float64 = Float64::kAccepted) {
   TORCH_CHECK_VALUE(scores.dim() == 2, name, " must be 2-D (batch, vocab), got shape ", scores.sizes());
   const at::ScalarType t = scores.scalar_type();
-  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || (float64 && t == at::kDouble), name,
-                   float64 ? " must be float32, float64, float16 or bfloat16, got "
-                           : " must be float32, float16 or bfloat16, got ",
+  const bool accepts_float64 = float64 == Float64::kAccepted;
+  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || (accepts_float64 && t == at::kDouble),
+                   name,
+                   accepts_float64 ? " must be float32, float64, float16 or bfloat16, got "
+                                   : " must be float32, float16 or bfloat16, got ",
                    t);
   TORCH_CHECK_VALUE(scores.size(1) <= std::numeric_limits<int32_t>::max(), name, ": vocab size too large");
 }
 
 // Logits of the sampler, the beam step and the CUDA warper: float32, float16 or bfloat16.
-inline void check_logits(const at::Tensor& logits) { check_scores(logits, "logits", false); }
+inline void check_logits(const at::Tensor& logits) { check_scores(logits, "logits", Float64::kRejected); }
 
 // A per-row parameter tensor: (batch,) of `dtype` on the device of the rows it parameterises.
 inline void check_rows(const at::Tensor& rows, const at::Tensor& logits, at::ScalarType dtype, const char* name) {
@@ -45,14 +49,10 @@ inline void check_rows(const at::Tensor& rows, const at::Tensor& logits, at::Sca
 template <typename Kernel>
 void dispatch_logits(const at::Tensor& logits, Kernel kernel) {
   switch (logits.scalar_type()) {
-    case at::kFloat:
-      return kernel(float{});
-    case at::kHalf:
-      return kernel(at::Half{});
-    case at::kBFloat16:
-      return kernel(at::BFloat16{});
-    default:
-      TORCH_CHECK_TYPE(false, "logits must be float32, float16 or bfloat16, got ", logits.scalar_type());
+    case at::kFloat: return kernel(float{});
+    case at::kHalf: return kernel(at::Half{});
+    case at::kBFloat16: return kernel(at::BFloat16{});
+    default: TORCH_CHECK_TYPE(false, "logits must be float32, float16 or bfloat16, got ", logits.scalar_type());
   }
 }
 

@@ -9,8 +9,8 @@
 
 #include <optional>
 
-#include "pysample/ngram.h"
 #include "common_args.h"
+#include "pysample/ngram.h"
 
 namespace pysample {
 
@@ -43,9 +43,9 @@ using SequenceBiasKernel = void (*)(const at::Tensor& scores, const at::Tensor& 
                                     const at::Tensor& tokens, const at::Tensor& offsets, const at::Tensor& biases);
 
 // The n-gram ops' arguments after the scores.
-#define PYSAMPLE_NGRAM_PARAMETERS                                                                              \
-  const at::Tensor &ids, const std::optional<at::Tensor>&lengths, const std::optional<at::Tensor>&sources,      \
-      const std::optional<at::Tensor>&source_lengths, const std::optional<at::Tensor>&ngram_size_rows,          \
+#define PYSAMPLE_NGRAM_PARAMETERS                                                                          \
+  const at::Tensor &ids, const std::optional<at::Tensor>&lengths, const std::optional<at::Tensor>&sources, \
+      const std::optional<at::Tensor>&source_lengths, const std::optional<at::Tensor>&ngram_size_rows,     \
       int64_t ngram_size
 #define PYSAMPLE_NGRAM_ARGUMENTS ids, lengths, sources, source_lengths, ngram_size_rows, ngram_size
 

@@ -10,8 +10,8 @@
 #include <cmath>
 #include <optional>
 
-#include "pysample/penalty.h"
 #include "common_args.h"
+#include "pysample/penalty.h"
 
 namespace pysample {
 
@@ -20,21 +20,20 @@ namespace pysample {
 inline void check_ids(const at::Tensor& ids, const at::Tensor& scores, const char* scores_name) {
   check_token_ids(ids, "ids", scores, scores_name);
   const int64_t batch = scores.size(0);
-  TORCH_CHECK_VALUE(ids.size(0) == batch || (ids.size(0) > 0 && batch % ids.size(0) == 0), "ids' batch (",
-                    ids.size(0), ") must equal or divide the ", scores_name, "' batch (", batch, ")");
+  TORCH_CHECK_VALUE(ids.size(0) == batch || (ids.size(0) > 0 && batch % ids.size(0) == 0), "ids' batch (", ids.size(0),
+                    ") must equal or divide the ", scores_name, "' batch (", batch, ")");
 }
 
 inline PenaltyParams make_penalty_params(const at::Tensor& scores, const std::optional<at::Tensor>& repetition_rows,
                                          std::optional<double> repetition,
-                                         const std::optional<at::Tensor>& presence_rows,
-                                         std::optional<double> presence,
+                                         const std::optional<at::Tensor>& presence_rows, std::optional<double> presence,
                                          const std::optional<at::Tensor>& frequency_rows,
                                          std::optional<double> frequency) {
   check_scores(scores);
   PenaltyParams p;
   // repetition 0 or inf: transformers' rule as it stands (EncoderRepetitionPenalty(inf) stores 1 / inf)
-  p.repetition = checked_param<float, double>(repetition_rows, repetition, scores, "repetition",
-                                              ValueRange::kNonNegative);
+  p.repetition =
+      checked_param<float, double>(repetition_rows, repetition, scores, "repetition", ValueRange::kNonNegative);
   p.presence = checked_param<float, double>(presence_rows, presence, scores, "presence", ValueRange::kFinite);
   p.frequency = checked_param<float, double>(frequency_rows, frequency, scores, "frequency", ValueRange::kFinite);
   return p;
@@ -45,16 +44,17 @@ inline HistoryScope make_history_scope(const at::Tensor& rows_of, const std::opt
                                        int64_t history_start, const std::optional<at::Tensor>& output_start_rows,
                                        int64_t output_start) {
   HistoryScope h;
-  h.history_start = checked_param<int64_t, int64_t>(history_start_rows, scalar_unless(history_start_rows, history_start),
-                                                    rows_of, "history_start", ValueRange::kNonNegative);
+  h.history_start =
+      checked_param<int64_t, int64_t>(history_start_rows, scalar_unless(history_start_rows, history_start), rows_of,
+                                      "history_start", ValueRange::kNonNegative);
   h.output_start = checked_param<int64_t, int64_t>(output_start_rows, scalar_unless(output_start_rows, output_start),
                                                    rows_of, "output_start", ValueRange::kNonNegative);
   return h;
 }
 
 // Slot of each row of scores in a counts table (slots, vocab): `slots` (batch,) int64, or row r -> slot r.
-inline void check_counts(const at::Tensor& counts, const std::optional<at::Tensor>& slots, int64_t batch,
-                         int64_t vocab, const at::Tensor& device_of, const char* batch_name) {
+inline void check_counts(const at::Tensor& counts, const std::optional<at::Tensor>& slots, int64_t batch, int64_t vocab,
+                         const at::Tensor& device_of, const char* batch_name) {
   TORCH_CHECK_VALUE(counts.dim() == 2, "counts must be 2-D (slots, vocab), got shape ", counts.sizes());
   TORCH_CHECK_TYPE(counts.scalar_type() == at::kInt, "counts must be int32, got ", counts.scalar_type());
   TORCH_CHECK_VALUE(counts.is_contiguous(), "counts must be contiguous");
@@ -72,8 +72,8 @@ inline void check_counts(const at::Tensor& counts, const std::optional<at::Tenso
     TORCH_CHECK_VALUE(slots->device() == counts.device(), "slots must be on the counts' device ", counts.device(),
                       ", got ", slots->device());
   } else {
-    TORCH_CHECK_VALUE(counts.size(0) == batch, "without slots, counts must have one slot per row: ", batch,
-                      " rows, ", counts.size(0), " slots");
+    TORCH_CHECK_VALUE(counts.size(0) == batch, "without slots, counts must have one slot per row: ", batch, " rows, ",
+                      counts.size(0), " slots");
   }
 }
 
@@ -85,8 +85,8 @@ inline void check_seen(const at::Tensor& seen, const at::Tensor& counts) {
   TORCH_CHECK_VALUE(seen.sizes() == at::IntArrayRef(shape), "seen must have shape ", at::IntArrayRef(shape),
                     " (a bit per token of counts ", counts.sizes(), "), got ", seen.sizes());
   TORCH_CHECK_VALUE(seen.is_contiguous(), "seen must be contiguous");
-  TORCH_CHECK_VALUE(seen.device() == counts.device(), "seen must be on the counts' device ", counts.device(),
-                    ", got ", seen.device());
+  TORCH_CHECK_VALUE(seen.device() == counts.device(), "seen must be on the counts' device ", counts.device(), ", got ",
+                    seen.device());
 }
 
 // A device's kernels. `scores` may have any strides (no internal overlap); ids, counts, seen and slots are
@@ -99,13 +99,13 @@ using CountKernel = void (*)(const at::Tensor& counts, const at::Tensor& seen, c
 using CountsPenaltyKernel = void (*)(const at::Tensor& scores, const at::Tensor& counts, const at::Tensor& seen,
                                      const std::optional<at::Tensor>& slots, const PenaltyParams& params);
 
-#define PYSAMPLE_PENALTY_PARAMETERS                                                                            \
-  const std::optional<at::Tensor>&repetition_rows, std::optional<double> repetition,                           \
-      const std::optional<at::Tensor>&presence_rows, std::optional<double> presence,                           \
+#define PYSAMPLE_PENALTY_PARAMETERS                                                  \
+  const std::optional<at::Tensor>&repetition_rows, std::optional<double> repetition, \
+      const std::optional<at::Tensor>&presence_rows, std::optional<double> presence, \
       const std::optional<at::Tensor>&frequency_rows, std::optional<double> frequency
 #define PYSAMPLE_PENALTY_ARGUMENTS repetition_rows, repetition, presence_rows, presence, frequency_rows, frequency
-#define PYSAMPLE_SCOPE_PARAMETERS                                                                              \
-  const std::optional<at::Tensor>&history_start_rows, int64_t history_start,                                   \
+#define PYSAMPLE_SCOPE_PARAMETERS                                            \
+  const std::optional<at::Tensor>&history_start_rows, int64_t history_start, \
       const std::optional<at::Tensor>&output_start_rows, int64_t output_start
 #define PYSAMPLE_SCOPE_ARGUMENTS history_start_rows, history_start, output_start_rows, output_start
 

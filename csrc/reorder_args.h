@@ -16,8 +16,7 @@ namespace pysample {
 
 // A device's kernel: reorders rows (dim 0) of every cache tensor by beam_idx, in place; with `filled_length`, only
 // positions [0, filled_length) of dim 2 (the sequence of [rows, heads, seq, head_dim]) are moved.
-using ReorderKernel = void (*)(at::TensorList caches, const at::Tensor& beam_idx,
-                               std::optional<int64_t> filled_length);
+using ReorderKernel = void (*)(at::TensorList caches, const at::Tensor& beam_idx, std::optional<int64_t> filled_length);
 
 template <ReorderKernel kernel>
 void reorder_kv_cache_(at::TensorList caches, const at::Tensor& beam_idx, std::optional<int64_t> filled_length) {
@@ -36,8 +35,8 @@ void reorder_kv_cache_(at::TensorList caches, const at::Tensor& beam_idx, std::o
     if (filled_length) {
       TORCH_CHECK_VALUE(t.dim() >= 3, "filled_length needs caches of (rows, heads, sequence, ...): caches[", i,
                         "] has shape ", t.sizes());
-      TORCH_CHECK_VALUE(*filled_length <= t.size(2), "filled_length (", *filled_length, ") must not exceed caches[",
-                        i, "]'s dim 2 (sequence), got shape ", t.sizes());
+      TORCH_CHECK_VALUE(*filled_length <= t.size(2), "filled_length (", *filled_length, ") must not exceed caches[", i,
+                        "]'s dim 2 (sequence), got shape ", t.sizes());
     }
   }
   // The same tensor twice would be reordered twice, concurrently.

@@ -6,16 +6,16 @@
 #include <ATen/Tensor.h>
 #include <c10/util/Exception.h>
 
-#include "pysample/sample.h"
 #include "common_args.h"
+#include "pysample/sample.h"
 
 namespace pysample {
 
-#define PYSAMPLE_SAMPLE_PARAMETERS                                                                               \
-  const std::optional<at::Tensor>&temperature_rows, std::optional<double> temperature,                           \
-      const std::optional<at::Tensor>&top_k_rows, std::optional<int64_t> top_k,                                  \
-      const std::optional<at::Tensor>&top_p_rows, std::optional<double> top_p,                                   \
-      const std::optional<at::Tensor>&min_p_rows, std::optional<double> min_p, const at::Tensor &seed,           \
+#define PYSAMPLE_SAMPLE_PARAMETERS                                                                     \
+  const std::optional<at::Tensor>&temperature_rows, std::optional<double> temperature,                 \
+      const std::optional<at::Tensor>&top_k_rows, std::optional<int64_t> top_k,                        \
+      const std::optional<at::Tensor>&top_p_rows, std::optional<double> top_p,                         \
+      const std::optional<at::Tensor>&min_p_rows, std::optional<double> min_p, const at::Tensor &seed, \
       const at::Tensor &step, int64_t draws
 
 // The parameters, checked; per-row tensors must outlive the kernel (they are checked contiguous).
@@ -46,8 +46,8 @@ using SampleKernel = void (*)(const at::Tensor& logits, const at::Tensor& tokens
 
 template <SampleKernel kernel>
 at::Tensor sample(const at::Tensor& logits, PYSAMPLE_SAMPLE_PARAMETERS) {
-  const SampleParams params = make_sample_params(logits, temperature_rows, temperature, top_k_rows, top_k,
-                                                 top_p_rows, top_p, min_p_rows, min_p, seed, step, draws);
+  const SampleParams params = make_sample_params(logits, temperature_rows, temperature, top_k_rows, top_k, top_p_rows,
+                                                 top_p, min_p_rows, min_p, seed, step, draws);
   at::Tensor tokens = at::empty({logits.size(0), draws}, logits.options().dtype(at::kLong));
   if (logits.size(0) != 0) kernel(logits.stride(1) == 1 ? logits : logits.contiguous(), tokens, params);
   return tokens;

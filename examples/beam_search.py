@@ -27,10 +27,19 @@ import pysample
 _OUT = -1.0e9
 
 
-def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_beams: int,
-                max_new_tokens: int, eos_token_ids: Sequence[int] = (), pad_token_id: Optional[int] = None,
-                length_penalty: float = 1.0, early_stopping=False,
-                logits_processor: Optional[Callable] = None) -> torch.Tensor:
+def beam_search(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    num_beams: int,
+    max_new_tokens: int,
+    eos_token_ids: Sequence[int] = (),
+    pad_token_id: Optional[int] = None,
+    length_penalty: float = 1.0,
+    early_stopping=False,
+    logits_processor: Optional[Callable] = None,
+) -> torch.Tensor:
     """The best beam of each batch item, ``(batch, prompt + generated)``, as ``model.generate(num_beams=...,
     do_sample=False)`` returns it.
 
@@ -65,14 +74,20 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
     cur_len = prompt_len
     while True:
         with torch.no_grad():
-            out = model(input_ids=inputs, attention_mask=mask, position_ids=positions[:, -inputs.shape[1]:],
-                        past_key_values=cache, use_cache=True)
+            out = model(
+                input_ids=inputs,
+                attention_mask=mask,
+                position_ids=positions[:, -inputs.shape[1] :],
+                past_key_values=cache,
+                use_cache=True,
+            )
         logits = out.logits[:, -1, :].float()
         if logits_processor is None:
             step = pysample.beam_search_step(logits, running_scores, num_beams, keep)
         else:
-            log_probs = logits_processor(running[:, :, :cur_len].reshape(batch * num_beams, -1),
-                                         torch.log_softmax(logits, dim=-1))
+            log_probs = logits_processor(
+                running[:, :, :cur_len].reshape(batch * num_beams, -1), torch.log_softmax(logits, dim=-1)
+            )
             step = pysample.beam_search_step(log_probs, running_scores, num_beams, keep, log_softmax=False)
 
         # The candidates' sequences, and which of them end here (an EOS token, or the length limit).
@@ -88,15 +103,16 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
 
         # Candidates among the top num_beams that end here join the finished hypotheses if they beat them.
         generated = cur_len + 1 - prompt_len
-        new_scores = step.scores / (generated ** length_penalty)
+        new_scores = step.scores / (generated**length_penalty)
         full = is_finished.all(-1, keepdim=True) & (early_stopping is True)
         new_scores = new_scores + (full | ~can_improve).float() * _OUT + (~(ends & is_top_beam)) * _OUT
         merged_scores = torch.cat((finished_scores, new_scores), dim=1)
         best = torch.topk(merged_scores, k=num_beams).indices
         finished = torch.cat((finished, candidates), dim=1).gather(1, best[:, :, None].expand(-1, -1, max_length))
         finished_scores = merged_scores.gather(1, best)
-        finished_lengths = torch.cat((finished_lengths, torch.full_like(new_scores, generated, dtype=torch.int64)),
-                                     dim=1).gather(1, best)
+        finished_lengths = torch.cat(
+            (finished_lengths, torch.full_like(new_scores, generated, dtype=torch.int64)), dim=1
+        ).gather(1, best)
         is_finished = torch.cat((is_finished, ends & is_top_beam), dim=1).gather(1, best)
 
         # The surviving beams' caches, moved in place.
@@ -105,7 +121,7 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
 
         # transformers' stopping rules: could a running beam still beat the worst finished one?
         hypothetical = (max_length if early_stopping == "never" and length_penalty > 0 else cur_len) - prompt_len
-        best_possible = running_scores[:, :1] / (hypothetical ** length_penalty)
+        best_possible = running_scores[:, :1] / (hypothetical**length_penalty)
         worst_finished = torch.where(is_finished, finished_scores.min(dim=1, keepdim=True).values, _OUT)
         can_improve = can_improve & (best_possible > worst_finished).any(dim=-1, keepdim=True)
         if not can_improve.any() or (is_finished.all() and early_stopping is True) or ends.all():
@@ -136,14 +152,22 @@ def main() -> None:
     parser.add_argument("--prompt", default="Write a short poem about the sea.")
     args = parser.parse_args()
     model, tokenizer = _load_smollm2()
-    text = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}], tokenize=False,
-                                         add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": args.prompt}], tokenize=False, add_generation_prompt=True
+    )
     inputs = tokenizer(text, return_tensors="pt")
     config = model.generation_config
     eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
 
-    ours = beam_search(model, inputs["input_ids"], inputs["attention_mask"], num_beams=args.beams,
-                       max_new_tokens=args.new_tokens, eos_token_ids=eos, pad_token_id=config.pad_token_id)
+    ours = beam_search(
+        model,
+        inputs["input_ids"],
+        inputs["attention_mask"],
+        num_beams=args.beams,
+        max_new_tokens=args.new_tokens,
+        eos_token_ids=eos,
+        pad_token_id=config.pad_token_id,
+    )
     with torch.no_grad():
         theirs = model.generate(**inputs, num_beams=args.beams, do_sample=False, max_new_tokens=args.new_tokens)
     prompt_len = inputs["input_ids"].shape[1]

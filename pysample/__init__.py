@@ -1,6 +1,8 @@
 """pysample: fused C++/CUDA kernels for the hot loop of LLM decoding, drop-in for transformers' logits processors."""
 
 from . import ops
+from .accelerate import accelerate
+from .cache import BeamCache, BeamStaticCache, reorder_kv_cache_
 from .ops import (
     apply_penalties,
     apply_penalties_,
@@ -12,8 +14,6 @@ from .ops import (
     warp_logits,
     warp_logits_,
 )
-from .accelerate import accelerate
-from .cache import BeamCache, BeamStaticCache, reorder_kv_cache_
 from .penalties import PenaltyState
 from .processors import (
     EncoderNoRepeatNGramLogitsProcessor,

@@ -92,8 +92,12 @@ def _beam_step_case(batch: int, vocab: int, dtype, device) -> Case:
     logits = logits.float()
     scores = -torch.rand(items, BEAMS, generator=torch.Generator().manual_seed(1)).to(device) * 10
 
-    return Case("beam_step", f"{items}x{BEAMS}beams x{vocab}", lambda: transformers_beam_step(logits, scores, BEAMS),
-                lambda: pysample.beam_search_step(logits, scores, BEAMS))
+    return Case(
+        "beam_step",
+        f"{items}x{BEAMS}beams x{vocab}",
+        lambda: transformers_beam_step(logits, scores, BEAMS),
+        lambda: pysample.beam_search_step(logits, scores, BEAMS),
+    )
 
 
 def _reorder_case(seq: int, dtype, device) -> Case:
@@ -112,8 +116,12 @@ def _reorder_case(seq: int, dtype, device) -> Case:
         caches.append(cache)
     beam_idx = torch.arange(r["beams"], dtype=torch.int32, device=device)
     beam_idx[1] = 0  # one beam replaced by a copy of another: a typical step
-    return Case("kv_reorder", f"{r['layers']} layers {r['beams']} beams seq {seq}",
-                lambda: caches[0].reorder_cache(beam_idx), lambda: caches[1].reorder_cache(beam_idx))
+    return Case(
+        "kv_reorder",
+        f"{r['layers']} layers {r['beams']} beams seq {seq}",
+        lambda: caches[0].reorder_cache(beam_idx),
+        lambda: caches[1].reorder_cache(beam_idx),
+    )
 
 
 # op -> what it runs, as a list of processors built from a module (transformers or pysample), for the warpers and
@@ -126,8 +134,9 @@ PROCESSOR_OPS: Dict[str, Callable] = {
     "eta": lambda m: [m.EtaLogitsWarper(3e-4)],
     "repetition_penalty": lambda m: [m.RepetitionPenaltyLogitsProcessor(1.2)],
     "no_repeat_ngram": lambda m: [m.NoRepeatNGramLogitsProcessor(3)],
-    "bad_words": lambda m: [m.NoBadWordsLogitsProcessor([[i] for i in range(7, 40, 3)] + [[1, 2], [3, 4, 5]],
-                                                       eos_token_id=0)],
+    "bad_words": lambda m: [
+        m.NoBadWordsLogitsProcessor([[i] for i in range(7, 40, 3)] + [[1, 2], [3, 4, 5]], eos_token_id=0)
+    ],
 }
 SHAPED_OPS = {"sample": _sample_case, "beam_step": _beam_step_case}
 OPS = list(PROCESSOR_OPS) + list(SHAPED_OPS) + ["kv_reorder"]
@@ -179,8 +188,10 @@ def table(results: List[dict], saved: Optional[Dict[tuple, dict]] = None) -> str
         rule += "---:|---:|"
     lines = [head, rule]
     for r in results:
-        line = (f"| {r['op']} | {r['shape']} | {r['transformers_s'] * 1e3:.3f} ms | {r['pysample_s'] * 1e3:.3f} ms "
-                f"| {r['speedup']:.1f}x |")
+        line = (
+            f"| {r['op']} | {r['shape']} | {r['transformers_s'] * 1e3:.3f} ms | {r['pysample_s'] * 1e3:.3f} ms "
+            f"| {r['speedup']:.1f}x |"
+        )
         if saved is not None:
             old = saved.get((r["op"], r["shape"]))
             old_speedup = old["speedup"] if old else None
@@ -221,8 +232,12 @@ def _int_list(text: str) -> List[int]:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pysample bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
-                        help="logits dtype (the KV cache's too)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float16", "bfloat16"),
+        help="logits dtype (the KV cache's too)",
+    )
     parser.add_argument("--batch", type=_int_list, default=[1, 64], help="batch sizes, comma-separated (1,64)")
     parser.add_argument("--vocab", type=_int_list, default=[128256], help="vocabulary sizes, comma-separated")
     parser.add_argument("--seq", type=int, default=2048, help="KV-cache length of kv_reorder (30 layers, 4 beams)")
@@ -255,24 +270,43 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"timing {case.op} {case.shape} ...", file=sys.stderr, flush=True)
         theirs, their_runs = median_time(case.transformers, device, args.min_time, args.max_runs)
         ours, our_runs = median_time(case.pysample, device, args.min_time, args.max_runs)
-        results.append(dict(op=case.op, shape=case.shape, transformers_s=theirs, pysample_s=ours,
-                            speedup=theirs / ours, runs=[their_runs, our_runs]))
+        results.append(
+            dict(
+                op=case.op,
+                shape=case.shape,
+                transformers_s=theirs,
+                pysample_s=ours,
+                speedup=theirs / ours,
+                runs=[their_runs, our_runs],
+            )
+        )
 
-    meta = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), device=str(device), dtype=args.dtype,
-                machine=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
-                torch=torch.__version__, transformers=transformers.__version__, pysample=pysample.__version__)
+    meta = dict(
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+        device=str(device),
+        dtype=args.dtype,
+        machine=platform.processor() or platform.machine(),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        pysample=pysample.__version__,
+    )
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name(device)
     with open(args.json, "w") as f:
         json.dump(dict(meta=meta, results=results), f, indent=1)
-    title = (f"pysample {meta['pysample']} vs transformers {meta['transformers']}, {meta.get('gpu', device)}, "
-             f"{args.dtype}, torch {meta['torch']}, {meta['date']}")
+    title = (
+        f"pysample {meta['pysample']} vs transformers {meta['transformers']}, {meta.get('gpu', device)}, "
+        f"{args.dtype}, torch {meta['torch']}, {meta['date']}"
+    )
     print(f"\n{title}\n")
     print(table(results, saved))
     print(f"\nmedians of {args.min_time:g} s or more of runs per side; wrote {args.json}", end="")
     if args.plot:
-        print(f" and {args.plot}" if plot(results, args.plot, title) else " (no plot: matplotlib is not installed)",
-              end="")
+        print(
+            f" and {args.plot}" if plot(results, args.plot, title) else " (no plot: matplotlib is not installed)",
+            end="",
+        )
     print()
     return 0
 

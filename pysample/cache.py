@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional
 
 import torch
 
@@ -18,8 +18,9 @@ except ImportError:  # pragma: no cover - exercised only without transformers
 def _cache_tensors(caches) -> List[torch.Tensor]:
     """The key and value tensors of a transformers ``Cache``, of legacy ``((k, v), ...)`` tuples, or a list."""
     if hasattr(caches, "layers"):
-        return [t for layer in caches.layers if getattr(layer, "is_initialized", False)
-                for t in (layer.keys, layer.values)]
+        return [
+            t for layer in caches.layers if getattr(layer, "is_initialized", False) for t in (layer.keys, layer.values)
+        ]
     tensors: List[torch.Tensor] = []
     for item in caches:
         if isinstance(item, torch.Tensor):

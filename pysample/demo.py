@@ -187,15 +187,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.eos_token_id)
         ours = side == "pysample"
         if mode == "greedy":
-            processors = ([pysample.RepetitionPenaltyLogitsProcessor(PENALTY), pysample.NoRepeatNGramLogitsProcessor(NGRAM)]
-                          if ours else [transformers.RepetitionPenaltyLogitsProcessor(PENALTY),
-                                        transformers.NoRepeatNGramLogitsProcessor(NGRAM)])
+            processors = (
+                [pysample.RepetitionPenaltyLogitsProcessor(PENALTY), pysample.NoRepeatNGramLogitsProcessor(NGRAM)]
+                if ours
+                else [
+                    transformers.RepetitionPenaltyLogitsProcessor(PENALTY),
+                    transformers.NoRepeatNGramLogitsProcessor(NGRAM),
+                ]
+            )
             timer = TimedProcessor(pysample.fuse(processors) if ours else LogitsProcessorList(processors), device)
             kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([timer]))
         elif mode == "sampling":
             package = pysample if ours else transformers
-            warpers = [package.TemperatureLogitsWarper(TEMPERATURE), package.TopKLogitsWarper(TOP_K),
-                       package.TopPLogitsWarper(TOP_P), package.MinPLogitsWarper(MIN_P)]
+            warpers = [
+                package.TemperatureLogitsWarper(TEMPERATURE),
+                package.TopKLogitsWarper(TOP_K),
+                package.TopPLogitsWarper(TOP_P),
+                package.MinPLogitsWarper(MIN_P),
+            ]
             timer = TimedProcessor(pysample.fuse(warpers) if ours else LogitsProcessorList(warpers), device)
             # top_k=0: with do_sample=True transformers would otherwise add its own TopK(50); temperature, top_p and
             # min_p are left unset so that it adds no warper of its own (the chain is a custom processor: it would
@@ -215,14 +224,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     modes = {
         "greedy": f"greedy, RepetitionPenalty {PENALTY} -> NoRepeatNGram {NGRAM}",
         "sampling": f"sampling (seed {args.seed}), Temperature {TEMPERATURE} -> TopK {TOP_K} -> TopP {TOP_P} -> "
-                    f"MinP {MIN_P}",
+        f"MinP {MIN_P}",
         "beam": f"beam search, {args.beams} beams",
     }
     results = {}
     warm_up = 4  # tokens of a first run per side: first-call costs (allocator, threads) out of the timings
     for mode, title in modes.items():
-        with progress(f"{title}:", steps=lambda: TimedProcessor.total_calls,
-                      total=2 * (warm_up + args.max_new_tokens)):
+        with progress(f"{title}:", steps=lambda: TimedProcessor.total_calls, total=2 * (warm_up + args.max_new_tokens)):
             TimedProcessor.total_calls = 0
             for side in ("transformers", "pysample"):
                 run(side, mode, warm_up)
@@ -239,20 +247,27 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"  [transformers] {tokenizer.decode(hf_tokens, skip_special_tokens=True)!r}")
         print(f"  [pysample]     {tokenizer.decode(ps_tokens, skip_special_tokens=True)!r}")
         if not same:
-            print(f"  FAIL: the token ids differ\n    transformers: {hf_tokens.tolist()}\n"
-                  f"    pysample:     {ps_tokens.tolist()}", file=sys.stderr)
+            print(
+                f"  FAIL: the token ids differ\n    transformers: {hf_tokens.tolist()}\n"
+                f"    pysample:     {ps_tokens.tolist()}",
+                file=sys.stderr,
+            )
         what = "cache reorder" if mode == "beam" else "logits processing"
         rows.append((mode, what, hf_timer, ps_timer, same))
 
     vocab = model.config.vocab_size
-    print(f"\nTime per decoding step in what pysample replaces (medians; vocab {vocab}, {device}, "
-          f"torch {torch.__version__}):\n")
+    print(
+        f"\nTime per decoding step in what pysample replaces (medians; vocab {vocab}, {device}, "
+        f"torch {torch.__version__}):\n"
+    )
     print("| mode     | replaced          | steps | transformers (us) | pysample (us) | speed-up | identical |")
     print("|----------|-------------------|------:|------------------:|--------------:|---------:|-----------|")
     for mode, what, hf_timer, ps_timer, same in rows:
         ratio = hf_timer.median_us / ps_timer.median_us if ps_timer.calls else float("nan")
-        print(f"| {mode:<8} | {what:<17} | {ps_timer.calls:>5} | {hf_timer.median_us:>17.1f} "
-              f"| {ps_timer.median_us:>13.1f} | {ratio:>7.1f}x | {'yes' if same else 'NO':<9} |")
+        print(
+            f"| {mode:<8} | {what:<17} | {ps_timer.calls:>5} | {hf_timer.median_us:>17.1f} "
+            f"| {ps_timer.median_us:>13.1f} | {ratio:>7.1f}x | {'yes' if same else 'NO':<9} |"
+        )
     if not all_same:
         return 1
     print("\nToken ids identical in every mode: yes")

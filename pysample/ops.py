@@ -27,9 +27,9 @@ FloatParam = Union[float, torch.Tensor, None]
 IntParam = Union[int, torch.Tensor, None]
 
 
-
-def _split(name: str, value, dtype: torch.dtype, logits: torch.Tensor,
-           what: str = "logits") -> Tuple[Optional[torch.Tensor], object]:
+def _split(
+    name: str, value, dtype: torch.dtype, logits: torch.Tensor, what: str = "logits"
+) -> Tuple[Optional[torch.Tensor], object]:
     """A parameter as the op takes it: (per-row tensor, None), (None, scalar) or (None, None); the per-row tensor
     follows the rows of ``logits`` (called ``what`` in messages)."""
     if value is None:
@@ -65,8 +65,10 @@ def _check_stored_in_range(name: str, value: torch.Tensor, stored: torch.Tensor)
     moved |= torch.isfinite(wide) != torch.isfinite(value)
     if moved.any():
         row = int(moved.nonzero()[0, 0])
-        raise ValueError(f"{name}[{row}] = {value[row].item()!r} crosses a range end (0, 1 or infinity) when "
-                         f"rounded to the float32 the op stores ({stored[row].item()!r})")
+        raise ValueError(
+            f"{name}[{row}] = {value[row].item()!r} crosses a range end (0, 1 or infinity) when "
+            f"rounded to the float32 the op stores ({stored[row].item()!r})"
+        )
 
 
 def _stage_arguments(logits: torch.Tensor, params: dict, stages: Sequence[Stage] = WARP_STAGES) -> list:
@@ -133,8 +135,9 @@ def warp_logits_(
     >>> int((logits > -math.inf).sum(-1).max()) <= 50
     True
     """
-    params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
-                  epsilon=epsilon, eta=eta)
+    params = dict(
+        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p, epsilon=epsilon, eta=eta
+    )
     args = (*_stage_arguments(logits, params), min_tokens_to_keep, filter_value)
     if _records_grad(logits):  # the out-of-place op's gradient, written in place as torch's own in-place ops
         return logits.copy_(torch.ops.pysample.warp_logits(logits.clone(), *args))
@@ -163,8 +166,9 @@ def warp_logits(
     >>> pysample.ops.warp_logits(logits, top_k=2)
     tensor([[-inf, 2., 3.]])
     """
-    params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
-                  epsilon=epsilon, eta=eta)
+    params = dict(
+        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p, epsilon=epsilon, eta=eta
+    )
     return torch.ops.pysample.warp_logits(logits, *_stage_arguments(logits, params), min_tokens_to_keep, filter_value)
 
 
@@ -334,8 +338,10 @@ def apply_penalties_(
     >>> pysample.apply_penalties_(scores, ids, repetition=2.0, frequency=0.25, output_start=2)
     tensor([[ 1.0000, -4.2500,  1.0000,  0.0000]])
     """
-    args = (*_penalty_arguments(scores, repetition, presence, frequency),
-            *_scope_arguments(ids, history_start, output_start))
+    args = (
+        *_penalty_arguments(scores, repetition, presence, frequency),
+        *_scope_arguments(ids, history_start, output_start),
+    )
     if _records_grad(scores):
         return scores.copy_(torch.ops.pysample.apply_penalties(scores.clone(), ids, *args))
     torch.ops.pysample.apply_penalties_(scores, ids, *args)
@@ -359,9 +365,12 @@ def apply_penalties(
     >>> pysample.apply_penalties(torch.tensor([[1.0, -1.0, 3.0]]), torch.tensor([[0, 1]]), repetition=2.0)
     tensor([[ 0.5000, -2.0000,  3.0000]])
     """
-    return torch.ops.pysample.apply_penalties(scores, ids,
-                                              *_penalty_arguments(scores, repetition, presence, frequency),
-                                              *_scope_arguments(ids, history_start, output_start))
+    return torch.ops.pysample.apply_penalties(
+        scores,
+        ids,
+        *_penalty_arguments(scores, repetition, presence, frequency),
+        *_scope_arguments(ids, history_start, output_start),
+    )
 
 
 def no_repeat_ngram_(
@@ -438,8 +447,9 @@ def no_repeat_ngram(
     tensor([[0., 0., 0., 0., 0.]])
     """
     rows, scalar = _split("ngram_size", ngram_size, torch.int64, scores, "scores")
-    return torch.ops.pysample.no_repeat_ngram(scores, ids, lengths, sources, source_lengths, rows,
-                                              0 if scalar is None else scalar)
+    return torch.ops.pysample.no_repeat_ngram(
+        scores, ids, lengths, sources, source_lengths, rows, 0 if scalar is None else scalar
+    )
 
 
 class PackedSequences(NamedTuple):
@@ -454,8 +464,9 @@ class PackedSequences(NamedTuple):
     biases: torch.Tensor
 
 
-def pack_sequences(sequences: Sequence[Sequence[int]], biases: Sequence[float],
-                   device: Union[torch.device, str, None] = None) -> PackedSequences:
+def pack_sequences(
+    sequences: Sequence[Sequence[int]], biases: Sequence[float], device: Union[torch.device, str, None] = None
+) -> PackedSequences:
     """Packs ``sequences`` (non-empty lists of token ids) and one bias each for :func:`bias_sequences_`.
 
     Examples
@@ -469,12 +480,14 @@ def pack_sequences(sequences: Sequence[Sequence[int]], biases: Sequence[float],
         raise ValueError("every sequence needs at least one token")
     lengths = torch.tensor([0] + [len(sequence) for sequence in sequences], dtype=torch.int64)
     tokens = torch.tensor([token for sequence in sequences for token in sequence], dtype=torch.int64)
-    return PackedSequences(tokens.to(device), lengths.cumsum(0).to(device),
-                           torch.tensor(list(biases), dtype=torch.float32, device=device))
+    return PackedSequences(
+        tokens.to(device), lengths.cumsum(0).to(device), torch.tensor(list(biases), dtype=torch.float32, device=device)
+    )
 
 
-def bias_sequences_(scores: torch.Tensor, ids: torch.Tensor, sequences: PackedSequences, *,
-                    lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+def bias_sequences_(
+    scores: torch.Tensor, ids: torch.Tensor, sequences: PackedSequences, *, lengths: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Adds, in place, each sequence's bias to its last token where its other tokens end the row's ids.
 
     transformers' ``SequenceBiasLogitsProcessor`` (and ``NoBadWordsLogitsProcessor``: biases of ``-inf``) without its
@@ -518,8 +531,14 @@ class BeamCandidates(NamedTuple):
     beams: torch.Tensor  #: int64: the source beam, in ``[0, num_beams)`` within its batch item
 
 
-def beam_search_step(logits: torch.Tensor, beam_scores: torch.Tensor, num_beams: int,
-                     num_candidates: Optional[int] = None, *, log_softmax: bool = True) -> BeamCandidates:
+def beam_search_step(
+    logits: torch.Tensor,
+    beam_scores: torch.Tensor,
+    num_beams: int,
+    num_candidates: Optional[int] = None,
+    *,
+    log_softmax: bool = True,
+) -> BeamCandidates:
     """One beam search step: the best ``num_candidates`` continuations of each batch item, in one call.
 
     What transformers' beam search computes each step, ``log_softmax(logits)`` plus each beam's running score, then
@@ -565,8 +584,9 @@ def beam_search_step(logits: torch.Tensor, beam_scores: torch.Tensor, num_beams:
         num_candidates = 2 * num_beams
     if isinstance(beam_scores, torch.Tensor) and beam_scores.dim() == 2:
         beam_scores = beam_scores.reshape(-1)
-    return BeamCandidates(*torch.ops.pysample.beam_search_step(logits, beam_scores, num_beams, num_candidates,
-                                                               log_softmax))
+    return BeamCandidates(
+        *torch.ops.pysample.beam_search_step(logits, beam_scores, num_beams, num_candidates, log_softmax)
+    )
 
 
 def _check_fake_devices(what: str, first: torch.Tensor, **tensors) -> None:
@@ -576,8 +596,10 @@ def _check_fake_devices(what: str, first: torch.Tensor, **tensors) -> None:
     for name, value in tensors.items():
         for t in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(t, torch.Tensor):
-                torch._check_value(t.device == first.device,
-                                   lambda: f"{name} must be on the {what}' device {first.device}, got {t.device}")
+                torch._check_value(
+                    t.device == first.device,
+                    lambda: f"{name} must be on the {what}' device {first.device}, got {t.device}",
+                )
 
 
 _LOGITS_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -594,8 +616,10 @@ def _check_fake_stages(logits: torch.Tensor, args: tuple, stages: Sequence[Stage
     tensors' shapes, dtypes and devices, and the scalars' ranges."""
     for stage, rows, value in zip(stages, args[0::2], args[1::2]):
         if rows is not None:
-            torch._check(rows.dim() == 1 and rows.shape[0] == logits.shape[0],
-                         lambda: f"{stage.name} must have shape (batch,), got {tuple(rows.shape)}")
+            torch._check(
+                rows.dim() == 1 and rows.shape[0] == logits.shape[0],
+                lambda: f"{stage.name} must have shape (batch,), got {tuple(rows.shape)}",
+            )
             torch._check(rows.dtype == stage.dtype, lambda: f"{stage.name} must be {stage.dtype}, got {rows.dtype}")
             _check_fake_devices("logits", logits, **{stage.name: rows})
         if value is not None:
@@ -621,15 +645,19 @@ def _warp_logits_fake(logits, *args):
 
 
 @torch.library.register_fake("pysample::sample")
-def _sample_fake(logits, temperature_rows, temperature, top_k_rows, top_k, top_p_rows, top_p, min_p_rows, min_p,
-                 seed, step, n):
+def _sample_fake(
+    logits, temperature_rows, temperature, top_k_rows, top_k, top_p_rows, top_p, min_p_rows, min_p, seed, step, n
+):
     _check_fake_logits(logits)
-    _check_fake_stages(logits, (temperature_rows, temperature, top_k_rows, top_k, top_p_rows, top_p, min_p_rows,
-                                min_p), SAMPLE_STAGES)
+    _check_fake_stages(
+        logits, (temperature_rows, temperature, top_k_rows, top_k, top_p_rows, top_p, min_p_rows, min_p), SAMPLE_STAGES
+    )
     _check_fake_devices("logits", logits, seed=seed, step=step)
     for name, rows in (("seed", seed), ("step", step)):
-        torch._check(rows.dim() == 1 and rows.shape[0] == logits.shape[0],
-                     lambda: f"{name} must have shape (batch,), got {tuple(rows.shape)}")
+        torch._check(
+            rows.dim() == 1 and rows.shape[0] == logits.shape[0],
+            lambda: f"{name} must have shape (batch,), got {tuple(rows.shape)}",
+        )
         torch._check(rows.dtype == torch.int64, lambda: f"{name} must be torch.int64, got {rows.dtype}")
     torch._check(n >= 1, lambda: f"n must be >= 1, got {n}")
     return logits.new_empty((logits.shape[0], n), dtype=torch.int64)
@@ -637,12 +665,16 @@ def _sample_fake(logits, temperature_rows, temperature, top_k_rows, top_k, top_p
 
 def _check_fake_scores(scores: torch.Tensor, args: tuple) -> None:
     torch._check(scores.dim() == 2, lambda: f"scores must be 2-D (batch, vocab), got shape {tuple(scores.shape)}")
-    torch._check(scores.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
-                 lambda: f"scores must be float32, float64, float16 or bfloat16, got {scores.dtype}")
+    torch._check(
+        scores.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+        lambda: f"scores must be float32, float64, float16 or bfloat16, got {scores.dtype}",
+    )
     for name, rows in zip(("repetition", "presence", "frequency"), args[0::2]):
         if rows is not None:
-            torch._check(rows.shape == (scores.shape[0],) and rows.dtype == torch.float32,
-                         lambda: f"{name} must be float32 of shape (batch,), got {rows.dtype} {tuple(rows.shape)}")
+            torch._check(
+                rows.shape == (scores.shape[0],) and rows.dtype == torch.float32,
+                lambda: f"{name} must be float32 of shape (batch,), got {rows.dtype} {tuple(rows.shape)}",
+            )
 
 
 def _check_fake_ids(ids: torch.Tensor) -> None:
@@ -672,8 +704,10 @@ def _seen_words(vocab: int) -> int:
 
 
 def _check_fake_tables(counts: torch.Tensor, seen: torch.Tensor) -> None:
-    torch._check(counts.dim() == 2 and counts.dtype == torch.int32,
-                 lambda: f"counts must be 2-D int32, got {counts.dtype} {tuple(counts.shape)}")
+    torch._check(
+        counts.dim() == 2 and counts.dtype == torch.int32,
+        lambda: f"counts must be 2-D int32, got {counts.dtype} {tuple(counts.shape)}",
+    )
     torch._check(seen.dtype == torch.int32, lambda: f"seen must be int32, got {seen.dtype}")
     shape = (counts.shape[0], _seen_words(counts.shape[1]))
     torch._check(tuple(seen.shape) == shape, lambda: f"seen must have shape {shape}, got {tuple(seen.shape)}")
@@ -697,8 +731,15 @@ def _apply_penalty_counts_fake(scores, counts, seen, slots, *args):
 
 @torch.library.register_fake("pysample::no_repeat_ngram_")
 def _no_repeat_ngram_fake(scores, ids, lengths, sources, source_lengths, ngram_size_rows, ngram_size):
-    _check_fake_devices("scores", scores, ids=ids, lengths=lengths, sources=sources, source_lengths=source_lengths,
-                        ngram_size=ngram_size_rows)
+    _check_fake_devices(
+        "scores",
+        scores,
+        ids=ids,
+        lengths=lengths,
+        sources=sources,
+        source_lengths=source_lengths,
+        ngram_size=ngram_size_rows,
+    )
     _check_fake_scores(scores, ())
     _check_fake_ids(ids)
     return None
@@ -712,8 +753,15 @@ def _no_repeat_ngram_out_fake(scores, ids, lengths, sources, source_lengths, ngr
 
 @torch.library.register_fake("pysample::bias_sequences_")
 def _bias_sequences_fake(scores, ids, lengths, tokens, offsets, biases):
-    _check_fake_devices("scores", scores, ids=ids, lengths=lengths, sequence_tokens=tokens, sequence_offsets=offsets,
-                        sequence_biases=biases)
+    _check_fake_devices(
+        "scores",
+        scores,
+        ids=ids,
+        lengths=lengths,
+        sequence_tokens=tokens,
+        sequence_offsets=offsets,
+        sequence_biases=biases,
+    )
     _check_fake_scores(scores, ())
     _check_fake_ids(ids)
     return None
@@ -722,8 +770,10 @@ def _bias_sequences_fake(scores, ids, lengths, tokens, offsets, biases):
 @torch.library.register_fake("pysample::reorder_kv_cache_")
 def _reorder_kv_cache_fake(caches, beam_idx, filled_length):
     for i, t in enumerate(caches):
-        torch._check_value(t.device == caches[0].device,
-                           lambda: f"caches[{i}] must be on caches[0]'s device {caches[0].device}, got {t.device}")
+        torch._check_value(
+            t.device == caches[0].device,
+            lambda: f"caches[{i}] must be on caches[0]'s device {caches[0].device}, got {t.device}",
+        )
     torch._check(beam_idx.dim() == 1, lambda: f"beam_idx must be 1-D, got shape {tuple(beam_idx.shape)}")
     for i, t in enumerate(caches):
         torch._check(t.shape[0] == beam_idx.shape[0], lambda: f"caches[{i}] must have beam_idx's rows in dim 0")
@@ -735,14 +785,24 @@ def _beam_search_step_fake(logits, beam_scores, num_beams, num_candidates, log_s
     _check_fake_logits(logits)
     _check_fake_devices("logits", logits, beam_scores=beam_scores)
     torch._check(num_beams >= 1, lambda: f"num_beams must be >= 1, got {num_beams}")
-    torch._check(logits.shape[0] % num_beams == 0,
-                 lambda: f"logits' {logits.shape[0]} rows must be batch * num_beams, num_beams = {num_beams}")
-    torch._check(1 <= num_candidates <= num_beams * logits.shape[1],
-                 lambda: f"num_candidates must be in [1, num_beams * vocab], got {num_candidates}")
-    torch._check(beam_scores.shape == (logits.shape[0],) and beam_scores.dtype == torch.float32,
-                 lambda: f"beam_scores must be float32 of shape ({logits.shape[0]},), got {beam_scores.dtype} "
-                         f"{tuple(beam_scores.shape)}")
+    torch._check(
+        logits.shape[0] % num_beams == 0,
+        lambda: f"logits' {logits.shape[0]} rows must be batch * num_beams, num_beams = {num_beams}",
+    )
+    torch._check(
+        1 <= num_candidates <= num_beams * logits.shape[1],
+        lambda: f"num_candidates must be in [1, num_beams * vocab], got {num_candidates}",
+    )
+    torch._check(
+        beam_scores.shape == (logits.shape[0],) and beam_scores.dtype == torch.float32,
+        lambda: (
+            f"beam_scores must be float32 of shape ({logits.shape[0]},), got {beam_scores.dtype} "
+            f"{tuple(beam_scores.shape)}"
+        ),
+    )
     shape = (logits.shape[0] // num_beams, num_candidates)
-    return (logits.new_empty(shape, dtype=torch.float32), logits.new_empty(shape, dtype=torch.int64),
-            logits.new_empty(shape, dtype=torch.int64))
-
+    return (
+        logits.new_empty(shape, dtype=torch.float32),
+        logits.new_empty(shape, dtype=torch.int64),
+        logits.new_empty(shape, dtype=torch.int64),
+    )

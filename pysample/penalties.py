@@ -67,8 +67,14 @@ class PenaltyState:
                 raise IndexError(f"slots must be in [0, {count}) (the state's slots), got {outside[0].item()}")
         return slots.to(device=self.counts.device, dtype=torch.int64).reshape(-1).contiguous()
 
-    def reset(self, slots: Slots = None, prompt_ids: Optional[torch.Tensor] = None, *,
-              history_start: ops.IntParam = 0, output_start: ops.IntParam = None) -> None:
+    def reset(
+        self,
+        slots: Slots = None,
+        prompt_ids: Optional[torch.Tensor] = None,
+        *,
+        history_start: ops.IntParam = 0,
+        output_start: ops.IntParam = None,
+    ) -> None:
         """Starts new requests: clears ``slots`` (default: all) and counts each one's ``prompt_ids``.
 
         Parameters
@@ -93,8 +99,9 @@ class PenaltyState:
             return
         if output_start is None:
             output_start = prompt_ids.shape[-1]
-        torch.ops.pysample.count_tokens_(self.counts, self.seen, prompt_ids, index,
-                                         *ops._scope_arguments(prompt_ids, history_start, output_start))
+        torch.ops.pysample.count_tokens_(
+            self.counts, self.seen, prompt_ids, index, *ops._scope_arguments(prompt_ids, history_start, output_start)
+        )
 
     def append(self, tokens: torch.Tensor, slots: Slots = None) -> None:
         """Counts each row's new tokens as output: ``tokens`` ``(batch,)`` or ``(batch, n)``, e.g. a step's draws.
@@ -104,13 +111,25 @@ class PenaltyState:
         ids = tokens.unsqueeze(1) if tokens.dim() == 1 else tokens
         torch.ops.pysample.count_tokens_(self.counts, self.seen, ids, self._slots(slots), None, 0, None, 0)
 
-    def apply_(self, scores: torch.Tensor, *, repetition: ops.FloatParam = None, presence: ops.FloatParam = None,
-               frequency: ops.FloatParam = None, slots: Slots = None) -> torch.Tensor:
+    def apply_(
+        self,
+        scores: torch.Tensor,
+        *,
+        repetition: ops.FloatParam = None,
+        presence: ops.FloatParam = None,
+        frequency: ops.FloatParam = None,
+        slots: Slots = None,
+    ) -> torch.Tensor:
         """Penalises ``scores`` ``(batch, vocab_size)`` in place from the counts of each row's slot; returns it.
 
         The penalties are those of :func:`pysample.apply_penalties_` (repetition over prompt and output, presence
         and frequency over the output).
         """
-        torch.ops.pysample.apply_penalty_counts_(scores, self.counts, self.seen, self._slots(slots),
-                                                 *ops._penalty_arguments(scores, repetition, presence, frequency))
+        torch.ops.pysample.apply_penalty_counts_(
+            scores,
+            self.counts,
+            self.seen,
+            self._slots(slots),
+            *ops._penalty_arguments(scores, repetition, presence, frequency),
+        )
         return scores

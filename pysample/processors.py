@@ -102,7 +102,8 @@ class TemperatureLogitsWarper(_Warper):
 
 
 class TopKLogitsWarper(_Warper):
-    """Keeps the ``top_k`` highest scores (and every score tied with the last); replaces ``transformers.TopKLogitsWarper``.
+    """Keeps the ``top_k`` highest scores (and every score tied with the last); replaces
+    ``transformers.TopKLogitsWarper``.
 
     Parameters
     ----------
@@ -254,9 +255,7 @@ class EpsilonLogitsWarper(_Filter):
             raise ValueError(f"`epsilon_cutoff` has to be a float > 0 and < 1, but is {epsilon}")
         min_tokens_to_keep = int(min_tokens_to_keep)
         if min_tokens_to_keep < 1:
-            raise ValueError(
-                f"`min_tokens_to_keep` has to be a strictly positive integer, but is {min_tokens_to_keep}"
-            )
+            raise ValueError(f"`min_tokens_to_keep` has to be a strictly positive integer, but is {min_tokens_to_keep}")
         self.epsilon = epsilon
         self.filter_value = filter_value
         self.min_tokens_to_keep = min_tokens_to_keep
@@ -293,9 +292,7 @@ class EtaLogitsWarper(_Filter):
             raise ValueError(f"`eta_cutoff` has to be a float > 0 and < 1, but is {epsilon}")
         min_tokens_to_keep = int(min_tokens_to_keep)
         if min_tokens_to_keep < 1:
-            raise ValueError(
-                f"`min_tokens_to_keep` has to be a strictly positive integer, but is {min_tokens_to_keep}"
-            )
+            raise ValueError(f"`min_tokens_to_keep` has to be a strictly positive integer, but is {min_tokens_to_keep}")
         self.epsilon = epsilon
         self.filter_value = filter_value
         self.min_tokens_to_keep = min_tokens_to_keep
@@ -467,9 +464,7 @@ class EncoderNoRepeatNGramLogitsProcessor(_TokenEditor):
 
     def __init__(self, encoder_ngram_size: int, encoder_input_ids: torch.LongTensor):
         if not isinstance(encoder_ngram_size, int) or encoder_ngram_size <= 0:
-            raise ValueError(
-                f"`encoder_ngram_size` has to be a strictly positive integer, but is {encoder_ngram_size}"
-            )
+            raise ValueError(f"`encoder_ngram_size` has to be a strictly positive integer, but is {encoder_ngram_size}")
         self.ngram_size = encoder_ngram_size
         if len(encoder_input_ids.shape) == 1:
             encoder_input_ids = encoder_input_ids.unsqueeze(0)
@@ -535,8 +530,12 @@ class SequenceBiasLogitsProcessor(_TokenEditor):
             return
 
         def valid_pair(pair) -> bool:
-            return (len(pair) != 0 and isinstance(pair[0], list) and all(map(_is_token_id, pair[0]))
-                    and isinstance(pair[1], float))
+            return (
+                len(pair) != 0
+                and isinstance(pair[0], list)
+                and all(map(_is_token_id, pair[0]))
+                and isinstance(pair[1], float)
+            )
 
         if any(not valid_pair(pair) for pair in sequence_bias):
             raise ValueError(

@@ -235,7 +235,8 @@ def temperature(
 def top_k(
     scores: torch.Tensor, top_k: Param, filter_value: float = -math.inf, min_tokens_to_keep: int = 1
 ) -> torch.Tensor:
-    """Keeps the ``top_k`` largest scores of each row and every score equal to the ``top_k``-th, as ``TopKLogitsWarper``.
+    """Keeps the ``top_k`` largest scores of each row and every score equal to the ``top_k``-th, as
+    ``TopKLogitsWarper``.
 
     ``top_k`` is raised to ``min_tokens_to_keep`` and clipped to the vocabulary size; ``top_k=0`` keeps everything.
     A NaN counts as larger than every number (``torch.topk``); since ``x < NaN`` is false, a row whose ``top_k``-th
@@ -400,9 +401,7 @@ def epsilon(
     return scores.masked_fill(mask, filter_value)
 
 
-def eta(
-    scores: torch.Tensor, eta: Param, filter_value: float = -math.inf, min_tokens_to_keep: int = 1
-) -> torch.Tensor:
+def eta(scores: torch.Tensor, eta: Param, filter_value: float = -math.inf, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Eta sampling, as ``EtaLogitsWarper(epsilon=eta)``.
 
     Removes tokens whose probability is below ``min(eta, sqrt(eta) * exp(-entropy))``; tokens whose score is at
@@ -892,10 +891,10 @@ def no_repeat_ngram(
             source = sources[source_row, :width].tolist()
         if n == 0 or len(tokens) < n - 1:
             continue
-        prefix = tokens[len(tokens) - (n - 1):]
+        prefix = tokens[len(tokens) - (n - 1) :]
         for start in range(len(source) - n + 1):
             banned = source[start + n - 1]
-            if source[start:start + n - 1] == prefix and 0 <= banned < vocab:
+            if source[start : start + n - 1] == prefix and 0 <= banned < vocab:
                 out[row, banned] = -math.inf
     return out
 
@@ -917,7 +916,7 @@ def bias_sequences(
         sums: dict = {}
         for sequence, bias in zip(sequences, biases):
             prefix = list(sequence[:-1])
-            if len(prefix) <= len(tokens) and tokens[len(tokens) - len(prefix):] == prefix:
+            if len(prefix) <= len(tokens) and tokens[len(tokens) - len(prefix) :] == prefix:
                 last = sequence[-1]
                 total = sums.get(last, torch.zeros((), dtype=scores.dtype))
                 sums[last] = total + torch.tensor(bias, dtype=torch.float32).to(scores.dtype)

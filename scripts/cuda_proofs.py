@@ -54,17 +54,22 @@ def check_no_host_sync(device) -> None:
     try:
         sampling_step(logits, ids, seeds, step)
         beam_step(logits, beam_scores, caches)
-        pysample.fuse([pysample.RepetitionPenaltyLogitsProcessor(1.2), pysample.NoRepeatNGramLogitsProcessor(3),
-                       pysample.TopKLogitsWarper(50), pysample.TopPLogitsWarper(0.9),
-                       pysample.EtaLogitsWarper(3e-4, device=device)])(ids, logits)
+        pysample.fuse(
+            [
+                pysample.RepetitionPenaltyLogitsProcessor(1.2),
+                pysample.NoRepeatNGramLogitsProcessor(3),
+                pysample.TopKLogitsWarper(50),
+                pysample.TopPLogitsWarper(0.9),
+                pysample.EtaLogitsWarper(3e-4, device=device),
+            ]
+        )(ids, logits)
         state = pysample.PenaltyState(BATCH, VOCAB, device)
         state.append(ids[:, :1])
         state.apply_(logits, repetition=1.1, presence=0.2, frequency=0.1)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
-    print("cuda_proofs: no host synchronisation in a sampling step, a beam step, a fused processor chain, "
-          "PenaltyState")
+    print("cuda_proofs: no host synchronisation in a sampling step, a beam step, a fused processor chain, PenaltyState")
 
 
 def check_graph_replays(device) -> None:
@@ -90,8 +95,14 @@ def check_graph_replays(device) -> None:
         expected_caches = [t.clone() for t in new_caches]
         expected_tokens = sampling_step(new_logits.clone(), new_ids, new_seeds, new_step)
         expected_scores, expected_beam_tokens = beam_step(new_logits.clone(), new_scores, expected_caches)
-        for dest, src in ((sample_logits, new_logits), (beam_logits, new_logits), (ids, new_ids),
-                          (seeds, new_seeds), (step, new_step), (beam_scores, new_scores)):
+        for dest, src in (
+            (sample_logits, new_logits),
+            (beam_logits, new_logits),
+            (ids, new_ids),
+            (seeds, new_seeds),
+            (step, new_step),
+            (beam_scores, new_scores),
+        ):
             dest.copy_(src)
         for dest, src in zip(caches, new_caches):
             dest.copy_(src)
@@ -99,11 +110,14 @@ def check_graph_replays(device) -> None:
         beam_graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(tokens, expected_tokens), f"replay {replay}: sampled tokens differ from eager"
-        assert torch.equal(beam_tokens, expected_beam_tokens) and torch.equal(scores, expected_scores), \
+        assert torch.equal(beam_tokens, expected_beam_tokens) and torch.equal(scores, expected_scores), (
             f"replay {replay}: beam step differs from eager"
+        )
         assert all(torch.equal(a, b) for a, b in zip(caches, expected_caches)), f"replay {replay}: caches differ"
-    print("cuda_proofs: a sampling step and a beam step + reorder captured in CUDA graphs replay 5 times with new "
-          "logits, seeds and steps, equal to eager runs")
+    print(
+        "cuda_proofs: a sampling step and a beam step + reorder captured in CUDA graphs replay 5 times with new "
+        "logits, seeds and steps, equal to eager runs"
+    )
 
 
 def main() -> int:

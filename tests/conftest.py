@@ -12,8 +12,13 @@ from warp_compare import seed_for_test
 
 # Hypothesis draws the same examples every run, as the seeded tests do (CI checks the same inputs); fresh ones with
 # PYSAMPLE_TEST_SEED=random (scripts/soak).
-settings.register_profile("pysample", derandomize=os.environ.get("PYSAMPLE_TEST_SEED") != "random", database=None,
-                          deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "pysample",
+    derandomize=os.environ.get("PYSAMPLE_TEST_SEED") != "random",
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.load_profile("pysample")
 
 CUDA_SKIP = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")

@@ -46,27 +46,68 @@ def library() -> ctypes.CDLL:
     target = ROOT / "build" / "cuda_host" / f"sample_host-{digest.hexdigest()[:16]}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        includes = [f"-I{HEADERS}", *(f"-I{p}" for p in cpp_extension.include_paths()),
-                    f"-I{sysconfig.get_paths()['include']}"]
+        includes = [
+            f"-I{HEADERS}",
+            *(f"-I{p}" for p in cpp_extension.include_paths()),
+            f"-I{sysconfig.get_paths()['include']}",
+        ]
         partial = target.with_suffix(f".{os.getpid()}.tmp")
         env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # not nvcc under scripts/test_sanitized's ASan
-        subprocess.run([compiler, "-std=c++20", "--expt-relaxed-constexpr", "--fmad=false", "-O2", "-Xcompiler",
-                        "-fPIC", "-shared", *includes, str(SOURCE), "-o", str(partial)], check=True, timeout=900,
-                       env=env)
+        subprocess.run(
+            [
+                compiler,
+                "-std=c++20",
+                "--expt-relaxed-constexpr",
+                "--fmad=false",
+                "-O2",
+                "-Xcompiler",
+                "-fPIC",
+                "-shared",
+                *includes,
+                str(SOURCE),
+                "-o",
+                str(partial),
+            ],
+            check=True,
+            timeout=900,
+            env=env,
+        )
         partial.replace(target)
         for stale in target.parent.glob("sample_host-*.so"):  # builds of other sources
             if stale != target:
                 stale.unlink(missing_ok=True)
     lib = ctypes.CDLL(str(target))
     p, i64, f64, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_bool
-    lib.sample_rows_on_host.argtypes = [ctypes.c_int, p, i64, i64, i64, p, f64, flag, p, i64, flag, p, f64, flag,
-                                        p, f64, flag, p, p, i64, p]
+    lib.sample_rows_on_host.argtypes = [
+        ctypes.c_int,
+        p,
+        i64,
+        i64,
+        i64,
+        p,
+        f64,
+        flag,
+        p,
+        i64,
+        flag,
+        p,
+        f64,
+        flag,
+        p,
+        f64,
+        flag,
+        p,
+        p,
+        i64,
+        p,
+    ]
     lib.sample_rows_on_host.restype = None
     return lib
 
 
-def sample(logits: torch.Tensor, *, temperature=1.0, top_k=None, top_p=None, min_p=None, seed=None, step=0,
-           n: int = 1) -> torch.Tensor:
+def sample(
+    logits: torch.Tensor, *, temperature=1.0, top_k=None, top_p=None, min_p=None, seed=None, step=0, n: int = 1
+) -> torch.Tensor:
     """pysample.sample's arguments and result, drawn by the CUDA kernel's logic on the host (CPU tensors)."""
     batch, vocab = logits.shape
     logits = logits if logits.stride(1) == 1 else logits.contiguous()
@@ -79,13 +120,24 @@ def sample(logits: torch.Tensor, *, temperature=1.0, top_k=None, top_p=None, min
         return t.data_ptr()
 
     # The op's own arguments: per stage (per-row tensor or None, scalar or None), then the seed and step tensors.
-    args = ops._sample_arguments(logits, dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                              seed=seed, step=step))
+    args = ops._sample_arguments(
+        logits, dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, step=step)
+    )
     stages = []
     for rows, scalar in zip(args[0:8:2], args[1:8:2]):
         stages += [pointer(rows), 0 if scalar is None else scalar, rows is not None or scalar is not None]
     seeds, steps = args[8], args[9]
     tokens = torch.empty(batch, n, dtype=torch.int64)
-    library().sample_rows_on_host(DTYPE_CODES[logits.dtype], pointer(logits), logits.stride(0), batch, vocab,
-                                  *stages, pointer(seeds), pointer(steps), n, pointer(tokens))
+    library().sample_rows_on_host(
+        DTYPE_CODES[logits.dtype],
+        pointer(logits),
+        logits.stride(0),
+        batch,
+        vocab,
+        *stages,
+        pointer(seeds),
+        pointer(steps),
+        n,
+        pointer(tokens),
+    )
     return tokens[:, 0] if n == 1 else tokens

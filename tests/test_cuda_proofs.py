@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import os
 
-import pytest
 import torch
 
 from conftest import CUDA_SKIP

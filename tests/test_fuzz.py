@@ -17,10 +17,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import cuda_logic
 import pysample
-import warp_compare as W
 from pysample import reference
+
+import cuda_logic
+import warp_compare as W
 from test_beam_step import check_step
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -128,11 +129,19 @@ def test_warp_logits(data):
 
 
 @settings(max_examples=40)
-@pytest.mark.parametrize("draw_tokens", [
-    pytest.param(pysample.sample, id="cpu"),
-    pytest.param(cuda_logic.sample, id="cuda-logic", marks=pytest.mark.skipif(
-        cuda_logic.nvcc() is None, reason="nvcc not found: the CUDA kernel's logic is built with it")),
-])
+@pytest.mark.parametrize(
+    "draw_tokens",
+    [
+        pytest.param(pysample.sample, id="cpu"),
+        pytest.param(
+            cuda_logic.sample,
+            id="cuda-logic",
+            marks=pytest.mark.skipif(
+                cuda_logic.nvcc() is None, reason="nvcc not found: the CUDA kernel's logic is built with it"
+            ),
+        ),
+    ],
+)
 @given(st.data())
 def test_sample(draw_tokens, data):
     """pysample.sample on the CPU, and the CUDA kernel's per-row logic run on the host (tests/cuda_logic.py)."""
@@ -230,8 +239,10 @@ def test_reorder_kv_cache(data):
     rows = data.draw(st.integers(1, 16))
     dtype = data.draw(st.sampled_from(EDITOR_DTYPES))
     g = _generator(data.draw)
-    caches = [torch.randn(rows, data.draw(st.integers(1, 3)), data.draw(st.integers(1, 9)), 4, generator=g).to(dtype)
-              for _ in range(data.draw(st.integers(1, 5)))]
+    caches = [
+        torch.randn(rows, data.draw(st.integers(1, 3)), data.draw(st.integers(1, 9)), 4, generator=g).to(dtype)
+        for _ in range(data.draw(st.integers(1, 5)))
+    ]
     filled = data.draw(st.one_of(st.none(), st.integers(0, min(t.shape[2] for t in caches))))
     index_dtype = data.draw(st.sampled_from([torch.int64, torch.int32]))
     beam_idx = torch.randint(0, rows, (rows,), generator=g, dtype=index_dtype)
@@ -260,8 +271,9 @@ def test_beam_search_step(data):
     vocab = x.shape[1]
     k = data.draw(st.integers(1, min(beams * vocab, 3 * beams)))
     g = _generator(data.draw)
-    beam_scores = torch.where(torch.rand(batch * beams, generator=g) < 0.2, torch.tensor(-1e9),
-                              -torch.rand(batch * beams, generator=g) * 30)
+    beam_scores = torch.where(
+        torch.rand(batch * beams, generator=g) < 0.2, torch.tensor(-1e9), -torch.rand(batch * beams, generator=g) * 30
+    )
     check_step(x, beam_scores, beams, k, log_softmax=data.draw(st.booleans()))
 
 
@@ -276,9 +288,14 @@ BAD_CALLS = {
     "warp: negative top_k": (lambda: pysample.warp_logits(_SCORES, top_k=-1), "top_k"),
     "warp: top_p above 1": (lambda: pysample.warp_logits(_SCORES, top_p=1.5), "top_p"),
     "warp: NaN min_p": (lambda: pysample.warp_logits(_SCORES, min_p=math.nan), "min_p"),
-    "warp: NaN temperature row": (lambda: pysample.warp_logits(_SCORES, temperature=torch.tensor([1.0, math.nan, 1, 1])),
-                                  "temperature"),
-    "warp: top_p rows of the wrong length": (lambda: pysample.warp_logits(_SCORES, top_p=torch.full((3,), 0.5)), "top_p"),
+    "warp: NaN temperature row": (
+        lambda: pysample.warp_logits(_SCORES, temperature=torch.tensor([1.0, math.nan, 1, 1])),
+        "temperature",
+    ),
+    "warp: top_p rows of the wrong length": (
+        lambda: pysample.warp_logits(_SCORES, top_p=torch.full((3,), 0.5)),
+        "top_p",
+    ),
     "warp: top_k rows of floats": (lambda: pysample.warp_logits(_SCORES, top_k=torch.full((4,), 2.0)), "top_k"),
     "sample: negative temperature": (lambda: pysample.sample(_SCORES, temperature=-1.0), "temperature"),
     "sample: n = 0": (lambda: pysample.sample(_SCORES, n=0), "n"),
@@ -287,47 +304,93 @@ BAD_CALLS = {
     "penalties: ids batch not dividing": (lambda: pysample.apply_penalties(_SCORES, _IDS[:3], repetition=1.2), "ids"),
     "penalties: repetition < 0": (lambda: pysample.apply_penalties(_SCORES, _IDS, repetition=-1.0), "repetition"),
     "penalties: NaN presence": (lambda: pysample.apply_penalties(_SCORES, _IDS, presence=math.nan), "presence"),
-    "penalties: negative history_start": (lambda: pysample.apply_penalties(_SCORES, _IDS, repetition=1.2,
-                                                                           history_start=-1), "history_start"),
+    "penalties: negative history_start": (
+        lambda: pysample.apply_penalties(_SCORES, _IDS, repetition=1.2, history_start=-1),
+        "history_start",
+    ),
     "ngram: negative size": (lambda: pysample.no_repeat_ngram_(_SCORES.clone(), _IDS, ngram_size=-1), "ngram_size"),
-    "ngram: lengths past the ids": (lambda: pysample.no_repeat_ngram_(_SCORES.clone(), _IDS, ngram_size=2,
-                                                                      lengths=torch.full((4,), 9)), "lengths"),
+    "ngram: lengths past the ids": (
+        lambda: pysample.no_repeat_ngram_(_SCORES.clone(), _IDS, ngram_size=2, lengths=torch.full((4,), 9)),
+        "lengths",
+    ),
     "ngram: ids of another batch": (lambda: pysample.no_repeat_ngram_(_SCORES.clone(), _IDS[:2], ngram_size=2), "ids"),
     "reorder: beam_idx of floats": (lambda: pysample.reorder_kv_cache_([_SCORES.clone()], torch.zeros(4)), "beam_idx"),
-    "reorder: caches of another batch": (lambda: pysample.reorder_kv_cache_([_SCORES.clone()], torch.zeros(3).long()),
-                                         "caches"),
+    "reorder: caches of another batch": (
+        lambda: pysample.reorder_kv_cache_([_SCORES.clone()], torch.zeros(3).long()),
+        "caches",
+    ),
     "beam step: num_beams not dividing": (lambda: pysample.beam_search_step(_SCORES, torch.zeros(4), 3), "num_beams"),
-    "beam step: float64 beam_scores": (lambda: pysample.beam_search_step(_SCORES, torch.zeros(4).double(), 2),
-                                       "beam_scores"),
+    "beam step: float64 beam_scores": (
+        lambda: pysample.beam_search_step(_SCORES, torch.zeros(4).double(), 2),
+        "beam_scores",
+    ),
 }
 # Tensors on another device: the meta device stands in for a GPU here (mixing it in dispatches to the ops' fake
 # implementations, which must check devices as the kernels do).
 _META = torch.device("meta")
-BAD_CALLS.update({
-    "device: warp rows": (lambda: pysample.warp_logits(_SCORES, top_p=torch.full((4,), 0.5, device=_META)), "top_p"),
-    "device: warp logits": (lambda: pysample.warp_logits(_SCORES.to(_META), top_k=torch.full((4,), 2)), "top_k"),
-    "device: sample seeds": (lambda: pysample.sample(_SCORES, seed=torch.zeros(4, dtype=torch.long, device=_META)),
-                             "seed"),
-    "device: penalty ids": (lambda: pysample.apply_penalties(_SCORES, _IDS.to(_META), repetition=1.2), "ids"),
-    "device: penalty scores": (lambda: pysample.apply_penalties_(_SCORES.to(_META), _IDS, repetition=1.2), "ids"),
-    "device: state ids": (lambda: pysample.PenaltyState(4, 10, device=_META).append(_IDS), "counts"),
-    "device: count seen": (lambda: torch.ops.pysample.count_tokens_(
-        torch.zeros(4, 10, dtype=torch.int32), torch.zeros(4, 1, dtype=torch.int32, device=_META), _IDS, None,
-        None, 0, None, 0), "seen"),
-    "device: state seen": (lambda: torch.ops.pysample.apply_penalty_counts_(
-        _SCORES.clone(), torch.zeros(_SCORES.shape, dtype=torch.int32),
-        torch.zeros(_SCORES.shape[0], (_SCORES.shape[1] + 31) // 32, dtype=torch.int32, device=_META), None, None, 1.2,
-        None, None, None, None), "seen"),
-    "device: ngram ids": (lambda: pysample.no_repeat_ngram(_SCORES, _IDS.to(_META), ngram_size=2), "ids"),
-    "device: ngram sources": (lambda: pysample.no_repeat_ngram_(_SCORES.clone(), _IDS, ngram_size=2,
-                                                                sources=_IDS.to(_META)), "sources"),
-    "device: bias ids": (lambda: pysample.bias_sequences_(_SCORES.clone(), _IDS.to(_META),
-                                                          pysample.ops.pack_sequences([[1]], [1.0])), "ids"),
-    "device: reorder caches": (lambda: pysample.reorder_kv_cache_([_SCORES.clone(), _SCORES.to(_META)],
-                                                                  torch.zeros(4, dtype=torch.long)), "caches[1]"),
-    "device: beam scores": (lambda: pysample.beam_search_step(_SCORES, torch.zeros(4, device=_META), 2),
-                            "beam_scores"),
-})
+BAD_CALLS.update(
+    {
+        "device: warp rows": (
+            lambda: pysample.warp_logits(_SCORES, top_p=torch.full((4,), 0.5, device=_META)),
+            "top_p",
+        ),
+        "device: warp logits": (lambda: pysample.warp_logits(_SCORES.to(_META), top_k=torch.full((4,), 2)), "top_k"),
+        "device: sample seeds": (
+            lambda: pysample.sample(_SCORES, seed=torch.zeros(4, dtype=torch.long, device=_META)),
+            "seed",
+        ),
+        "device: penalty ids": (lambda: pysample.apply_penalties(_SCORES, _IDS.to(_META), repetition=1.2), "ids"),
+        "device: penalty scores": (lambda: pysample.apply_penalties_(_SCORES.to(_META), _IDS, repetition=1.2), "ids"),
+        "device: state ids": (lambda: pysample.PenaltyState(4, 10, device=_META).append(_IDS), "counts"),
+        "device: count seen": (
+            lambda: torch.ops.pysample.count_tokens_(
+                torch.zeros(4, 10, dtype=torch.int32),
+                torch.zeros(4, 1, dtype=torch.int32, device=_META),
+                _IDS,
+                None,
+                None,
+                0,
+                None,
+                0,
+            ),
+            "seen",
+        ),
+        "device: state seen": (
+            lambda: torch.ops.pysample.apply_penalty_counts_(
+                _SCORES.clone(),
+                torch.zeros(_SCORES.shape, dtype=torch.int32),
+                torch.zeros(_SCORES.shape[0], (_SCORES.shape[1] + 31) // 32, dtype=torch.int32, device=_META),
+                None,
+                None,
+                1.2,
+                None,
+                None,
+                None,
+                None,
+            ),
+            "seen",
+        ),
+        "device: ngram ids": (lambda: pysample.no_repeat_ngram(_SCORES, _IDS.to(_META), ngram_size=2), "ids"),
+        "device: ngram sources": (
+            lambda: pysample.no_repeat_ngram_(_SCORES.clone(), _IDS, ngram_size=2, sources=_IDS.to(_META)),
+            "sources",
+        ),
+        "device: bias ids": (
+            lambda: pysample.bias_sequences_(
+                _SCORES.clone(), _IDS.to(_META), pysample.ops.pack_sequences([[1]], [1.0])
+            ),
+            "ids",
+        ),
+        "device: reorder caches": (
+            lambda: pysample.reorder_kv_cache_([_SCORES.clone(), _SCORES.to(_META)], torch.zeros(4, dtype=torch.long)),
+            "caches[1]",
+        ),
+        "device: beam scores": (
+            lambda: pysample.beam_search_step(_SCORES, torch.zeros(4, device=_META), 2),
+            "beam_scores",
+        ),
+    }
+)
 
 
 @pytest.mark.parametrize("case", list(BAD_CALLS))
@@ -352,21 +415,37 @@ def test_drop_in_classes_match_transformers(data):
     batch, vocab = scores.shape
     ids = data.draw(token_ids(batch, vocab, max_length=120)).clamp(0, vocab - 1).long()
     alphabet = st.integers(0, min(vocab, 20) - 1)
-    name = data.draw(st.sampled_from(["RepetitionPenaltyLogitsProcessor", "EncoderRepetitionPenaltyLogitsProcessor",
-                                      "NoRepeatNGramLogitsProcessor", "EncoderNoRepeatNGramLogitsProcessor",
-                                      "SequenceBiasLogitsProcessor", "NoBadWordsLogitsProcessor",
-                                      "TemperatureLogitsWarper", "TopKLogitsWarper"]))
+    name = data.draw(
+        st.sampled_from(
+            [
+                "RepetitionPenaltyLogitsProcessor",
+                "EncoderRepetitionPenaltyLogitsProcessor",
+                "NoRepeatNGramLogitsProcessor",
+                "EncoderNoRepeatNGramLogitsProcessor",
+                "SequenceBiasLogitsProcessor",
+                "NoBadWordsLogitsProcessor",
+                "TemperatureLogitsWarper",
+                "TopKLogitsWarper",
+            ]
+        )
+    )
     if name == "RepetitionPenaltyLogitsProcessor":
         args = (data.draw(st.sampled_from([0.5, 1.2, 3.0])),)
     elif name == "EncoderRepetitionPenaltyLogitsProcessor":
-        args = (data.draw(st.sampled_from([0.5, 1.2, 3.0])), data.draw(token_ids(batch, vocab)).clamp(0, vocab - 1).long())
+        args = (
+            data.draw(st.sampled_from([0.5, 1.2, 3.0])),
+            data.draw(token_ids(batch, vocab)).clamp(0, vocab - 1).long(),
+        )
     elif name == "NoRepeatNGramLogitsProcessor":
         args = (data.draw(st.integers(1, 4)),)
     elif name == "EncoderNoRepeatNGramLogitsProcessor":
         args = (data.draw(st.integers(1, 4)), data.draw(token_ids(batch, vocab)).clamp(0, vocab - 1).long())
     elif name == "SequenceBiasLogitsProcessor":
-        sequences = data.draw(st.lists(st.tuples(alphabet, alphabet).map(lambda t: t[: 1 + t[0] % 2]), min_size=1,
-                                       max_size=8, unique=True))
+        sequences = data.draw(
+            st.lists(
+                st.tuples(alphabet, alphabet).map(lambda t: t[: 1 + t[0] % 2]), min_size=1, max_size=8, unique=True
+            )
+        )
         args = ({seq: data.draw(st.sampled_from([-2.0, 0.5, 4.0])) for seq in sequences},)
     elif name == "NoBadWordsLogitsProcessor":
         words = data.draw(st.lists(st.lists(alphabet, min_size=1, max_size=3), min_size=1, max_size=8))

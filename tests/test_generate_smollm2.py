@@ -44,12 +44,21 @@ def prompt(smollm2):
 CASES = {
     "temperature=0.7+top_k=50+top_p=0.9+min_p=0.05": dict(
         flags=dict(temperature=0.7, top_k=50, top_p=0.9, min_p=0.05),
-        processors=lambda: [pysample.TemperatureLogitsWarper(0.7), pysample.TopKLogitsWarper(50),
-                            pysample.TopPLogitsWarper(0.9), pysample.MinPLogitsWarper(0.05)]),
+        processors=lambda: [
+            pysample.TemperatureLogitsWarper(0.7),
+            pysample.TopKLogitsWarper(50),
+            pysample.TopPLogitsWarper(0.9),
+            pysample.MinPLogitsWarper(0.05),
+        ],
+    ),
     "temperature=1.2+top_p=0.95+typical_p=0.9": dict(
         flags=dict(temperature=1.2, top_p=0.95, typical_p=0.9),
-        processors=lambda: [pysample.TemperatureLogitsWarper(1.2), pysample.TopPLogitsWarper(0.95),
-                            pysample.TypicalLogitsWarper(0.9)]),
+        processors=lambda: [
+            pysample.TemperatureLogitsWarper(1.2),
+            pysample.TopPLogitsWarper(0.95),
+            pysample.TypicalLogitsWarper(0.9),
+        ],
+    ),
 }
 
 
@@ -66,12 +75,13 @@ def one_thread():
 def _generate(model, prompt, seed: int, **kwargs) -> torch.Tensor:
     torch.manual_seed(seed)
     with torch.no_grad():
-        return model.generate(**prompt, do_sample=True, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                              **kwargs)
+        return model.generate(**prompt, do_sample=True, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, **kwargs)
 
 
 CASE_PARAMS = [
-    pytest.param(case, fused, id=f"{case}-{'fused' if fused else 'separate'}") for case in CASES for fused in (False, True)
+    pytest.param(case, fused, id=f"{case}-{'fused' if fused else 'separate'}")
+    for case in CASES
+    for fused in (False, True)
 ]
 
 
@@ -85,8 +95,7 @@ def test_sampling_matches_transformers(smollm2, prompt, case, fused):
     processors = spec["processors"]()
     chain = [pysample.fuse(processors)] if fused else processors
     # pysample's warpers as custom processors; top_k=0 and no other sampling flag: generate() adds no warper.
-    out = _generate(model, prompt, 1234, top_k=0,
-                    logits_processor=transformers.LogitsProcessorList(chain))
+    out = _generate(model, prompt, 1234, top_k=0, logits_processor=transformers.LogitsProcessorList(chain))
     assert out.shape == expected.shape == (1, prompt["input_ids"].shape[1] + NEW_TOKENS)
     assert torch.equal(out, expected), (tokenizer.decode(out[0]), tokenizer.decode(expected[0]))
 
@@ -95,9 +104,12 @@ def test_sampling_matches_transformers(smollm2, prompt, case, fused):
 def padded_prompts(smollm2):
     """Two prompts of different lengths, left-padded as generate() expects for a decoder-only model."""
     _, tokenizer = smollm2
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                           add_generation_prompt=True)
-             for content in ("Write a poem about the sea.", "List three colours, then three animals, twice.")]
+    texts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
+        for content in ("Write a poem about the sea.", "List three colours, then three animals, twice.")
+    ]
     tokenizer.padding_side = "left"
     inputs = tokenizer(texts, return_tensors="pt", padding=True)
     assert (inputs["attention_mask"] == 0).any()  # the shorter prompt is padded
@@ -108,18 +120,30 @@ PENALTY_CASES = {
     # generate() passes the left-padding lengths as prompt_ignore_length.
     "repetition_penalty=1.3": (
         dict(repetition_penalty=1.3),
-        lambda inputs: [pysample.RepetitionPenaltyLogitsProcessor(
-            1.3, prompt_ignore_length=(inputs["attention_mask"] != 0).int().argmax(dim=1))]),
+        lambda inputs: [
+            pysample.RepetitionPenaltyLogitsProcessor(
+                1.3, prompt_ignore_length=(inputs["attention_mask"] != 0).int().argmax(dim=1)
+            )
+        ],
+    ),
     "encoder_repetition_penalty=1.5": (
         dict(encoder_repetition_penalty=1.5),
-        lambda inputs: [pysample.EncoderRepetitionPenaltyLogitsProcessor(1.5, inputs["input_ids"])]),
+        lambda inputs: [pysample.EncoderRepetitionPenaltyLogitsProcessor(1.5, inputs["input_ids"])],
+    ),
     "no_repeat_ngram_size=2": (dict(no_repeat_ngram_size=2), lambda inputs: [pysample.NoRepeatNGramLogitsProcessor(2)]),
     "repetition_penalty=1.2+no_repeat_ngram_size=3": (
         dict(repetition_penalty=1.2, no_repeat_ngram_size=3),
-        lambda inputs: [pysample.fuse([
-            pysample.RepetitionPenaltyLogitsProcessor(
-                1.2, prompt_ignore_length=(inputs["attention_mask"] != 0).int().argmax(dim=1)),
-            pysample.NoRepeatNGramLogitsProcessor(3)])]),
+        lambda inputs: [
+            pysample.fuse(
+                [
+                    pysample.RepetitionPenaltyLogitsProcessor(
+                        1.2, prompt_ignore_length=(inputs["attention_mask"] != 0).int().argmax(dim=1)
+                    ),
+                    pysample.NoRepeatNGramLogitsProcessor(3),
+                ]
+            )
+        ],
+    ),
 }
 
 
@@ -128,13 +152,17 @@ def test_greedy_with_penalties_matches_transformers(smollm2, padded_prompts, cas
     model, tokenizer = smollm2
     flags, processors = PENALTY_CASES[case]
     with torch.no_grad():
-        expected = model.generate(**padded_prompts, do_sample=False, max_new_tokens=NEW_TOKENS,
-                                  min_new_tokens=NEW_TOKENS, **flags)
-        plain = model.generate(**padded_prompts, do_sample=False, max_new_tokens=NEW_TOKENS,
-                               min_new_tokens=NEW_TOKENS)
-        out = model.generate(**padded_prompts, do_sample=False, max_new_tokens=NEW_TOKENS,
-                             min_new_tokens=NEW_TOKENS,
-                             logits_processor=transformers.LogitsProcessorList(processors(padded_prompts)))
+        expected = model.generate(
+            **padded_prompts, do_sample=False, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, **flags
+        )
+        plain = model.generate(**padded_prompts, do_sample=False, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+        out = model.generate(
+            **padded_prompts,
+            do_sample=False,
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            logits_processor=transformers.LogitsProcessorList(processors(padded_prompts)),
+        )
     assert not torch.equal(plain, expected)  # the penalty changes the text, so the comparison means something
     assert torch.equal(out, expected), (tokenizer.batch_decode(out), tokenizer.batch_decode(expected))
 
@@ -151,8 +179,10 @@ def test_greedy_with_bad_words_and_sequence_bias_matches_transformers(smollm2, p
         sequence_bias = [[[new[8]], -3.0], [[new[9], new[10]], -5.0], [[new[1], 1234], 4.0]]
         eos = model.generation_config.eos_token_id
         expected = model.generate(**padded_prompts, **kwargs, bad_words_ids=bad_words, sequence_bias=sequence_bias)
-        processors = [pysample.SequenceBiasLogitsProcessor(sequence_bias),
-                      pysample.NoBadWordsLogitsProcessor(bad_words, eos_token_id=eos)]
+        processors = [
+            pysample.SequenceBiasLogitsProcessor(sequence_bias),
+            pysample.NoBadWordsLogitsProcessor(bad_words, eos_token_id=eos),
+        ]
         out = model.generate(**padded_prompts, **kwargs, logits_processor=transformers.LogitsProcessorList(processors))
     assert not torch.equal(plain, expected)
     assert torch.equal(out, expected), (tokenizer.batch_decode(out), tokenizer.batch_decode(expected))
@@ -185,11 +215,20 @@ def test_beam_search_with_pysample_processors_and_static_cache(smollm2, prompt):
     kwargs = dict(num_beams=4, do_sample=False, max_new_tokens=NEW_TOKENS)
     max_len = prompt["input_ids"].shape[1] + NEW_TOKENS + 4
     with torch.no_grad():
-        expected = model.generate(**prompt, **kwargs, no_repeat_ngram_size=3, repetition_penalty=1.2,
-                                  past_key_values=transformers.StaticCache(config=model.config, max_cache_len=max_len))
+        expected = model.generate(
+            **prompt,
+            **kwargs,
+            no_repeat_ngram_size=3,
+            repetition_penalty=1.2,
+            past_key_values=transformers.StaticCache(config=model.config, max_cache_len=max_len),
+        )
         processors = [pysample.RepetitionPenaltyLogitsProcessor(1.2), pysample.NoRepeatNGramLogitsProcessor(3)]
-        out = model.generate(**prompt, **kwargs, logits_processor=transformers.LogitsProcessorList(processors),
-                             past_key_values=pysample.BeamStaticCache(config=model.config, max_cache_len=max_len))
+        out = model.generate(
+            **prompt,
+            **kwargs,
+            logits_processor=transformers.LogitsProcessorList(processors),
+            past_key_values=pysample.BeamStaticCache(config=model.config, max_cache_len=max_len),
+        )
     assert torch.equal(out, expected), (tokenizer.batch_decode(out), tokenizer.batch_decode(expected))
 
 
@@ -210,8 +249,10 @@ EXAMPLE_CASES = {
     "4 beams, comma ends, early_stopping": dict(beams=4, comma_ends=True, flags=dict(early_stopping=True)),
     "4 beams, comma ends, early_stopping=never": dict(beams=4, comma_ends=True, flags=dict(early_stopping="never")),
     "3 beams, repetition_penalty=1.2+no_repeat_ngram_size=3": dict(
-        beams=3, flags=dict(repetition_penalty=1.2, no_repeat_ngram_size=3),
-        processors=lambda: [pysample.RepetitionPenaltyLogitsProcessor(1.2), pysample.NoRepeatNGramLogitsProcessor(3)]),
+        beams=3,
+        flags=dict(repetition_penalty=1.2, no_repeat_ngram_size=3),
+        processors=lambda: [pysample.RepetitionPenaltyLogitsProcessor(1.2), pysample.NoRepeatNGramLogitsProcessor(3)],
+    ),
 }
 
 
@@ -228,16 +269,24 @@ def test_beam_search_example_matches_generate(smollm2, prompt, padded_prompts, c
         eos = eos + [tokenizer.convert_tokens_to_ids(",")]
     flags = spec.get("flags", {})
     with torch.no_grad():
-        expected = model.generate(**inputs, num_beams=spec["beams"], do_sample=False, max_new_tokens=NEW_TOKENS,
-                                  eos_token_id=eos, **flags)
+        expected = model.generate(
+            **inputs, num_beams=spec["beams"], do_sample=False, max_new_tokens=NEW_TOKENS, eos_token_id=eos, **flags
+        )
     processors = spec.get("processors")
     out = _example_beam_search()(
-        model, inputs["input_ids"], inputs["attention_mask"], num_beams=spec["beams"], max_new_tokens=NEW_TOKENS,
-        eos_token_ids=eos, pad_token_id=model.generation_config.pad_token_id,
-        length_penalty=flags.get("length_penalty", 1.0), early_stopping=flags.get("early_stopping", False),
-        logits_processor=transformers.LogitsProcessorList(processors()) if processors else None)
+        model,
+        inputs["input_ids"],
+        inputs["attention_mask"],
+        num_beams=spec["beams"],
+        max_new_tokens=NEW_TOKENS,
+        eos_token_ids=eos,
+        pad_token_id=model.generation_config.pad_token_id,
+        length_penalty=flags.get("length_penalty", 1.0),
+        early_stopping=flags.get("early_stopping", False),
+        logits_processor=transformers.LogitsProcessorList(processors()) if processors else None,
+    )
     if spec.get("comma_ends"):  # a returned hypothesis did end at a comma
-        assert (expected[:, inputs["input_ids"].shape[1]:] == eos[1]).any()
+        assert (expected[:, inputs["input_ids"].shape[1] :] == eos[1]).any()
     assert torch.equal(out, expected), (tokenizer.batch_decode(out), tokenizer.batch_decode(expected))
 
 
@@ -246,10 +295,17 @@ ACCELERATE_CASES = {
     "sampling: typical_p+epsilon": dict(do_sample=True, top_k=0, typical_p=0.9, epsilon_cutoff=3e-4),
     "sampling: eta+repetition_penalty": dict(do_sample=True, top_k=0, eta_cutoff=3e-4, repetition_penalty=1.3),
     "greedy: penalties, n-gram bans, bad words, sequence bias": dict(
-        do_sample=False, repetition_penalty=1.2, encoder_repetition_penalty=1.1, no_repeat_ngram_size=3,
-        encoder_no_repeat_ngram_size=4, bad_words_ids=[[11], [28, 29]], sequence_bias={(13,): -2.0, (30, 31): 3.0}),
+        do_sample=False,
+        repetition_penalty=1.2,
+        encoder_repetition_penalty=1.1,
+        no_repeat_ngram_size=3,
+        encoder_no_repeat_ngram_size=4,
+        bad_words_ids=[[11], [28, 29]],
+        sequence_bias={(13,): -2.0, (30, 31): 3.0},
+    ),
     "beam search: 4 beams, no_repeat_ngram+repetition_penalty": dict(
-        do_sample=False, num_beams=4, no_repeat_ngram_size=3, repetition_penalty=1.2),
+        do_sample=False, num_beams=4, no_repeat_ngram_size=3, repetition_penalty=1.2
+    ),
 }
 
 
@@ -266,10 +322,14 @@ def test_accelerate_generates_identical_tokens(smollm2, padded_prompts, monkeypa
         try:
             built = []
             build = model._get_logits_processor
-            monkeypatch.setattr(model, "_get_logits_processor", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+            monkeypatch.setattr(
+                model, "_get_logits_processor", lambda *a, **k: built.append(build(*a, **k)) or built[-1]
+            )
             reorders = []
             reorder = pysample.cache.reorder_kv_cache_
-            monkeypatch.setattr(pysample.cache, "reorder_kv_cache_", lambda *a, **k: reorders.append(1) or reorder(*a, **k))
+            monkeypatch.setattr(
+                pysample.cache, "reorder_kv_cache_", lambda *a, **k: reorders.append(1) or reorder(*a, **k)
+            )
             torch.manual_seed(3)
             out = model.generate(**padded_prompts, **kwargs)
         finally:

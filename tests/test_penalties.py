@@ -33,8 +33,9 @@ def make_scores(batch: int, vocab: int, dtype: torch.dtype, seed: int, device="c
     return scores.to(dtype=dtype, device=device)
 
 
-def make_ids(batch: int, length: int, vocab: int, seed: int, dtype=torch.int64, device="cpu",
-             out_of_range: bool = True) -> torch.Tensor:
+def make_ids(
+    batch: int, length: int, vocab: int, seed: int, dtype=torch.int64, device="cpu", out_of_range: bool = True
+) -> torch.Tensor:
     """Ids with many repeats (a small pool per row) and, optionally, ids outside [0, vocab)."""
     g = torch.Generator().manual_seed(seed + 1)
     pool = max(1, min(vocab, length // 3 + 1))
@@ -65,21 +66,28 @@ def hf_repetition(ids: torch.Tensor, scores: torch.Tensor, penalty: float, promp
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("id_dtype", [torch.int64, torch.int32], ids=str)
 # 32000 tokens with 999 / 1000 ids: the CPU kernel visits the history / makes a pass over the row (kSequentialRatio).
-@pytest.mark.parametrize("batch, vocab, length", [(0, 17, 5), (1, 17, 0), (7, 1000, 300), (64, 32000, 512),
-                                                  (5, 32000, 999), (5, 32000, 1000), (3, 151936, 4096)])
+@pytest.mark.parametrize(
+    "batch, vocab, length",
+    [(0, 17, 5), (1, 17, 0), (7, 1000, 300), (64, 32000, 512), (5, 32000, 999), (5, 32000, 1000), (3, 151936, 4096)],
+)
 # The CPU kernel records only which tokens a row saw when presence and frequency are +0.0 (and counts them when
 # either is -0.0, which turns a -0.0 score into +0.0).
-@pytest.mark.parametrize("presence, frequency", [(None, None), (0.0, 0.0), (-0.0, 0.0), (0.0, -0.0)],
-                         ids=["random", "repetition alone", "presence -0.0", "frequency -0.0"])
+@pytest.mark.parametrize(
+    "presence, frequency",
+    [(None, None), (0.0, 0.0), (-0.0, 0.0), (0.0, -0.0)],
+    ids=["random", "repetition alone", "presence -0.0", "frequency -0.0"],
+)
 def test_matches_reference(device, seed, dtype, id_dtype, batch, vocab, length, presence, frequency):
     scores = make_scores(batch, vocab, dtype, seed, device)
     ids = make_ids(batch, length, vocab, seed, id_dtype, device)
     g = torch.Generator().manual_seed(seed + 2)
-    params = dict(repetition=float(torch.empty(()).uniform_(0.5, 2.0, generator=g)),
-                  presence=float(torch.randn((), generator=g)) if presence is None else presence,
-                  frequency=float(torch.randn((), generator=g)) if frequency is None else frequency,
-                  history_start=int(torch.randint(0, max(length, 1), (), generator=g)),
-                  output_start=int(torch.randint(0, max(length, 1), (), generator=g)))
+    params = dict(
+        repetition=float(torch.empty(()).uniform_(0.5, 2.0, generator=g)),
+        presence=float(torch.randn((), generator=g)) if presence is None else presence,
+        frequency=float(torch.randn((), generator=g)) if frequency is None else frequency,
+        history_start=int(torch.randint(0, max(length, 1), (), generator=g)),
+        output_start=int(torch.randint(0, max(length, 1), (), generator=g)),
+    )
     expected = expected_penalties(scores, ids, **params)
     out = pysample.apply_penalties(scores, ids, **params)
     assert_same_bits(out.cpu(), expected)
@@ -94,22 +102,25 @@ def test_per_row_parameters(device, seed, dtype):
     scores = make_scores(batch, vocab, dtype, seed, device)
     ids = make_ids(batch, length, vocab, seed, device=device)
     g = torch.Generator().manual_seed(seed)
-    params = dict(repetition=(torch.rand(batch, generator=g) * 2 + 0.1).to(device),
-                  presence=torch.randn(batch, generator=g).to(device),
-                  frequency=torch.randn(batch, generator=g).double().to(device),  # converted to float32
-                  history_start=torch.randint(0, length, (batch,), generator=g).to(device),
-                  output_start=torch.randint(0, length, (batch,), generator=g).int().to(device))
+    params = dict(
+        repetition=(torch.rand(batch, generator=g) * 2 + 0.1).to(device),
+        presence=torch.randn(batch, generator=g).to(device),
+        frequency=torch.randn(batch, generator=g).double().to(device),  # converted to float32
+        history_start=torch.randint(0, length, (batch,), generator=g).to(device),
+        output_start=torch.randint(0, length, (batch,), generator=g).int().to(device),
+    )
     expected = expected_penalties(scores, ids, **params)
     assert_same_bits(pysample.apply_penalties(scores, ids, **params).cpu(), expected)
     # a 0-d tensor is one value for every row
     zero_d = dict(repetition=torch.tensor(1.5, device=device), presence=torch.tensor(0.25, device=device))
-    assert_same_bits(pysample.apply_penalties(scores, ids, **zero_d).cpu(),
-                     expected_penalties(scores, ids, repetition=1.5, presence=0.25))
+    assert_same_bits(
+        pysample.apply_penalties(scores, ids, **zero_d).cpu(),
+        expected_penalties(scores, ids, repetition=1.5, presence=0.25),
+    )
 
 
 @pytest.mark.parametrize("penalty", [1.0, 1.2, 0.8, 1e-3, 1e30, math.inf])
-@pytest.mark.parametrize("batch, vocab, length", [(1, 17, 40), (8, 1000, 600), (64, 128256, 4096),
-                                                  (2, 151936, 32768)])
+@pytest.mark.parametrize("batch, vocab, length", [(1, 17, 40), (8, 1000, 600), (64, 128256, 4096), (2, 151936, 32768)])
 def test_repetition_bitwise_equal_to_transformers(seed, penalty, batch, vocab, length):
     scores = make_scores(batch, vocab, torch.float32, seed)
     ids = make_ids(batch, length, vocab, seed)
@@ -137,20 +148,24 @@ def test_prompt_ignore_length_bitwise_equal_to_transformers(seed, kind):
     g = torch.Generator().manual_seed(seed)
     ignore = 50 if kind == "int" else torch.randint(0, length + 5, (batch,), generator=g)
     expected = hf_repetition(ids, scores, 1.3, ignore)
-    assert_same_bits(pysample.RepetitionPenaltyLogitsProcessor(1.3, prompt_ignore_length=ignore)(ids, scores),
-                     expected)
+    assert_same_bits(pysample.RepetitionPenaltyLogitsProcessor(1.3, prompt_ignore_length=ignore)(ids, scores), expected)
 
 
 def test_edge_histories():
     scores = torch.tensor([[1.0, -1.0, 0.0, -0.0, math.inf, -math.inf, math.nan, 2.0]])
     # empty history: nothing changes
-    assert_same_bits(pysample.apply_penalties(scores, torch.empty(1, 0, dtype=torch.long), repetition=2.0,
-                                              presence=1.0, frequency=1.0), scores)
+    assert_same_bits(
+        pysample.apply_penalties(
+            scores, torch.empty(1, 0, dtype=torch.long), repetition=2.0, presence=1.0, frequency=1.0
+        ),
+        scores,
+    )
     # duplicates penalise once for repetition, count for frequency; presence once
     ids = torch.tensor([[0, 0, 0, 1, 2, 3, 4, 5, 6, -1, 8]])
     out = pysample.apply_penalties(scores, ids, repetition=2.0, frequency=0.5, presence=0.25)
-    expected = torch.tensor([[0.5 - 1.5 - 0.25, -2.0 - 0.75, 0.0 - 0.75, -0.0 - 0.75, math.inf, -math.inf,
-                              math.nan, 2.0]])
+    expected = torch.tensor(
+        [[0.5 - 1.5 - 0.25, -2.0 - 0.75, 0.0 - 0.75, -0.0 - 0.75, math.inf, -math.inf, math.nan, 2.0]]
+    )
     assert_same_bits(out, expected)
     # every position before history_start is ignored; before output_start only the repetition counts
     out = pysample.apply_penalties(scores, ids, repetition=2.0, presence=0.25, history_start=3, output_start=5)
@@ -227,10 +242,13 @@ def test_encoder_repetition_bitwise_equal_to_transformers(seed):
 
 @pytest.mark.parametrize("penalty", [0.0, -1.0, 1, "1.2", None, math.nan])
 def test_constructor_errors_match_transformers(penalty):
-    for ours, theirs in ((lambda: pysample.RepetitionPenaltyLogitsProcessor(penalty),
-                          lambda: HFRepetition(penalty)),
-                         (lambda: pysample.EncoderRepetitionPenaltyLogitsProcessor(penalty, torch.zeros(1, 2).long()),
-                          lambda: HFEncoderRepetition(penalty, torch.zeros(1, 2).long()))):
+    for ours, theirs in (
+        (lambda: pysample.RepetitionPenaltyLogitsProcessor(penalty), lambda: HFRepetition(penalty)),
+        (
+            lambda: pysample.EncoderRepetitionPenaltyLogitsProcessor(penalty, torch.zeros(1, 2).long()),
+            lambda: HFEncoderRepetition(penalty, torch.zeros(1, 2).long()),
+        ),
+    ):
         with pytest.raises(ValueError) as theirs_error:
             theirs()
         with pytest.raises(ValueError, match="penalty") as ours_error:
@@ -261,8 +279,12 @@ def test_fuse_runs_penalties_in_place_on_its_copy(seed):
     before = scores.clone()
     ids = make_ids(6, 400, 3000, seed, out_of_range=False)
     encoder_ids = make_ids(3, 30, 3000, seed + 5, out_of_range=False)
-    chain = [HFRepetition(1.3), HFEncoderRepetition(1.1, encoder_ids), HFTopK(20),
-             pysample.RepetitionPenaltyLogitsProcessor(0.9)]
+    chain = [
+        HFRepetition(1.3),
+        HFEncoderRepetition(1.1, encoder_ids),
+        HFTopK(20),
+        pysample.RepetitionPenaltyLogitsProcessor(0.9),
+    ]
     expected = scores
     for processor in chain:
         expected = processor(ids, expected)
@@ -283,7 +305,7 @@ def test_three_dimensional_scores_are_rejected():
 def seen_tokens(state: pysample.PenaltyState) -> torch.Tensor:
     """The state's seen bits as a bool ``(slots, vocab)`` table: token t is bit t % 32 of word t // 32."""
     bits = (state.seen.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32, device=state.seen.device)) & 1
-    return bits.reshape(state.seen.shape[0], -1)[:, :state.counts.shape[1]].bool()
+    return bits.reshape(state.seen.shape[0], -1)[:, : state.counts.shape[1]].bool()
 
 
 # Rows with the repetition penalty alone read the seen table, the others the counts: presence and frequency per
@@ -303,10 +325,12 @@ def test_state_matches_stateless_over_steps(device, seed, penalties):
     g = torch.Generator().manual_seed(seed)
     state = pysample.PenaltyState(slots, vocab, device=device)
     histories, prompt_lengths = [None] * slots, [0] * slots
-    presence, frequency = (torch.tensor(v, device=device) if isinstance(v, list) else v
-                           for v in STATE_PARAMS[penalties])
-    params = dict(repetition=torch.tensor([1.1, 1.3, 0.8, 1.0, 2.0], device=device), presence=presence,
-                  frequency=frequency)
+    presence, frequency = (
+        torch.tensor(v, device=device) if isinstance(v, list) else v for v in STATE_PARAMS[penalties]
+    )
+    params = dict(
+        repetition=torch.tensor([1.1, 1.3, 0.8, 1.0, 2.0], device=device), presence=presence, frequency=frequency
+    )
 
     def row_value(value, s):
         return value[s].item() if isinstance(value, torch.Tensor) else value
@@ -319,17 +343,25 @@ def test_state_matches_stateless_over_steps(device, seed, penalties):
             histories[s] = torch.randint(0, vocab, (prompt_lengths[s],), generator=g)
             state.reset([s], histories[s].unsqueeze(0).to(device))
         scores = make_scores(slots, vocab, torch.float32, seed + step, device)
-        expected = torch.stack([
-            expected_penalties(scores[s:s + 1], histories[s].unsqueeze(0), repetition=params["repetition"][s].item(),
-                               presence=row_value(presence, s), frequency=row_value(frequency, s),
-                               output_start=prompt_lengths[s])[0]
-            for s in range(slots)])
+        expected = torch.stack(
+            [
+                expected_penalties(
+                    scores[s : s + 1],
+                    histories[s].unsqueeze(0),
+                    repetition=params["repetition"][s].item(),
+                    presence=row_value(presence, s),
+                    frequency=row_value(frequency, s),
+                    output_start=prompt_lengths[s],
+                )[0]
+                for s in range(slots)
+            ]
+        )
         assert_same_bits(state.apply_(scores.clone(), **params).cpu(), expected)
         assert torch.equal(seen_tokens(state), state.counts != 0)
         new_tokens = torch.randint(0, vocab, (slots,), generator=g)
         new_tokens[step % slots] = histories[step % slots][0]  # a prompt token generated again
         state.append(new_tokens.to(device))
-        histories = [torch.cat([h, new_tokens[s:s + 1]]) for s, h in enumerate(histories)]
+        histories = [torch.cat([h, new_tokens[s : s + 1]]) for s, h in enumerate(histories)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -346,12 +378,14 @@ def test_state_sparse_and_dense_histories(device, seed, dtype, strided, penaltie
     state = pysample.PenaltyState(len(lengths), vocab, device=device)
     for slot, history in enumerate(histories):
         state.reset([slot], history.to(device), output_start=0)
-    params = dict(repetition=1.3) if penalties == "repetition alone" else dict(repetition=1.3, presence=0.5,
-                                                                               frequency=-0.25)
+    params = (
+        dict(repetition=1.3) if penalties == "repetition alone" else dict(repetition=1.3, presence=0.5, frequency=-0.25)
+    )
     scores = make_scores(len(lengths), vocab * (2 if strided else 1), dtype, seed, device)
     scores = scores[:, ::2] if strided else scores
-    expected = torch.cat([expected_penalties(scores[s:s + 1], history, **params)
-                          for s, history in enumerate(histories)])
+    expected = torch.cat(
+        [expected_penalties(scores[s : s + 1], history, **params) for s, history in enumerate(histories)]
+    )
     assert_same_bits(state.apply_(scores.clone() if not strided else scores, **params).cpu(), expected)
 
 
@@ -390,8 +424,12 @@ def test_state_slots_map_rows(device, seed):
     assert torch.equal(seen_tokens(state).cpu(), counts != 0)
     # the repetition penalty alone reads the seen table
     slot_history = {2: history, 0: torch.cat([prompts[0].cpu(), torch.tensor([9])])}
-    expected = torch.cat([expected_penalties(scores[r:r + 1], slot_history[s].unsqueeze(0), repetition=1.5)
-                          for r, s in enumerate(rows.tolist())])
+    expected = torch.cat(
+        [
+            expected_penalties(scores[r : r + 1], slot_history[s].unsqueeze(0), repetition=1.5)
+            for r, s in enumerate(rows.tolist())
+        ]
+    )
     assert_same_bits(state.apply_(scores.clone(), repetition=1.5, slots=rows).cpu(), expected)
 
 
@@ -407,39 +445,6 @@ def test_state_reset_clears_only_its_slots(device):
 
 
 # ---- registration and bad arguments ----------------------------------------------------------------------------
-
-
-def _op_args(scores, ids, repetition=None, presence=None, frequency=None, history_start=0, output_start=0):
-    split = lambda v: (v, None) if isinstance(v, torch.Tensor) else (None, v)  # noqa: E731
-    args = [scores, ids]
-    for value in (repetition, presence, frequency):
-        args += split(value)
-    for value in (history_start, output_start):
-        rows, scalar = split(value)
-        args += [rows, 0 if scalar is None else scalar]
-    return tuple(args)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("per_row", [False, True])
-def test_opcheck(device, dtype, per_row):
-    scores = torch.randn(6, 300, dtype=dtype, device=device)
-    ids = torch.randint(-2, 310, (6, 40), device=device)
-    params = dict(repetition=1.3, presence=0.5, frequency=0.25, history_start=3, output_start=10)
-    if per_row:
-        params = dict(repetition=torch.rand(6, device=device) + 0.5, presence=torch.randn(6, device=device),
-                      frequency=torch.randn(6, device=device), history_start=torch.arange(6, device=device),
-                      output_start=torch.arange(6, device=device) * 5)
-    torch.library.opcheck(torch.ops.pysample.apply_penalties.default, _op_args(scores, ids, **params))
-    torch.library.opcheck(torch.ops.pysample.apply_penalties_.default, _op_args(scores.clone(), ids, **params))
-    counts = torch.zeros(6, 300, dtype=torch.int32, device=device)
-    seen = torch.zeros(6, 10, dtype=torch.int32, device=device)  # 300 bits a row
-    torch.library.opcheck(torch.ops.pysample.count_tokens_.default,
-                          (counts, seen, ids, None) + _op_args(None, None, history_start=2, output_start=20)[8:])
-    penalty_args = _op_args(scores.clone(), None, **{k: v for k, v in params.items() if "start" not in k})[2:8]
-    for args in (penalty_args, penalty_args[:2] + (None,) * 4):  # all three; the repetition penalty alone
-        torch.library.opcheck(torch.ops.pysample.apply_penalty_counts_.default,
-                              (scores.clone(), counts, seen, torch.arange(6, device=device).flip(0)) + args)
 
 
 def test_compile_fullgraph(device, seed):
@@ -459,7 +464,8 @@ def test_compile_fullgraph(device, seed):
     expected_state.reset(prompt_ids=ids)
     expected_state.append(tokens)
     expected = expected_state.apply_(
-        pysample.apply_penalties(scores, ids, repetition=1.2, frequency=0.5, output_start=32), presence=0.25)
+        pysample.apply_penalties(scores, ids, repetition=1.2, frequency=0.5, output_start=32), presence=0.25
+    )
     assert_same_bits(compiled(scores, ids, tokens), expected)
 
 
@@ -506,11 +512,13 @@ def test_state_bad_arguments():
     with pytest.raises(TypeError, match="counts must be int32"):
         torch.ops.pysample.apply_penalty_counts_(torch.zeros(2, 5), torch.zeros(2, 5), state.seen, None, *penalty_args)
     with pytest.raises(TypeError, match="seen must be int32"):
-        torch.ops.pysample.apply_penalty_counts_(torch.zeros(2, 5), state.counts, state.seen.to(torch.uint8), None,
-                                                 *penalty_args)
+        torch.ops.pysample.apply_penalty_counts_(
+            torch.zeros(2, 5), state.counts, state.seen.to(torch.uint8), None, *penalty_args
+        )
     with pytest.raises(ValueError, match=r"seen must have shape \[2, 1\]"):  # a bit per token: 5 bits a row
-        torch.ops.pysample.count_tokens_(state.counts, state.counts, torch.zeros(2, 1, dtype=torch.long), None,
-                                         None, 0, None, 0)
+        torch.ops.pysample.count_tokens_(
+            state.counts, state.counts, torch.zeros(2, 1, dtype=torch.long), None, None, 0, None, 0
+        )
     with pytest.raises(TypeError, match="slots must be an integer"):
         state.append(torch.tensor([1]), slots=torch.tensor([0.0]))
     assert state.counts.eq(0).all() and state.seen.eq(0).all()  # nothing was written by the failed calls
@@ -519,5 +527,4 @@ def test_state_bad_arguments():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 def test_device_mismatch():
     with pytest.raises(ValueError, match="ids must be on"):
-        pysample.apply_penalties(torch.zeros(2, 5, device="cuda"), torch.zeros(2, 3, dtype=torch.long),
-                                 repetition=1.2)
+        pysample.apply_penalties(torch.zeros(2, 5, device="cuda"), torch.zeros(2, 3, dtype=torch.long), repetition=1.2)

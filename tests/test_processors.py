@@ -60,8 +60,9 @@ def as_transformers(processor):
     cls = getattr(transformers, name)
     if name == "TemperatureLogitsWarper":
         return cls(processor.temperature)
-    return cls(stage_value(processor), filter_value=processor.filter_value,
-               min_tokens_to_keep=processor.min_tokens_to_keep)
+    return cls(
+        stage_value(processor), filter_value=processor.filter_value, min_tokens_to_keep=processor.min_tokens_to_keep
+    )
 
 
 def row_kinds_for(processors) -> List[str]:
@@ -81,13 +82,23 @@ def check_processors(processors, x: torch.Tensor, input_ids=None, what: str = ""
     for i, processor in enumerate(processors):
         out = pysample.fuse(processors[: i + 1])(input_ids, x)
         expected = as_transformers(processor)(input_ids, previous)
-        stage = STAGE_OF.get(type(processor).__name__) if hasattr(processor, "filter_value") or type(
-            processor).__name__ == "TemperatureLogitsWarper" else None
+        stage = (
+            STAGE_OF.get(type(processor).__name__)
+            if hasattr(processor, "filter_value") or type(processor).__name__ == "TemperatureLogitsWarper"
+            else None
+        )
         if stage in (None, "temperature", "top_k"):
             assert W.bitwise_equal(out, expected), f"{what} step {i} ({type(processor).__name__}) must be bitwise equal"
         else:
-            report = W.check_stage(stage, previous, stage_value(processor), out, expected, processor.filter_value,
-                                   min_tokens_to_keep=getattr(processor, "min_tokens_to_keep", 1))
+            report = W.check_stage(
+                stage,
+                previous,
+                stage_value(processor),
+                out,
+                expected,
+                processor.filter_value,
+                min_tokens_to_keep=getattr(processor, "min_tokens_to_keep", 1),
+            )
             W.assert_report(report, x.numel(), x.dtype, f"{what} step {i}")
         previous = out
     return out
@@ -122,8 +133,9 @@ CLASS_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name, args, kwargs", CLASS_CASES,
-                         ids=[f"{n}{a}{k or ''}".replace(" ", "") for n, a, k in CLASS_CASES])
+@pytest.mark.parametrize(
+    "name, args, kwargs", CLASS_CASES, ids=[f"{n}{a}{k or ''}".replace(" ", "") for n, a, k in CLASS_CASES]
+)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_class_vs_transformers(seed, name, args, kwargs, dtype):
     ours = getattr(pysample, name)(*args, **kwargs)
@@ -138,8 +150,15 @@ def test_class_vs_transformers(seed, name, args, kwargs, dtype):
     if stage in ("temperature", "top_k"):
         assert W.bitwise_equal(out, expected)
     else:
-        report = W.check_stage(stage, x, stage_value(ours), out, expected, kwargs.get("filter_value", -math.inf),
-                               min_tokens_to_keep=kwargs.get("min_tokens_to_keep", 1))
+        report = W.check_stage(
+            stage,
+            x,
+            stage_value(ours),
+            out,
+            expected,
+            kwargs.get("filter_value", -math.inf),
+            min_tokens_to_keep=kwargs.get("min_tokens_to_keep", 1),
+        )
         W.assert_report(report, x.numel(), dtype, name)
 
 
@@ -215,8 +234,9 @@ def _raised(factory):
     return None
 
 
-@pytest.mark.parametrize("name, args, kwargs", INVALID_ARGS,
-                         ids=[f"{n}{a}{k or ''}".replace(" ", "") for n, a, k in INVALID_ARGS])
+@pytest.mark.parametrize(
+    "name, args, kwargs", INVALID_ARGS, ids=[f"{n}{a}{k or ''}".replace(" ", "") for n, a, k in INVALID_ARGS]
+)
 def test_invalid_arguments_raise_like_transformers(name, args, kwargs):
     theirs = _raised(lambda: getattr(transformers, name)(*args, **kwargs))
     ours = _raised(lambda: getattr(pysample, name)(*args, **kwargs))
@@ -235,8 +255,9 @@ VALID_EDGE_ARGS = [
 ]
 
 
-@pytest.mark.parametrize("name, args, kwargs", VALID_EDGE_ARGS,
-                         ids=[f"{n}{a}{k or ''}".replace(" ", "") for n, a, k in VALID_EDGE_ARGS])
+@pytest.mark.parametrize(
+    "name, args, kwargs", VALID_EDGE_ARGS, ids=[f"{n}{a}{k or ''}".replace(" ", "") for n, a, k in VALID_EDGE_ARGS]
+)
 def test_valid_edge_arguments_accepted_like_transformers(name, args, kwargs):
     theirs = getattr(transformers, name)(*args, **kwargs)
     ours = getattr(pysample, name)(*args, **kwargs)
@@ -244,17 +265,21 @@ def test_valid_edge_arguments_accepted_like_transformers(name, args, kwargs):
     assert W.bitwise_equal(ours(None, x), theirs(None, x))
 
 
-@pytest.mark.parametrize("name, args, kwargs", [
-    ("TemperatureLogitsWarper", (math.nan,), {}),
-    ("TopKLogitsWarper", (math.nan,), {}),
-    ("TopPLogitsWarper", (math.nan,), {}),
-    ("MinPLogitsWarper", (math.nan,), {}),
-    ("TypicalLogitsWarper", (math.nan,), {}),
-    ("EpsilonLogitsWarper", (math.nan,), {}),
-    ("EtaLogitsWarper", (math.nan,), {}),
-    ("TopPLogitsWarper", (0.5,), {"min_tokens_to_keep": math.nan}),
-    ("EtaLogitsWarper", (0.5,), {"min_tokens_to_keep": math.nan}),
-], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "name, args, kwargs",
+    [
+        ("TemperatureLogitsWarper", (math.nan,), {}),
+        ("TopKLogitsWarper", (math.nan,), {}),
+        ("TopPLogitsWarper", (math.nan,), {}),
+        ("MinPLogitsWarper", (math.nan,), {}),
+        ("TypicalLogitsWarper", (math.nan,), {}),
+        ("EpsilonLogitsWarper", (math.nan,), {}),
+        ("EtaLogitsWarper", (math.nan,), {}),
+        ("TopPLogitsWarper", (0.5,), {"min_tokens_to_keep": math.nan}),
+        ("EtaLogitsWarper", (0.5,), {"min_tokens_to_keep": math.nan}),
+    ],
+    ids=lambda v: str(v),
+)
 def test_nan_arguments_raise_value_error(name, args, kwargs):
     """NaN is rejected by every class (transformers accepts it for top-p, epsilon and eta); where transformers
     raises too, the message is the same."""
@@ -291,25 +316,59 @@ def _penalty_ids(x: torch.Tensor, seed: int) -> torch.Tensor:
 
 P, T = pysample, transformers
 FUSE_CASES = {
-    "generate-order": lambda: [P.TemperatureLogitsWarper(0.7), P.TopKLogitsWarper(50), P.TopPLogitsWarper(0.9),
-                               P.MinPLogitsWarper(0.05)],
-    "transformers-instances": lambda: [T.TemperatureLogitsWarper(0.7), T.TopKLogitsWarper(50),
-                                       T.TopPLogitsWarper(0.9), T.MinPLogitsWarper(0.05)],
-    "mixed-instances": lambda: [T.TemperatureLogitsWarper(1.3), P.TopKLogitsWarper(100), T.TopPLogitsWarper(0.95),
-                                P.TypicalLogitsWarper(0.9), T.EpsilonLogitsWarper(1e-4), P.EtaLogitsWarper(1e-3)],
-    "all-seven": lambda: [P.TemperatureLogitsWarper(0.8), P.TopKLogitsWarper(200), P.TopPLogitsWarper(0.95),
-                          P.MinPLogitsWarper(0.02), P.TypicalLogitsWarper(0.95), P.EpsilonLogitsWarper(1e-5),
-                          P.EtaLogitsWarper(1e-4)],
+    "generate-order": lambda: [
+        P.TemperatureLogitsWarper(0.7),
+        P.TopKLogitsWarper(50),
+        P.TopPLogitsWarper(0.9),
+        P.MinPLogitsWarper(0.05),
+    ],
+    "transformers-instances": lambda: [
+        T.TemperatureLogitsWarper(0.7),
+        T.TopKLogitsWarper(50),
+        T.TopPLogitsWarper(0.9),
+        T.MinPLogitsWarper(0.05),
+    ],
+    "mixed-instances": lambda: [
+        T.TemperatureLogitsWarper(1.3),
+        P.TopKLogitsWarper(100),
+        T.TopPLogitsWarper(0.95),
+        P.TypicalLogitsWarper(0.9),
+        T.EpsilonLogitsWarper(1e-4),
+        P.EtaLogitsWarper(1e-3),
+    ],
+    "all-seven": lambda: [
+        P.TemperatureLogitsWarper(0.8),
+        P.TopKLogitsWarper(200),
+        P.TopPLogitsWarper(0.95),
+        P.MinPLogitsWarper(0.02),
+        P.TypicalLogitsWarper(0.95),
+        P.EpsilonLogitsWarper(1e-5),
+        P.EtaLogitsWarper(1e-4),
+    ],
     "out-of-order": lambda: [P.TopPLogitsWarper(0.9), P.TopKLogitsWarper(20), P.TemperatureLogitsWarper(0.5)],
-    "out-of-order-2": lambda: [P.MinPLogitsWarper(0.1), P.TemperatureLogitsWarper(1.5), P.TopPLogitsWarper(0.8),
-                               P.TopPLogitsWarper(0.5)],
+    "out-of-order-2": lambda: [
+        P.MinPLogitsWarper(0.1),
+        P.TemperatureLogitsWarper(1.5),
+        P.TopPLogitsWarper(0.8),
+        P.TopPLogitsWarper(0.5),
+    ],
     "finite-filter-first": lambda: [P.TopKLogitsWarper(20, filter_value=0.0), P.TopPLogitsWarper(0.9)],
-    "finite-filter-middle": lambda: [P.TemperatureLogitsWarper(0.7), P.TopPLogitsWarper(0.9, filter_value=-5.0),
-                                     P.MinPLogitsWarper(0.1)],
-    "differing-min-tokens": lambda: [P.TopPLogitsWarper(0.9, min_tokens_to_keep=3), P.MinPLogitsWarper(0.1),
-                                     P.EpsilonLogitsWarper(1e-3, min_tokens_to_keep=2)],
-    "repetition-penalty-in-middle": lambda: [P.TemperatureLogitsWarper(0.7), RepetitionPenaltyLogitsProcessor(1.3),
-                                             P.TopKLogitsWarper(40), P.TopPLogitsWarper(0.9)],
+    "finite-filter-middle": lambda: [
+        P.TemperatureLogitsWarper(0.7),
+        P.TopPLogitsWarper(0.9, filter_value=-5.0),
+        P.MinPLogitsWarper(0.1),
+    ],
+    "differing-min-tokens": lambda: [
+        P.TopPLogitsWarper(0.9, min_tokens_to_keep=3),
+        P.MinPLogitsWarper(0.1),
+        P.EpsilonLogitsWarper(1e-3, min_tokens_to_keep=2),
+    ],
+    "repetition-penalty-in-middle": lambda: [
+        P.TemperatureLogitsWarper(0.7),
+        RepetitionPenaltyLogitsProcessor(1.3),
+        P.TopKLogitsWarper(40),
+        P.TopPLogitsWarper(0.9),
+    ],
     "plain-callable": lambda: [P.TopKLogitsWarper(30), lambda ids, s: s * 2.0, P.TopPLogitsWarper(0.9)],
     "single": lambda: [P.TopPLogitsWarper(0.7)],
 }
@@ -346,11 +405,19 @@ def _count_op_calls(monkeypatch) -> list:
     return calls
 
 
-@pytest.mark.parametrize("case, expected_calls", [
-    ("generate-order", 1), ("transformers-instances", 1), ("all-seven", 1), ("mixed-instances", 1),
-    ("out-of-order", 3), ("finite-filter-first", 2), ("differing-min-tokens", 3),
-    ("repetition-penalty-in-middle", 2),
-])
+@pytest.mark.parametrize(
+    "case, expected_calls",
+    [
+        ("generate-order", 1),
+        ("transformers-instances", 1),
+        ("all-seven", 1),
+        ("mixed-instances", 1),
+        ("out-of-order", 3),
+        ("finite-filter-first", 2),
+        ("differing-min-tokens", 3),
+        ("repetition-penalty-in-middle", 2),
+    ],
+)
 def test_fuse_groups_what_can_be_fused(monkeypatch, case, expected_calls):
     """Stages in generate()'s order with the default filter value and one min_tokens_to_keep run as one call."""
     calls = _count_op_calls(monkeypatch)
@@ -375,8 +442,16 @@ def one_thread():
 def tiny_model(one_thread):
     torch.manual_seed(1234)
     config = transformers.LlamaConfig(
-        vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        vocab_size=1000,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     model = transformers.LlamaForCausalLM(config).eval()
     # Random init gives nearly flat logits: sharpen them so that the warpers have something to cut.
@@ -390,8 +465,15 @@ GENERATE_CASES = [
     {"temperature": 1.3, "top_p": 0.8, "min_p": 0.1},
     {"typical_p": 0.9, "epsilon_cutoff": 1e-3},
     {"temperature": 0.5, "eta_cutoff": 1e-3},
-    {"temperature": 0.9, "top_k": 100, "top_p": 0.95, "min_p": 0.02, "typical_p": 0.95, "epsilon_cutoff": 1e-4,
-     "eta_cutoff": 1e-4},
+    {
+        "temperature": 0.9,
+        "top_k": 100,
+        "top_p": 0.95,
+        "min_p": 0.02,
+        "typical_p": 0.95,
+        "epsilon_cutoff": 1e-4,
+        "eta_cutoff": 1e-4,
+    },
 ]
 
 
@@ -437,8 +519,13 @@ def test_generate_with_transformers_instances_fused(tiny_model):
     common = dict(do_sample=True, max_new_tokens=20, pad_token_id=0)
     torch.manual_seed(7)
     expected = tiny_model.generate(prompt, temperature=0.8, top_k=40, top_p=0.9, **common)
-    chain = pysample.fuse([transformers.TemperatureLogitsWarper(0.8), transformers.TopKLogitsWarper(40),
-                           transformers.TopPLogitsWarper(0.9)])
+    chain = pysample.fuse(
+        [
+            transformers.TemperatureLogitsWarper(0.8),
+            transformers.TopKLogitsWarper(40),
+            transformers.TopPLogitsWarper(0.9),
+        ]
+    )
     torch.manual_seed(7)
     out = tiny_model.generate(prompt, top_k=0, logits_processor=LogitsProcessorList([chain]), **common)
     assert torch.equal(out, expected)

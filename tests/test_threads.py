@@ -41,15 +41,18 @@ def _penalty_state(logits, ids):
 
 # name -> op(logits, ids, caches, beam_idx): a result made only of the call's own tensors.
 OPS: Dict[str, Callable] = {
-    "warp_logits": lambda x, ids, c, b: pysample.warp_logits(x, temperature=0.7, top_k=50, top_p=0.9, min_p=0.02,
-                                                             typical_p=0.95, epsilon=1e-5, eta=1e-4),
+    "warp_logits": lambda x, ids, c, b: pysample.warp_logits(
+        x, temperature=0.7, top_k=50, top_p=0.9, min_p=0.02, typical_p=0.95, epsilon=1e-5, eta=1e-4
+    ),
     "sample": lambda x, ids, c, b: pysample.sample(x, top_k=50, top_p=0.9, seed=torch.arange(6), n=4),
-    "apply_penalties": lambda x, ids, c, b: pysample.apply_penalties(x, ids, repetition=1.3, presence=0.2,
-                                                                     frequency=0.1),
+    "apply_penalties": lambda x, ids, c, b: pysample.apply_penalties(
+        x, ids, repetition=1.3, presence=0.2, frequency=0.1
+    ),
     "penalty_state": lambda x, ids, c, b: _penalty_state(x, ids),
     "no_repeat_ngram": lambda x, ids, c, b: pysample.no_repeat_ngram_(x.clone(), ids, ngram_size=2),
     "bias_sequences": lambda x, ids, c, b: pysample.bias_sequences_(
-        x.clone(), ids, pysample.ops.pack_sequences([[int(ids[0, -1]), 7], [3]], [2.0, -1.0])),
+        x.clone(), ids, pysample.ops.pack_sequences([[int(ids[0, -1]), 7], [3]], [2.0, -1.0])
+    ),
     "reorder_kv_cache": lambda x, ids, c, b: _reorder(c, b),
     "beam_search_step": lambda x, ids, c, b: pysample.beam_search_step(x, torch.zeros(6), 3, 6),
 }

@@ -37,11 +37,17 @@ STAGE_VALUES = {
     "eta": [0.0, 3e-4, 0.05, 1.0],
 }
 # One everyday value per stage, for the sweep over shapes.
-EVERYDAY = {"temperature": 0.7, "top_k": 50, "top_p": 0.9, "min_p": 0.05, "typical_p": 0.9, "epsilon": 3e-4,
-            "eta": 3e-4}
+EVERYDAY = {
+    "temperature": 0.7,
+    "top_k": 50,
+    "top_p": 0.9,
+    "min_p": 0.05,
+    "typical_p": 0.9,
+    "epsilon": 3e-4,
+    "eta": 3e-4,
+}
 # (batch, vocab): big vocabularies only with small batches.
-SHAPES = [(0, 17), (1, 1), (1, 17), (7, 1000), (64, 1000), (300, 17), (7, 32000), (1, 49152), (2, 128256),
-          (1, 151936)]
+SHAPES = [(0, 17), (1, 1), (1, 17), (7, 1000), (64, 1000), (300, 17), (7, 32000), (1, 49152), (2, 128256), (1, 151936)]
 CHAINS = [
     {"temperature": 0.7, "top_k": 50},
     {"temperature": 1.3, "top_k": 1},
@@ -87,15 +93,19 @@ def inputs_for(batch: int, vocab: int, dtype: torch.dtype, seed: int) -> torch.T
 
 def check_against_transformers(device: str, x: torch.Tensor, params, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """The op on `device` against transformers, stage by stage (see W.check_chain); on CUDA also against the CPU op."""
-    out = W.check_chain(device_op(device), x, params, W.hf_stage, min_tokens_to_keep, what=f"[{device}]",
-                        device=device)
+    out = W.check_chain(device_op(device), x, params, W.hf_stage, min_tokens_to_keep, what=f"[{device}]", device=device)
     if set(k for k, v in params.items() if v is not None) in ONLY_EXACT_STAGES and x.dtype == torch.float32:
         assert W.bitwise_equal(out, W.hf_chain(x, params)), "temperature/top-k must be bitwise equal to transformers"
     if device != "cpu":
         cpu = pysample.warp_logits(x, **params, min_tokens_to_keep=min_tokens_to_keep)
         last = [s for s in W.STAGES if params.get(s) is not None][-1]
-        before = pysample.warp_logits(x, **W.op_params(params, upto=W.STAGES[W.STAGES.index(last) - 1]),
-                                      min_tokens_to_keep=min_tokens_to_keep) if len(params) > 1 else x
+        before = (
+            pysample.warp_logits(
+                x, **W.op_params(params, upto=W.STAGES[W.STAGES.index(last) - 1]), min_tokens_to_keep=min_tokens_to_keep
+            )
+            if len(params) > 1
+            else x
+        )
         report = W.check_stage(last, before, params[last], out, cpu, device=device)
         W.assert_report(report, x.numel(), x.dtype, "cuda vs cpu")
     return out
@@ -164,8 +174,11 @@ def test_crowded_crossing_bin(device, seed, params):
     check_against_transformers(device, W.crowded_rows(seed), params)
 
 
-@pytest.mark.parametrize("params", [{"top_p": 0.9}, {"top_p": 0.5, "typical_p": 0.9}, {"typical_p": 0.9}],
-                         ids=["top_p", "top_p+typical_p", "typical_p"])
+@pytest.mark.parametrize(
+    "params",
+    [{"top_p": 0.9}, {"top_p": 0.5, "typical_p": 0.9}, {"typical_p": 0.9}],
+    ids=["top_p", "top_p+typical_p", "typical_p"],
+)
 @pytest.mark.parametrize("min_tokens_to_keep", [1, 700])
 def test_mass_away_from_the_sample(device, seed, params, min_tokens_to_keep):
     """Rows whose mass lies where the CPU kernel's sample of the row mostly does not look (W.unsampled_mass_rows), and
@@ -184,12 +197,22 @@ def test_same_output_without_avx512(tmp_path, seed):
     """The kernel's loops written for AVX-512 give what the portable ones do (a process with ATEN_CPU_CAPABILITY=avx2
     runs the portable ones; on a CPU without AVX-512 both are). Rows of 30001 tokens: not a whole number of vectors."""
     x = torch.cat([inputs_for(40, 30001, torch.float32, seed), W.unsampled_mass_rows(seed, 30001)])
-    chains = [{"top_p": 0.9}, {"typical_p": 0.9}, {"top_p": 0.95, "typical_p": 0.5}, {"top_k": 2000, "top_p": 0.9},
-              {"eta": 3e-4}, {"top_k": 3000, "epsilon": 3e-4}]
+    chains = [
+        {"top_p": 0.9},
+        {"typical_p": 0.9},
+        {"top_p": 0.95, "typical_p": 0.5},
+        {"top_k": 2000, "top_p": 0.9},
+        {"eta": 3e-4},
+        {"top_k": 3000, "epsilon": 3e-4},
+    ]
     torch.save(x, tmp_path / "x.pt")
     env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2")
-    subprocess.run([sys.executable, "-c", AVX512_OFF_SCRIPT, str(tmp_path / "x.pt"), repr(chains),
-                    str(tmp_path / "out.pt")], env=env, check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", AVX512_OFF_SCRIPT, str(tmp_path / "x.pt"), repr(chains), str(tmp_path / "out.pt")],
+        env=env,
+        check=True,
+        timeout=300,
+    )
     portable = torch.load(tmp_path / "out.pt")
     for params, expected in zip(chains, portable):
         assert W.bitwise_equal(pysample.warp_logits(x, **params), expected), params
@@ -218,11 +241,11 @@ def test_top_k_ignores_min_tokens_to_keep(seed):
 # ---- chains --------------------------------------------------------------------------------------------------
 
 
-CHAIN_SHAPES = [
-    pytest.param(11, 1000, 1, dtype, id=f"{str(dtype).replace('torch.', '')}-11x1000-keep1") for dtype in W.DTYPES
-] + [
-    pytest.param(11, 1000, 4, dtype, id=f"{str(dtype).replace('torch.', '')}-11x1000-keep4") for dtype in W.DTYPES
-] + [pytest.param(3, 32000, 1, torch.float32, id="float32-3x32000-keep1")]
+CHAIN_SHAPES = (
+    [pytest.param(11, 1000, 1, dtype, id=f"{str(dtype).replace('torch.', '')}-11x1000-keep1") for dtype in W.DTYPES]
+    + [pytest.param(11, 1000, 4, dtype, id=f"{str(dtype).replace('torch.', '')}-11x1000-keep4") for dtype in W.DTYPES]
+    + [pytest.param(3, 32000, 1, torch.float32, id="float32-3x32000-keep1")]
+)
 
 
 @pytest.mark.parametrize("params", CHAINS, ids=[chain_id(c) for c in CHAINS])
@@ -331,8 +354,15 @@ def test_per_row_against_reference(seed, dtype):
 
 
 def test_zero_dim_tensor_equals_scalar(device, seed):
-    params = {"temperature": 0.7, "top_k": 40, "top_p": 0.9, "min_p": 0.05, "typical_p": 0.95, "epsilon": 1e-5,
-              "eta": 1e-4}
+    params = {
+        "temperature": 0.7,
+        "top_k": 40,
+        "top_p": 0.9,
+        "min_p": 0.05,
+        "typical_p": 0.95,
+        "epsilon": 1e-5,
+        "eta": 1e-4,
+    }
     x = inputs_for(11, 1000, torch.float32, seed)
     op = device_op(device)
     as_tensors = {k: torch.tensor(v) for k, v in params.items()}
@@ -355,8 +385,9 @@ def test_per_row_top_k_int32(seed):
     assert W.bitwise_equal(pysample.warp_logits(x, top_k=k), pysample.warp_logits(x, top_k=k.long()))
 
 
-@pytest.mark.parametrize("stage, disabled", [("temperature", 1.0), ("top_k", 0), ("min_p", 0.0), ("epsilon", 0.0),
-                                             ("eta", 0.0)])
+@pytest.mark.parametrize(
+    "stage, disabled", [("temperature", 1.0), ("top_k", 0), ("min_p", 0.0), ("epsilon", 0.0), ("eta", 0.0)]
+)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_disabled_values_change_nothing(device, seed, stage, disabled, dtype):
     """Each stage's disabled value leaves the logits bitwise unchanged, alone or inside a chain, scalar or per row."""
@@ -468,9 +499,13 @@ def _cases(draw):
         params["temperature"] = draw(st.sampled_from([0.5, 1.0, 3.0]))
     if draw(st.booleans()):
         params["top_k"] = draw(st.integers(0, vocab + 2))
-    for stage, values in (("top_p", [0.0, 0.3, 0.9, 1.0]), ("min_p", [0.0, 0.2, 1.0]),
-                          ("typical_p", [0.0, 0.5, 0.95, 0.999]), ("epsilon", [0.0, 0.05, 0.5]),
-                          ("eta", [0.0, 0.05, 0.5])):
+    for stage, values in (
+        ("top_p", [0.0, 0.3, 0.9, 1.0]),
+        ("min_p", [0.0, 0.2, 1.0]),
+        ("typical_p", [0.0, 0.5, 0.95, 0.999]),
+        ("epsilon", [0.0, 0.05, 0.5]),
+        ("eta", [0.0, 0.05, 0.5]),
+    ):
         if draw(st.booleans()):
             params[stage] = draw(st.sampled_from(values))
     keep = draw(st.integers(1, 4))
@@ -521,8 +556,18 @@ def log_space_keeps(stage: str, value: float, x: torch.Tensor) -> torch.Tensor:
 
 
 # 1e-26 is just above the kernel's smallest threshold decided in log space (2^-90), 1e-30 below it.
-THRESHOLD_CASES = [("min_p", 0.05), ("min_p", 0.3), ("min_p", 1.0), ("min_p", 1e-26), ("min_p", 1e-30),
-                   ("epsilon", 3e-4), ("epsilon", 2e-4), ("epsilon", 0.01), ("epsilon", 1e-26), ("epsilon", 1e-30)]
+THRESHOLD_CASES = [
+    ("min_p", 0.05),
+    ("min_p", 0.3),
+    ("min_p", 1.0),
+    ("min_p", 1e-26),
+    ("min_p", 1e-30),
+    ("epsilon", 3e-4),
+    ("epsilon", 2e-4),
+    ("epsilon", 0.01),
+    ("epsilon", 1e-26),
+    ("epsilon", 1e-30),
+]
 
 
 @pytest.mark.parametrize("stage, value", THRESHOLD_CASES)
@@ -607,8 +652,17 @@ def test_regression_half_precision_top_p_one_underflow(dtype, gap):
     assert W.bitwise_equal(pysample.warp_logits(x, top_p=1.0), expected)
 
 
-@pytest.mark.parametrize("params", [{"top_p": 0.5}, {"typical_p": 0.5}, {"top_k": 2, "top_p": 0.5},
-                                    {"top_k": 2, "typical_p": 0.5}, {"top_p": 0.3, "typical_p": 0.5}], ids=chain_id)
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"top_p": 0.5},
+        {"typical_p": 0.5},
+        {"top_k": 2, "top_p": 0.5},
+        {"top_k": 2, "typical_p": 0.5},
+        {"top_p": 0.3, "typical_p": 0.5},
+    ],
+    ids=chain_id,
+)
 def test_regression_min_tokens_to_keep_above_active_tokens(params):
     """min_tokens_to_keep larger than the tokens still active keeps them all (it once removed every token)."""
     x = torch.tensor([[1.0, 2.0, 3.0, 0.5, 0.2]])
@@ -618,8 +672,9 @@ def test_regression_min_tokens_to_keep_above_active_tokens(params):
 
 
 @pytest.mark.parametrize("finite", [0, 5, 49, 50, 60, 5000])
-@pytest.mark.parametrize("params", [{"top_k": 50}, {"top_k": 50, "top_p": 0.9}, {"top_p": 0.9}, {"min_p": 0.05}],
-                         ids=chain_id)
+@pytest.mark.parametrize(
+    "params", [{"top_k": 50}, {"top_k": 50, "top_p": 0.9}, {"top_p": 0.9}, {"min_p": 0.05}], ids=chain_id
+)
 def test_regression_rows_mostly_minus_inf(seed, finite, params):
     """A row an earlier filter already masked: 128256 tokens, `finite` of them finite, the rest -inf (ties). Top-k
     with fewer finite tokens than k removes nothing; the -inf ties once cost a sort of the whole row. (Which of the
@@ -628,7 +683,7 @@ def test_regression_rows_mostly_minus_inf(seed, finite, params):
     x = torch.full((2, 128256), -math.inf)
     for r in range(2):
         x[r, torch.randperm(128256, generator=g)[:finite]] = torch.randn(finite, generator=g) * 3
-    x[1, :finite // 2] = 1.5  # ties among the finite ones too
+    x[1, : finite // 2] = 1.5  # ties among the finite ones too
     out = W.check_chain(pysample.warp_logits, x, params, W.hf_stage, 1, what="[cpu]")
     if params.keys() == {"top_k"}:
         assert W.bitwise_equal(out, W.hf_chain(x, params))
@@ -637,8 +692,29 @@ def test_regression_rows_mostly_minus_inf(seed, finite, params):
 def test_typical_p_one_keeps_every_token():
     """typical_p = 1 is the stage turned off (generate() adds no typical warper then), even where the rounded mass
     reaches 1 before the last tokens (a peaked row: found by tests/test_fuzz.py)."""
-    x = torch.tensor([[-33.7752, -50.8779, 16.9995, 23.8053, 17.9652, -46.6529, -10.2408, 55.5902, 14.0429, -17.5649,
-                       -5.2019, 5.5043, 41.6810, 47.5900, 28.3890, -25.3103, 27.9548]])
+    x = torch.tensor(
+        [
+            [
+                -33.7752,
+                -50.8779,
+                16.9995,
+                23.8053,
+                17.9652,
+                -46.6529,
+                -10.2408,
+                55.5902,
+                14.0429,
+                -17.5649,
+                -5.2019,
+                5.5043,
+                41.6810,
+                47.5900,
+                28.3890,
+                -25.3103,
+                27.9548,
+            ]
+        ]
+    )
     for dtype in W.DTYPES:
         assert W.bitwise_equal(pysample.warp_logits(x.to(dtype), typical_p=1.0), x.to(dtype))
         assert W.bitwise_equal(pysample.warp_logits(x.to(dtype), typical_p=torch.ones(1)), x.to(dtype))

@@ -35,8 +35,9 @@ STAGES = reference.STAGES  # temperature, top_k, top_p, min_p, typical_p, epsilo
 EXACT_CPU_FLOAT32_STAGES = ("min_p", "epsilon")
 
 # Relative tolerance of "within rounding of the threshold", per dtype: transformers computes the softmax, the
-# cumulative sums and the entropy in the logits' dtype (float16 and bfloat16 with 11 and 8 significant bits).
-RTOL = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+# cumulative sums and the entropy in the logits' dtype (float16 and bfloat16 with 11 and 8 significant bits). float64
+# logits (the CPU warper) are decided on their values rounded to float32 (README, Semantics): float32's tolerance.
+RTOL = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2, torch.float64: 1e-5}
 
 
 def smallest_subnormal(dtype: torch.dtype) -> float:
@@ -73,6 +74,7 @@ FINITE_KINDS = ("normal", "ties", "neg_inf", "peaked", "very_peaked", "flat", "n
 
 def make_row(kind: str, vocab: int, g: torch.Generator) -> torch.Tensor:
     """One row of float32 logits of the given kind, ``(vocab,)``."""
+
     def randn() -> torch.Tensor:
         return torch.randn(vocab, generator=g)
 
@@ -236,8 +238,9 @@ def ref_stage(
     return _REF_FUNCTIONS[stage](x, value, filter_value, keep)
 
 
-def hf_chain(x: torch.Tensor, params: Dict[str, object], filter_value: float = -math.inf,
-             min_tokens_to_keep: int = 1) -> torch.Tensor:
+def hf_chain(
+    x: torch.Tensor, params: Dict[str, object], filter_value: float = -math.inf, min_tokens_to_keep: int = 1
+) -> torch.Tensor:
     """transformers' warpers applied in generate()'s order (stages whose parameter is None skipped)."""
     for stage in STAGES:
         if params.get(stage) is not None:
@@ -306,8 +309,9 @@ def _near(q: torch.Tensor, threshold, rtol: float, atol: float) -> torch.Tensor:
     return (q - threshold).abs() <= rtol * abs(threshold) + atol
 
 
-def _near_threshold(stage: str, x_row: torch.Tensor, value: float, dtype: torch.dtype, tokens: torch.Tensor,
-                    min_tokens_to_keep: int = 1) -> Tuple[torch.Tensor, List[str]]:
+def _near_threshold(
+    stage: str, x_row: torch.Tensor, value: float, dtype: torch.dtype, tokens: torch.Tensor, min_tokens_to_keep: int = 1
+) -> Tuple[torch.Tensor, List[str]]:
     """For each of `tokens` of one row: whether the compared quantity is within rounding of the threshold."""
     vocab = x_row.numel()
     rtol = RTOL[dtype]
@@ -401,7 +405,8 @@ def check_stage(
         for r, t in diff.nonzero().tolist()[:20]:
             report.unexplained_examples.append(
                 f"row {r} token {t}: input={float(x[r, t])!r} actual={float(actual[r, t])!r} "
-                f"expected={float(expected[r, t])!r} (must be bitwise equal)")
+                f"expected={float(expected[r, t])!r} (must be bitwise equal)"
+            )
         return report
     fv = float(torch.tensor(filter_value, dtype=x.dtype))
     exact = stage in EXACT_CPU_FLOAT32_STAGES and x.dtype == torch.float32 and device == "cpu"
@@ -430,10 +435,19 @@ def check_stage(
             if len(report.examples) >= 30 and not bool(bad[i]):
                 continue
             side = "kept by pysample only" if bool(kept_actual[r, t]) else "removed by pysample only"
-            reason = ("UNEXPLAINED: not a keep/remove difference" if not bool(ok[i]) else "tie" if bool(mixed[i])
-                      else "rounding" if bool(near[i]) else "UNEXPLAINED: not near the threshold")
-            line = (f"row {r} token {t} input={float(x[r, t])!r} actual={float(actual[r, t])!r} "
-                    f"expected={float(expected[r, t])!r}: {side}: {reason} [{stage}={value_r}] {details[i]}")
+            reason = (
+                "UNEXPLAINED: not a keep/remove difference"
+                if not bool(ok[i])
+                else "tie"
+                if bool(mixed[i])
+                else "rounding"
+                if bool(near[i])
+                else "UNEXPLAINED: not near the threshold"
+            )
+            line = (
+                f"row {r} token {t} input={float(x[r, t])!r} actual={float(actual[r, t])!r} "
+                f"expected={float(expected[r, t])!r}: {side}: {reason} [{stage}={value_r}] {details[i]}"
+            )
             if bool(bad[i]):
                 if len(report.unexplained_examples) < 20:
                     report.unexplained_examples.append(line)
@@ -445,22 +459,27 @@ def check_stage(
 # Each difference must be explained by the threshold rule above; these caps only say "rare". transformers sums
 # bfloat16 probabilities with an 8-bit mantissa, so with a mass threshold near 1 (typical_p=0.999) every tail token
 # whose cumulative mass is within ~0.4% of it is ambiguous: a few percent of the row (seen: 2.4%).
-MAX_ROUNDING_FRACTION = {torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+MAX_ROUNDING_FRACTION = {torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 5e-2, torch.float64: 1e-3}
 
 
-def assert_report(report: StageReport, numel: int, dtype: torch.dtype = torch.float32, what: str = "",
-                  rare: bool = True) -> None:
+def assert_report(
+    report: StageReport, numel: int, dtype: torch.dtype = torch.float32, what: str = "", rare: bool = True
+) -> None:
     """Fails on any unexplained difference, or (`rare`) when rounding differences are not rare; prints them."""
     if report.differing:
-        print(f"{what} {report.stage}: {report.differing} differing tokens: {report.ties} ties, {report.rounding} "
-              f"rounding ({report.rounding_groups} groups), {report.unexplained} unexplained")
+        print(
+            f"{what} {report.stage}: {report.differing} differing tokens: {report.ties} ties, {report.rounding} "
+            f"rounding ({report.rounding_groups} groups), {report.unexplained} unexplained"
+        )
         for line in report.unexplained_examples + report.examples:
             print("   ", line)
     assert not report.unexplained, (
-        f"{what} {report.stage}: {report.unexplained} unexplained differences, e.g. {report.unexplained_examples[0]}")
+        f"{what} {report.stage}: {report.unexplained} unexplained differences, e.g. {report.unexplained_examples[0]}"
+    )
     allowed = MAX_ROUNDING_FRACTION[dtype] * numel + 2
     assert not rare or report.rounding_groups <= allowed, (
-        f"{what} {report.stage}: {report.rounding_groups} differences by rounding, more than the {allowed:.0f} allowed")
+        f"{what} {report.stage}: {report.rounding_groups} differences by rounding, more than the {allowed:.0f} allowed"
+    )
 
 
 def op_params(params: Dict[str, object], upto: Optional[str] = None) -> Dict[str, object]:
@@ -498,8 +517,9 @@ def check_chain(
         kwargs = op_params(params, upto=stage)
         actual = op(x, **kwargs, min_tokens_to_keep=min_tokens_to_keep)
         expected = expected_stage(stage, previous, params[stage], -math.inf, min_tokens_to_keep)
-        report = check_stage(stage, previous, params[stage], actual, expected, device=device,
-                             min_tokens_to_keep=min_tokens_to_keep)
+        report = check_stage(
+            stage, previous, params[stage], actual, expected, device=device, min_tokens_to_keep=min_tokens_to_keep
+        )
         assert_report(report, x.numel(), x.dtype, what, rare)
         previous = actual
     full = op(x, **op_params(params), min_tokens_to_keep=min_tokens_to_keep)

@@ -97,9 +97,8 @@ void best_ranks(const float* x, int64_t vocab, RowStats stats, float running, bo
   }
 }
 
-void beam_search_step_cpu(const at::Tensor& logits, const at::Tensor& beam_scores, int64_t num_beams,
-                          bool normalize, const at::Tensor& scores, const at::Tensor& tokens,
-                          const at::Tensor& beams) {
+void beam_search_step_cpu(const at::Tensor& logits, const at::Tensor& beam_scores, int64_t num_beams, bool normalize,
+                          const at::Tensor& scores, const at::Tensor& tokens, const at::Tensor& beams) {
   TORCH_CHECK_VALUE(logits.device().is_cpu(), "logits must be on the CPU for the CPU kernel");
   const int64_t rows = logits.size(0);
   const int64_t vocab = logits.size(1);
@@ -131,9 +130,8 @@ void beam_search_step_cpu(const at::Tensor& logits, const at::Tensor& beam_score
         value_range(x, vocab, &st.max, &min, &has_nan);
         // torch's log_softmax is NaN throughout a row with a NaN, a +inf or only -inf (x - max is NaN somewhere, so
         // is the sum): no exp needed.
-        st.log_sum = has_nan || !std::isfinite(st.max)
-                         ? std::numeric_limits<float>::quiet_NaN()
-                         : static_cast<float>(std::log(exp_sum(x, vocab, st.max)));
+        st.log_sum = has_nan || !std::isfinite(st.max) ? std::numeric_limits<float>::quiet_NaN()
+                                                       : static_cast<float>(std::log(exp_sum(x, vocab, st.max)));
       }
       const uint32_t first_index = static_cast<uint32_t>((row % num_beams) * vocab);
       best_ranks(x, vocab, st, running[row], normalize, first_index, per_row, s.heap);

@@ -1,5 +1,6 @@
 // What every CPU kernel file uses: the instruction-set clones of hot loops, a row's value range, rows in parallel
-// with a per-thread scratch, and the check of per-row parameter tensors. Included by each kernel's file, in an
+// with a per-thread scratch, and the check of per-row parameter tensors. The loops written for AVX-512 are in
+// avx512_loops.h, the types they share with the portable ones in row_types.h. Included by each kernel's file, in an
 // anonymous namespace.
 #pragma once
 
@@ -17,8 +18,9 @@
 #endif
 
 #include "../common_args.h"
+#include "avx512_loops.h"
 #include "pysample/common.h"
-#include "pysample/exp_avx512.h"
+#include "row_types.h"
 
 // Hot loops are cloned per instruction set (SSE2 / AVX2 with FMA / AVX-512), the clone picked at load time. (The
 // SSE2 clone calls libm for exp_nonpos's fused multiply-adds: correct, and slow.)
@@ -30,9 +32,6 @@
 
 namespace pysample {
 namespace {
-
-constexpr int kLanes = 16;  // float accumulators of a sum loop, so that it vectorizes
-constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // GCC vector types, for loops the compiler does not vectorize on its own.
 typedef float Floats8 __attribute__((vector_size(32)));
@@ -65,67 +64,16 @@ inline Uints8 ordered_keys(Floats8 x) {
   return x != x ? Uints8{} + 0xFFFFFFFFu : key;
 }
 
-#if defined(PYSAMPLE_HAS_EXP_AVX512)
-// Whether to run the loops written for AVX-512: when the CPU has it, unless torch's ATEN_CPU_CAPABILITY asks torch's
-// own kernels for less ("default", "avx2"), which also lets the tests run the other path on an AVX-512 machine.
-inline bool use_avx512() {
-  static const bool use = [] {
-    const char* capability = std::getenv("ATEN_CPU_CAPABILITY");
-    const bool less = capability != nullptr && (std::strcmp(capability, "default") == 0 ||
-                                                std::strcmp(capability, "avx2") == 0);
-    return __builtin_cpu_supports("avx512f") && !less;
-  }();
-  return use;
-}
-
-// exps's loop for AVX-512: the whole groups of 16 tokens; returns how many it did.
-__attribute__((target("avx512f"))) inline int64_t exps_avx512(const float* x, int64_t n, float max, float* out) {
-  const __m512 top = _mm512_set1_ps(max);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, exp_nonpos16(_mm512_sub_ps(_mm512_loadu_ps(x + i), top)));
-  return i;
-}
-#endif
-
 // out[i] = exp_nonpos(x[i] - max) for i < n: with AVX-512's exp_nonpos16 where the CPU has it (the same bits), else
 // a loop the compiler vectorizes. (Not every file uses it.)
 [[maybe_unused]] PYSAMPLE_CPU_CLONES void exps(const float* x, int64_t n, float max, float* out) {
   int64_t i = 0;
-#if defined(PYSAMPLE_HAS_EXP_AVX512)
   if (use_avx512()) i = exps_avx512(x, n, max, out);
-#endif
   for (; i < n; ++i) out[i] = exp_nonpos(x[i] - max);
 }
 
 // Tokens per block of value_range's block maxima.
 constexpr int64_t kValueBlock = 512;
-
-#if defined(PYSAMPLE_HAS_EXP_AVX512)
-// value_range's loop over a block on 16 lanes, for whole groups of 32 tokens: the largest and smallest of x[0, n)
-// (NaN ignored: max and min return their second operand for NaN) and whether one is NaN; returns how many tokens it
-// did. Two running maxima and minima, each waiting only on its own previous value: one alone would bound the loop
-// by the instruction's latency rather than its throughput.
-PYSAMPLE_AVX512_BEGIN
-__attribute__((target("avx512f"))) inline int64_t block_range_avx512(const float* x, int64_t n, float* max, float* min,
-                                                                      bool* has_nan) {
-  __m512 hi[2] = {_mm512_set1_ps(-kInf), _mm512_set1_ps(-kInf)}, lo[2] = {_mm512_set1_ps(kInf), _mm512_set1_ps(kInf)};
-  __mmask16 nan = 0;
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    for (int c = 0; c < 2; ++c) {
-      const __m512 v = _mm512_loadu_ps(x + i + 16 * c);
-      hi[c] = _mm512_max_ps(v, hi[c]);
-      lo[c] = _mm512_min_ps(v, lo[c]);
-      nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    }
-  }
-  *max = _mm512_reduce_max_ps(_mm512_max_ps(hi[0], hi[1]));
-  *min = _mm512_reduce_min_ps(_mm512_min_ps(lo[0], lo[1]));
-  *has_nan = nan != 0;
-  return i;
-}
-PYSAMPLE_AVX512_END
-#endif
 
 // Largest and smallest value, ignoring NaN; `has_nan` tells whether there was one; and unless block_max is null, the
 // largest of each block of kValueBlock tokens (ignoring NaN; -inf for a block of NaN alone). (Not every file uses
@@ -139,14 +87,12 @@ PYSAMPLE_AVX512_END
     const int64_t end = std::min(begin + kValueBlock, n);
     Floats8 hi = Floats8{} - kInf;
     int64_t i = begin;
-#if defined(PYSAMPLE_HAS_EXP_AVX512)
     if (use_avx512()) {
       float block_hi, block_lo;
       bool block_nan;
       i += block_range_avx512(x + begin, end - begin, &block_hi, &block_lo, &block_nan);
       hi[0] = block_hi, lo[0] = block_lo < lo[0] ? block_lo : lo[0], nan[0] |= block_nan;
     }
-#endif
     for (; i + 8 <= end; i += 8) {
       Floats8 v;
       std::memcpy(&v, x + i, sizeof v);
@@ -230,8 +176,8 @@ template <typename Stored, typename Value>
 void check_row_values(const RowParam<Stored, Value>& param, int64_t batch, const char* name, ValueRange range) {
   if (param.rows == nullptr) return;
   for (int64_t r = 0; r < batch; ++r) {
-    TORCH_CHECK_VALUE(in_range(range, static_cast<double>(param.at(r))), name, "[", r, "] must be ",
-                      range_text(range), ", got ", shortest(param.rows[r]));
+    TORCH_CHECK_VALUE(in_range(range, static_cast<double>(param.at(r))), name, "[", r, "] must be ", range_text(range),
+                      ", got ", shortest(param.rows[r]));
   }
 }
 

@@ -88,7 +88,7 @@ void no_repeat_ngram_cpu(const at::Tensor& in, const at::Tensor& out, const at::
         const id_t* prefix = row_ids + row_length - (n - 1);
         const int64_t source_row = own ? row : row / rows_per_source;
         const id_t* source = source_data + source_row * source_width;
-        const int64_t source_length = own ? row_length
+        const int64_t source_length = own                     ? row_length
                                       : params.source_lengths ? params.source_lengths[source_row]
                                                               : source_width;
         for_each_candidate_window(source, source_length, prefix, n, [&](int64_t start) {
@@ -109,8 +109,8 @@ void check_sequences(const at::Tensor& tokens, const at::Tensor& offsets, int64_
   TORCH_CHECK_VALUE(offset[0] >= 0, "sequence_offsets[0] must be >= 0, got ", offset[0]);
   for (int64_t s = 0; s < count; ++s) {
     TORCH_CHECK_VALUE(offset[s + 1] > offset[s] && offset[s + 1] <= tokens.size(0), "sequence ", s,
-                      ": sequence_offsets must increase and stay within sequence_tokens (", tokens.size(0),
-                      "), got ", offset[s], " then ", offset[s + 1]);
+                      ": sequence_offsets must increase and stay within sequence_tokens (", tokens.size(0), "), got ",
+                      offset[s], " then ", offset[s + 1]);
     const int64_t last = token[offset[s + 1] - 1];
     TORCH_CHECK_VALUE(last >= 0 && last < vocab, "sequence ", s, ": its last token ", last,
                       " is not in the vocabulary [0, ", vocab, ")");

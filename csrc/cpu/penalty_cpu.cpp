@@ -126,8 +126,8 @@ PYSAMPLE_CPU_CLONES void penalize_by_table_dense(const float* in, float* out, Wo
 }
 
 template <bool Clear, Table kind, typename scalar_t>
-void penalize_row_by_table(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride,
-                           Words<Clear> table, int64_t vocab, const RowPenalty<computed_t<scalar_t>>& penalty) {
+void penalize_row_by_table(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride, Words<Clear> table,
+                           int64_t vocab, const RowPenalty<computed_t<scalar_t>>& penalty) {
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (in_stride == 1 && out_stride == 1) return penalize_by_table_dense<Clear, kind>(in, out, table, vocab, penalty);
   }
@@ -235,11 +235,10 @@ void apply_penalties_cpu(const at::Tensor& in, const at::Tensor& out, const at::
         const int64_t ids_row = row / rows_per_ids;
         const auto penalty = row_penalty<computed_t<scalar_t>>(params, row);
         auto penalize_with = [&](auto kind) {
-          penalize_row<decltype(kind)::value>(in_data + row * in.stride(0), in.stride(1),
-                                              out_data + row * out.stride(0), out.stride(1), vocab,
-                                              id_data + ids_row * length, length, scope.history_start.at(ids_row),
-                                              scope.output_start.at(ids_row), penalty,
-                                              tables.of(decltype(kind)::value));
+          penalize_row<decltype(kind)::value>(
+              in_data + row * in.stride(0), in.stride(1), out_data + row * out.stride(0), out.stride(1), vocab,
+              id_data + ids_row * length, length, scope.history_start.at(ids_row), scope.output_start.at(ids_row),
+              penalty, tables.of(decltype(kind)::value));
         };
         if (only_seen_matters(penalty)) {
           penalize_with(std::integral_constant<Table, Table::kSeen>{});

@@ -20,8 +20,8 @@ void reorder_kv_cache_cpu(at::TensorList caches, const at::Tensor& beam_idx, std
   const int64_t rows = index.size(0);
   const int64_t* parent = index.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < rows; ++i) {
-    TORCH_CHECK_INDEX(parent[i] >= 0 && parent[i] < rows, "beam_idx[", i, "] = ", parent[i],
-                      " is out of range for ", rows, " rows");
+    TORCH_CHECK_INDEX(parent[i] >= 0 && parent[i] < rows, "beam_idx[", i, "] = ", parent[i], " is out of range for ",
+                      rows, " rows");
   }
   std::vector<int64_t> work(plan_work_size(rows));
   std::vector<ReorderStep> steps(plan_steps_size(rows));
@@ -38,8 +38,8 @@ void reorder_kv_cache_cpu(at::TensorList caches, const at::Tensor& beam_idx, std
     for (int64_t i = begin; i < end; ++i) {
       const at::Tensor& t = caches[i];
       if (t.numel() == 0) continue;  // nothing to move, and its data pointer may be null
-      const RowLayout layout = row_layout(t.element_size(), t.sizes().data(), t.strides().data(),
-                                          filled_length.value_or(-1));
+      const RowLayout layout =
+          row_layout(t.element_size(), t.sizes().data(), t.strides().data(), filled_length.value_or(-1));
       if (layout.span_bytes == 0) continue;
       auto* base = static_cast<uint8_t*>(t.data_ptr());
       scratch.resize(layout.spans * layout.span_bytes);

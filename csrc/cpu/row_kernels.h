@@ -24,14 +24,8 @@ namespace {
 
 // Top-p (distance max - x) and typical decoding (|-(log p) - entropy|) keep the tokens nearest a point, up to a
 // mass: a histogram of mass by distance (1/16 bins, monotone; the last, past 104, holds every farther token) finds
-// the crossing bin, and only its tokens are selected exactly. Design: docs/design.md#the-warper-on-the-cpu.
-constexpr int kDistanceBins = 1664;
-constexpr float kBinsPerUnit = 16.0f;
-
-struct DistanceBins {
-  float max, a, b;
-  bool centered;  // false: a = b = 0, where the distance is max - x exactly (fewer operations)
-};
+// the crossing bin, and only its tokens are selected exactly (kDistanceBins, DistanceBins: row_types.h). Design:
+// docs/design.md#the-warper-on-the-cpu.
 
 inline float distance_of(float x, const DistanceBins& d) {
   return d.centered ? typical_distance(x, d.max, d.a, d.b) : d.max - x;
@@ -54,59 +48,6 @@ inline Ints8 bin_of(Floats8 distance) {
   return __builtin_convertvector(t < last ? t : last, Ints8);
 }
 
-#if defined(PYSAMPLE_HAS_EXP_AVX512)
-PYSAMPLE_AVX512_BEGIN
-// distance_of on 16 lanes with AVX-512 (the same operations: the same bits).
-__attribute__((target("avx512f"))) inline __m512 distance16(__m512 v, const DistanceBins& d) {
-  if (!d.centered) return _mm512_sub_ps(_mm512_set1_ps(d.max), v);
-  // |-((x - max) - a) - b|
-  const __m512 u = _mm512_sub_ps(_mm512_sub_ps(v, _mm512_set1_ps(d.max)), _mm512_set1_ps(d.a));
-  const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u)), magnitude = _mm512_set1_epi32(0x7FFFFFFF);
-  const __m512 t = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(u), sign)),
-                                 _mm512_set1_ps(d.b));
-  return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(t), magnitude));
-}
-
-// The ids of tokens j .. j + 15.
-__attribute__((target("avx512f"))) inline __m512i ids16(int64_t j) {
-  return _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                          _mm512_set1_epi32(static_cast<int32_t>(j)));
-}
-
-// Appends the lanes `selected` of values v and ids to value / index at *count, in order (compress: no branch per
-// lane); the arrays need room for 16 past *count.
-__attribute__((target("avx512f"))) inline void append16(__mmask16 selected, __m512 v, __m512i ids, float* value,
-                                                         int32_t* index, int64_t* count) {
-  _mm512_storeu_ps(value + *count, _mm512_maskz_compress_ps(selected, v));
-  _mm512_storeu_si512(index + *count, _mm512_maskz_compress_epi32(selected, ids));
-  *count += __builtin_popcount(selected);
-}
-
-// mark_bins_before's loop on 16 lanes with AVX-512's compress (no branch on whether a group holds a member, which a
-// crowded crossing bin makes a coin toss), for the whole groups of 16 tokens; returns how many it did, the members'
-// count in *count.
-__attribute__((target("avx512f"))) inline int64_t mark_bins_before_avx512(const float* x, int64_t n,
-                                                                           const DistanceBins& bins, int32_t crossing,
-                                                                           uint8_t* marks, int32_t* members,
-                                                                           float* values, int64_t* count) {
-  const __m512 per_unit = _mm512_set1_ps(kBinsPerUnit), last = _mm512_set1_ps(static_cast<float>(kDistanceBins));
-  const __m512i bin_crossing = _mm512_set1_epi32(crossing), one = _mm512_set1_epi32(1);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512 v = _mm512_loadu_ps(x + i);
-    // bin_of: min(t, last) is t < last ? t : last (no NaN here)
-    const __m512i bin = _mm512_cvttps_epi32(_mm512_min_ps(_mm512_mul_ps(distance16(v, bins), per_unit), last));
-    if (marks != nullptr) {
-      const __mmask16 before = _mm512_cmplt_epi32_mask(bin, bin_crossing);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(marks + i), _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(before, one)));
-    }
-    append16(_mm512_cmpeq_epi32_mask(bin, bin_crossing), v, ids16(i), values, members, count);
-  }
-  return i;
-}
-PYSAMPLE_AVX512_END
-#endif
-
 // marks[i] = whether token i's distance bin comes before `crossing` (unless marks is null); writes to `members` the
 // i in the crossing bin, and their x[i] to `values` (read once here, rather than at random later), and returns how
 // many. GCC vector types: as a loop over lanes, neither the test for a member nor the narrowing of the marks to bytes
@@ -115,9 +56,7 @@ PYSAMPLE_CPU_CLONES int64_t mark_bins_before(const float* x, int64_t n, Distance
                                              uint8_t* marks, int32_t* members, float* values) {
   int64_t count = 0;
   int64_t i = 0;
-#if defined(PYSAMPLE_HAS_EXP_AVX512)
   if (use_avx512()) i = mark_bins_before_avx512(x, n, bins, crossing, marks, members, values, &count);
-#endif
   for (; i + 8 <= n; i += 8) {
     Floats8 v;
     std::memcpy(&v, x + i, sizeof v);
@@ -190,10 +129,7 @@ int64_t split_crossing_bin(const float* values, DistanceBins bins, int32_t cross
 // A whole row's histogram costs a scattered add per token, though the mass crosses its goal among few: a stage
 // estimates the crossing from a sample (estimate_cuts), measures the mass within a few cuts past it (CutMasses) and
 // goes on with the tokens of the smallest cut that holds the goal (gather_within). A wrong estimate costs time, never
-// a different result. Design: docs/design.md#the-warper-on-the-cpu.
-constexpr int kCuts = 4;
-constexpr float kCutMargins[kCuts] = {0.0f, 0.5f, 2.0f, 8.0f};  // past the estimate, in units of distance
-constexpr int64_t kCutChunk = 256;                               // tokens whose quantities a pass keeps in arrays
+// a different result (kCuts, kCutChunk and CutMasses: row_types.h). Design: docs/design.md#the-warper-on-the-cpu.
 constexpr int64_t kSampleStride = 512, kSampleRun = 16;
 constexpr int kEstimateBinsPerUnit = 4;
 constexpr int kEstimateBins = 32 * kEstimateBinsPerUnit;  // farther crossings are not worth narrowing down to
@@ -206,21 +142,6 @@ inline void distances(const float* x, int64_t n, const DistanceBins& bins, float
     for (int64_t i = 0; i < n; ++i) distance[i] = bins.max - x[i];
   }
 }
-
-// Cut distances past an estimate of a crossing (see estimate_cuts), how many tokens the sample suggests lie within
-// each, and the weight of the tokens within each, summed on float lanes: an estimate (relative error below
-// (n / kLanes + kLanes) 2^-24 for n tokens), to choose a cut by.
-struct CutMasses {
-  float cut[kCuts];
-  double expected[kCuts];  // tokens within the cut, from the sample
-  float lanes[kCuts][kLanes] = {};
-
-  float within(int c) const {
-    float sum = 0;
-    for (int l = 0; l < kLanes; ++l) sum += lanes[c][l];
-    return sum;
-  }
-};
 
 // Adds to m the weights e[i] of the n tokens x within each cut, the distance of token i being distance(x[i]), and
 // unless it is null, adds them all to sum[i % kLanes]: one loop over lanes. Inlined, so that each kind of distance
@@ -335,36 +256,16 @@ inline int cut_reaching(const CutMasses& m, double goal, double error, int64_t n
 
 inline double cut_mass_error(int64_t n) { return static_cast<double>(n / kLanes + kLanes) * 0x1p-24; }
 
-#if defined(PYSAMPLE_HAS_EXP_AVX512)
-// gather_within's loop on 16 lanes with AVX-512's compress: no branch per token or group of tokens, whose outcome
-// the branch predictor cannot guess when a tenth of the tokens are gathered. Does the whole groups of 16 tokens;
-// returns how many it gathered.
-__attribute__((target("avx512f"))) inline int64_t gather_within_avx512(const float* x, const int32_t* token, int64_t n,
-                                                                        const DistanceBins& bins, float cut,
-                                                                        float* value, int32_t* index) {
-  const __m512 bound = _mm512_set1_ps(cut);
-  int64_t count = 0;
-  for (int64_t j = 0; j + 16 <= n; j += 16) {
-    const __m512 v = _mm512_loadu_ps(x + j);
-    const __mmask16 within = _mm512_cmp_ps_mask(distance16(v, bins), bound, _CMP_LE_OQ);
-    append16(within, v, token != nullptr ? _mm512_loadu_si512(token + j) : ids16(j), value, index, &count);
-  }
-  return count;
-}
-#endif
-
 // Writes to value / index the tokens j < n (token[j] each, or j when token is null) whose distance is at most `cut`,
 // in order; returns how many. The outputs have room for n tokens.
-PYSAMPLE_CPU_CLONES int64_t gather_within(const float* x, const int32_t* token, int64_t n, DistanceBins bins,
-                                          float cut, float* value, int32_t* index) {
+PYSAMPLE_CPU_CLONES int64_t gather_within(const float* x, const int32_t* token, int64_t n, DistanceBins bins, float cut,
+                                          float* value, int32_t* index) {
   int64_t count = 0;
   int64_t j = 0;
-#if defined(PYSAMPLE_HAS_EXP_AVX512)
   if (use_avx512()) {
     count = gather_within_avx512(x, token, n, bins, cut, value, index);
     j = n / 16 * 16;
   }
-#endif
   for (; j < n; ++j) {
     value[count] = x[j], index[count] = token != nullptr ? token[j] : static_cast<int32_t>(j);
     count += distance_of(x[j], bins) <= cut;
@@ -540,26 +441,6 @@ Elem select_by_rank(int64_t n, const float* value, Key key, Tie tie, int64_t ran
 
 // ---- one row ------------------------------------------------------------------------------------------------
 
-// The next row a thread will work on, prefetched a slice at a time by a pass over the current whole row that computes
-// enough to hide it, so that the next row's read from memory (a large batch's rows come from DRAM) overlaps that work
-// instead of following it.
-struct Ahead {
-  const char* row = nullptr;
-  int64_t token_bytes = 0;
-
-  // The row after `row` of a batch of rows `stride` elements apart, if any.
-  template <typename T>
-  static Ahead after(const T* rows, int64_t row, int64_t batch, int64_t stride) {
-    return row + 1 < batch ? Ahead{reinterpret_cast<const char*>(rows + (row + 1) * stride), sizeof(T)} : Ahead{};
-  }
-
-  // Prefetches the cache lines of tokens [begin, end) of the next row.
-  void prefetch(int64_t begin, int64_t end) const {
-    if (row == nullptr) return;
-    for (int64_t b = begin * token_bytes / 64 * 64; b < end * token_bytes; b += 64) __builtin_prefetch(row + b);
-  }
-};
-
 // Scratch buffers of one thread, grown to the vocabulary size once and reused across rows and calls.
 struct Scratch {
   std::vector<float> y, value, spare_value, weight, distance, row, probs, member_values;
@@ -589,45 +470,18 @@ struct Scratch {
   }
 };
 
-// The tokens still kept: `value[j]` of token `index[j]`, or with `index == nullptr` the whole row (the j-th value
-// is token j) where, if `keep` is set, only tokens with keep[j] != 0 are kept (the last stage marks rather than
-// compacts the whole row).
-struct Active {
-  const float* value;
-  const int32_t* index;
-  int64_t n;
-  const uint8_t* keep = nullptr;
-  int32_t token(int64_t j) const { return index ? index[j] : static_cast<int32_t>(j); }
-};
+// How a stage hands on the tokens it keeps: compacted into scratch (value / index), or, where the stage ran on the
+// whole row, left marked in scratch.keep (the last stage of the warper: the output pass then reads the marks).
+enum class KeptAs { kCompacted, kMarkedIfWholeRow };
 
-#if defined(PYSAMPLE_HAS_EXP_AVX512)
-PYSAMPLE_AVX512_BEGIN
-// narrow's loop on 16 lanes with AVX-512's compress, for the whole groups of 16 tokens; returns how many it did, the
-// kept ones' count in *kept (from 0).
-__attribute__((target("avx512f"))) inline int64_t narrow_avx512(const Active& a, const uint8_t* marks, float* value,
-                                                                 int32_t* index, int64_t* kept) {
-  int64_t j = 0;
-  for (; j + 16 <= a.n; j += 16) {
-    const __m512i mark = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(marks + j)));
-    const __m512i tokens = a.index != nullptr ? _mm512_loadu_si512(a.index + j) : ids16(j);
-    append16(_mm512_test_epi32_mask(mark, mark), _mm512_loadu_ps(a.value + j), tokens, value, index, kept);
-  }
-  return j;
-}
-PYSAMPLE_AVX512_END
-#endif
-
-// Narrows `a` to the tokens whose mark in `scratch.keep` is set: compacted into scratch, or left marked when
-// `last` and `a` is the whole row (the output pass then reads the marks).
-Active narrow(const Active& a, Scratch& s, bool last) {
+// Narrows `a` to the tokens whose mark in `scratch.keep` is set, handed on as `kept_as` says.
+Active narrow(const Active& a, Scratch& s, KeptAs kept_as) {
   const uint8_t* marks = s.keep.data();
-  if (last && a.index == nullptr) return {a.value, nullptr, a.n, marks};
+  if (kept_as == KeptAs::kMarkedIfWholeRow && a.index == nullptr) return {a.value, nullptr, a.n, marks};
   float* value = s.spare_value.data();
   int32_t* index = s.spare_index.data();
   int64_t n = 0, j = 0;
-#if defined(PYSAMPLE_HAS_EXP_AVX512)
   if (use_avx512()) j = narrow_avx512(a, marks, value, index, &n);
-#endif
   // Branch-free: whether a token stays is as hard to predict as a coin toss when a stage keeps half of them.
   for (; j < a.n; ++j) value[n] = a.value[j], index[n] = a.token(j), n += marks[j] != 0;
   if (n == a.n) return a;
@@ -648,8 +502,7 @@ int64_t gather_top_candidates(const Active& a, int64_t k, Scratch& s) {
   const int64_t blocks = (a.n + kBlock - 1) / kBlock;
   block_max_keys(a.value, a.n, s.block_max.data());
   s.block_rank.assign(s.block_max.begin(), s.block_max.begin() + blocks);
-  std::nth_element(s.block_rank.begin(), s.block_rank.begin() + (k - 1), s.block_rank.end(),
-                   std::greater<uint32_t>());
+  std::nth_element(s.block_rank.begin(), s.block_rank.begin() + (k - 1), s.block_rank.end(), std::greater<uint32_t>());
   // -inf tokens never need gathering: with fewer than k others, the k-th largest is -inf (see kth_largest).
   const uint32_t bound = std::max(s.block_rank[k - 1], ordered_key(-kInf) + 1);
   int64_t n = 0;
@@ -679,14 +532,14 @@ Elem kth_largest(const Active& a, int64_t k, Scratch& s) {
 
 // Top-k: keep values >= the k-th largest (all ties with it). Nothing to do when k >= the active count (the
 // removed tokens are -inf, so the k-th largest would be -inf).
-Active top_k_stage(const Active& a, int64_t k, Scratch& s, bool last) {
+Active top_k_stage(const Active& a, int64_t k, Scratch& s, KeptAs kept_as) {
   if (k <= 0 || k >= a.n) return a;
   const uint32_t kth = ~kth_largest(a, k, s).key;
   // Nothing is below a -inf k-th value, and transformers compares against a NaN one: nothing is removed.
   if (kth == ordered_key(-kInf) || kth == ordered_key(NAN)) return a;
   if (!select_by_blocks(a, k)) {
     mark_key_at_least(a.value, a.n, kth, s.keep.data());
-    return narrow(a, s, last);
+    return narrow(a, s, kept_as);
   }
   // Every survivor is among the candidates kth_largest gathered.
   int64_t n = 0;

@@ -63,8 +63,8 @@ inline void chunk_weights(const float* x, int64_t n, float max, ChunkWeights& c)
 // sums[c] = sum of the weights of the tokens of chunk c (kChunk tokens) that are at least min_p_scale = min_p *
 // kWeightScale (min_p_keeps). Sums of up to 2^11 weights are exact in double whatever the order, so a chunk is summed
 // on double lanes (vectorized). Prefetches `ahead` as it goes.
-PYSAMPLE_CPU_CLONES void kept_chunk_weights(const float* x, int64_t n, float max, double min_p_scale,
-                                            uint64_t* sums, const Ahead& ahead) {
+PYSAMPLE_CPU_CLONES void kept_chunk_weights(const float* x, int64_t n, float max, double min_p_scale, uint64_t* sums,
+                                            const Ahead& ahead) {
   ChunkWeights c;
   for (int64_t begin = 0; begin < n; begin += kChunk) {
     const int64_t len = std::min(kChunk, n - begin);
@@ -126,7 +126,7 @@ struct SampleScratch {
 // crosses (split_crossing_bin) are put in order (descending value, ties by descending id).
 void top_p_marks(const Active& a, const uint64_t* weight, uint64_t total, float max, double top_p, SampleScratch& ss) {
   Scratch& s = ss.row;
-  const DistanceBins bins{max, 0.0f, 0.0f, false};
+  const DistanceBins bins = DistanceBins::from_max(max);
   uint64_t mass[kDistanceBins + 1];
   weight_histogram(a.value, weight, a.n, bins, mass);
   const double goal = top_p * static_cast<double>(total);
@@ -141,9 +141,8 @@ void top_p_marks(const Active& a, const uint64_t* weight, uint64_t total, float 
       values, bins, crossing, members, in_bin, [&](int32_t j, float) { return weight[j]; }, goal, &before,
       [&](int32_t j, bool kept) { keep[j] = kept; }, s.member_bins.data());
   const float* x = a.value;
-  std::sort(members, members + count, [&](int32_t i, int32_t j) {
-    return x[i] > x[j] || (x[i] == x[j] && a.token(i) > a.token(j));
-  });
+  std::sort(members, members + count,
+            [&](int32_t i, int32_t j) { return x[i] > x[j] || (x[i] == x[j] && a.token(i) > a.token(j)); });
   // Once one goes, the rest do (the weight before them only grows).
   for (int64_t m = 0; m < count; ++m) {
     keep[members[m]] = top_p_keeps(before, total, top_p);
@@ -199,15 +198,14 @@ void sample_candidates(const Active& a, uint64_t total, float max, double top_p,
 // in token order, and sampled among as candidates.
 void sample_top_p(const float* y, int64_t vocab, float max, double top_p, double min_p_scale, const SampleParams& p,
                   int64_t row, SampleScratch& ss, int64_t* tokens) {
-  const DistanceBins bins{max, 0.0f, 0.0f, false};
+  const DistanceBins bins = DistanceBins::from_max(max);
   CutMasses m = estimate_cuts(y, nullptr, vocab, ss.row.block_values.data(), bins, top_p);
   const uint64_t total = weigh_within_cuts(y, vocab, bins, m, std::exchange(ss.row.ahead, {}));
   // The cuts sum exps; a weight is its exp times kWeightScale within 1/2.
   const double goal = (top_p * static_cast<double>(total) + 0.5 * static_cast<double>(vocab)) / kWeightScale;
   const int c = cut_reaching(m, goal, cut_mass_error(vocab), vocab);
   Scratch& s = ss.row;
-  const int64_t n =
-      gather_within(y, nullptr, vocab, bins, c < kCuts ? m.cut[c] : kInf, s.value.data(), s.index.data());
+  const int64_t n = gather_within(y, nullptr, vocab, bins, c < kCuts ? m.cut[c] : kInf, s.value.data(), s.index.data());
   const Active near{s.value.data(), s.index.data(), n};
   sample_weights(near.value, n, max, ss.weight.data());
   sample_candidates(near, total, max, top_p, min_p_scale, p, row, ss, tokens);
@@ -215,8 +213,8 @@ void sample_top_p(const float* y, int64_t vocab, float max, double top_p, double
 
 // Sampling from the whole row without top-p. A draw finds its chunk of kChunk tokens from their kept weight (min-p),
 // summed in a vectorized pass per chunk, and walks only that chunk.
-void sample_whole_row(const float* y, int64_t vocab, float max, double min_p_scale, const SampleParams& p,
-                      int64_t row, SampleScratch& ss, int64_t* tokens) {
+void sample_whole_row(const float* y, int64_t vocab, float max, double min_p_scale, const SampleParams& p, int64_t row,
+                      SampleScratch& ss, int64_t* tokens) {
   auto kept_weight = [&](int64_t i) -> uint64_t {
     const uint64_t w = sample_weight(y[i], max);
     return static_cast<double>(w) >= min_p_scale ? w : 0;
@@ -263,7 +261,7 @@ void sample_row(const scalar_t* in, int64_t vocab, int64_t row, const SamplePara
   // Top-k keeps the row's largest value and every NaN: the row's value range is that of the tokens it keeps, and
   // only they are read for it (greedy draws read the whole row, for the first of its largest tokens).
   Active a{y, nullptr, vocab};
-  if (top_k > 0 && !greedy) a = top_k_stage(a, top_k, s, false);
+  if (top_k > 0 && !greedy) a = top_k_stage(a, top_k, s, KeptAs::kCompacted);
   float max, min;
   bool has_nan;
   value_range(a.value, a.n, &max, &min, &has_nan, s.block_values.data());
@@ -282,7 +280,7 @@ void sample_row(const scalar_t* in, int64_t vocab, int64_t row, const SamplePara
     for (int64_t i = 0; i < vocab; ++i) limit[i] = y[i] == kInf ? 0.0f : -kInf;
     y = limit;
     a = Active{y, nullptr, vocab};
-    if (top_k > 0) a = top_k_stage(a, top_k, s, false);
+    if (top_k > 0) a = top_k_stage(a, top_k, s, KeptAs::kCompacted);
     value_range(a.value, a.n, &max, &min, &has_nan, s.block_values.data());  // max 0; the blocks' maxima anew
   }
   const double top_p = p.top_p.enabled ? p.top_p.at(row) : 1.0;

@@ -34,28 +34,6 @@ PYSAMPLE_CPU_CLONES int64_t add_moments(const float* x, const float* e, int64_t 
   return i;
 }
 
-#if defined(PYSAMPLE_HAS_EXP_AVX512)
-// exps and add_moments in one loop on 16 lanes (the same operations on the same lanes: the same bits), for whole
-// groups of 16 tokens: each token's exp and moment from one load and one subtraction. Returns how many it did.
-__attribute__((target("avx512f"))) inline int64_t exp_moments_avx512(const float* x, int64_t n, float max, float* e,
-                                                                      float* acc, float* mom) {
-  const __m512 top = _mm512_set1_ps(max), none = _mm512_set1_ps(-kInf);
-  __m512 a = _mm512_loadu_ps(acc), m = _mm512_loadu_ps(mom);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512 shift = _mm512_sub_ps(_mm512_loadu_ps(x + i), top);
-    const __m512 w = exp_nonpos16(shift);
-    _mm512_storeu_ps(e + i, w);
-    a = _mm512_add_ps(a, w);
-    // m + w * 0 for a -inf logit leaves m as it is (m is never -0.0: it starts at +0.0)
-    m = _mm512_mask_add_ps(m, _mm512_cmp_ps_mask(shift, none, _CMP_GT_OQ), m, _mm512_mul_ps(w, shift));
-  }
-  _mm512_storeu_ps(acc, a);
-  _mm512_storeu_ps(mom, m);
-  return i;
-}
-#endif
-
 // The sum of e[i] = exp(x[i] - max) and the moment sum e[i] * (x[i] - max), with 0 for -inf logits (weight 0)
 // rather than 0 * -inf (lanes in float, combined in double); e is stored unless it is null. Prefetches `ahead` as it
 // goes.
@@ -67,12 +45,10 @@ void exp_shifted(const float* x, int64_t n, float max, float* e, double* sum, do
     float* w = e != nullptr ? e + begin : chunk;
     ahead.prefetch(begin, begin + len);
     int64_t i = -1;
-#if defined(PYSAMPLE_HAS_EXP_AVX512)
     if (use_avx512()) {
       i = exp_moments_avx512(x + begin, len, max, w, acc, mom);
       exps(x + begin + i, len - i, max, w + i);
     }
-#endif
     if (i < 0) {
       exps(x + begin, len, max, w);
       i = add_moments(x + begin, w, len, max, acc, mom);
@@ -139,44 +115,6 @@ int32_t crossing_bin(const double* mass, double goal, double* before) {
   return -1;
 }
 
-#if defined(PYSAMPLE_HAS_EXP_AVX512)
-PYSAMPLE_AVX512_BEGIN
-// weigh_within_cuts' loop on 16 lanes, for the whole chunks of the n tokens: the weights w[i] (or their exps, when w
-// is null) and add_within_cuts in one loop, the same operations on the same lanes (the same bits), the cut masses
-// held in registers across the row. Returns how many tokens it did.
-__attribute__((target("avx512f"))) inline int64_t weigh_avx512(const float* x, const float* w, int64_t n,
-                                                                const DistanceBins& bins, CutMasses& m, double* sum,
-                                                                const Ahead& ahead) {
-  static_assert(kCuts == 4 && kLanes == 16 && kCutChunk % 16 == 0);
-  const __m512 top = _mm512_set1_ps(bins.max);
-  __m512 cut[kCuts], mass[kCuts];
-  for (int c = 0; c < kCuts; ++c) cut[c] = _mm512_set1_ps(m.cut[c]), mass[c] = _mm512_loadu_ps(m.lanes[c]);
-  __m512d sum_low = _mm512_loadu_pd(sum), sum_high = _mm512_loadu_pd(sum + 8);
-  int64_t begin = 0;
-  for (; begin + kCutChunk <= n; begin += kCutChunk) {
-    ahead.prefetch(begin, begin + kCutChunk);
-    __m512 total = _mm512_setzero_ps();
-    for (int64_t i = begin; i < begin + kCutChunk; i += 16) {
-      const __m512 v = _mm512_loadu_ps(x + i);
-      const __m512 e = w != nullptr ? _mm512_loadu_ps(w + i) : exp_nonpos16(_mm512_sub_ps(v, top));
-      const __m512 distance = distance16(v, bins);
-      total = _mm512_add_ps(total, e);
-      for (int c = 0; c < kCuts; ++c) {
-        mass[c] = _mm512_mask_add_ps(mass[c], _mm512_cmp_ps_mask(distance, cut[c], _CMP_LE_OQ), mass[c], e);
-      }
-    }
-    sum_low = _mm512_add_pd(sum_low, _mm512_cvtps_pd(_mm512_castps512_ps256(total)));
-    const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(total), 1));
-    sum_high = _mm512_add_pd(sum_high, _mm512_cvtps_pd(high));
-  }
-  for (int c = 0; c < kCuts; ++c) _mm512_storeu_ps(m.lanes[c], mass[c]);
-  _mm512_storeu_pd(sum, sum_low);
-  _mm512_storeu_pd(sum + 8, sum_high);
-  return begin;
-}
-PYSAMPLE_AVX512_END
-#endif
-
 // The total weight (double) and the weight within each cut of m, of the n tokens x: w[i], or exp(x[i] - max) when w
 // is null (not stored: the tokens that go on are few, and a row's weights would push the row out of the L2 cache),
 // prefetching `ahead` as this pass of exps goes.
@@ -184,9 +122,7 @@ PYSAMPLE_CPU_CLONES void weigh_within_cuts(const float* x, const float* w, int64
                                            double* total, const Ahead& ahead) {
   double sum[kLanes] = {};
   int64_t begin = 0;
-#if defined(PYSAMPLE_HAS_EXP_AVX512)
-  if (use_avx512()) begin = weigh_avx512(x, w, n, bins, m, sum, ahead);
-#endif
+  if (use_avx512()) begin = weigh_within_cuts_avx512(x, w, n, bins, m, sum, ahead);
   float chunk[kCutChunk];
   for (; begin < n; begin += kCutChunk) {
     const int64_t len = std::min(kCutChunk, n - begin);
@@ -200,16 +136,19 @@ PYSAMPLE_CPU_CLONES void weigh_within_cuts(const float* x, const float* w, int64
   for (int l = 0; l < kLanes; ++l) *total += sum[l];
 }
 
+// The weights exp(x - max) of a stage's tokens, for find_crossing and near_crossing: in scratch.weight already
+// (stored by softmax_stats), or to be computed.
+enum class Weights { kStored, kComputeExps };
+
 // The tokens of `a` within the smallest cut of m whose mass reaches `goal`, if it holds at least min_keep of them:
 // gathered into scratch.value / scratch.index, with their weights exp(x - max) in scratch.weight (recomputed: cheaper
 // for the few gathered tokens than gathering stored ones). Otherwise `a` itself, its weights in scratch.weight: there
-// already when `stored`, else computed here.
+// already with Weights::kStored, else computed here.
 Active near_crossing(const Active& a, DistanceBins bins, const CutMasses& m, double goal, int64_t min_keep,
-                     bool stored, Scratch& s) {
+                     Weights weights, Scratch& s) {
   const int c = cut_reaching(m, goal, cut_mass_error(a.n), a.n);
   if (c < kCuts && a.n > static_cast<int64_t>(kSortDirectly)) {
-    const int64_t n =
-        gather_within(a.value, a.index, a.n, bins, m.cut[c], s.spare_value.data(), s.spare_index.data());
+    const int64_t n = gather_within(a.value, a.index, a.n, bins, m.cut[c], s.spare_value.data(), s.spare_index.data());
     if (n >= min_keep) {
       std::swap(s.value, s.spare_value);
       std::swap(s.index, s.spare_index);
@@ -217,19 +156,23 @@ Active near_crossing(const Active& a, DistanceBins bins, const CutMasses& m, dou
       return {s.value.data(), s.index.data(), n};
     }
   }
-  if (!stored) exps(a.value, a.n, bins.max, s.weight.data());
+  if (weights == Weights::kComputeExps) exps(a.value, a.n, bins.max, s.weight.data());
   return a;
 }
 
-// marks[j] = whether token j comes at or before the bound in descending (value, token) order (`descending`) or in
-// ascending order (`!descending`); token(j) = index ? index[j] : j. Float compares: -0.0 equals +0.0 as in torch,
-// and there is no NaN here (rows holding NaN skip the selecting stages).
-PYSAMPLE_CPU_CLONES void mark_up_to(const float* v, const int32_t* index, int64_t n, bool descending, float bound,
+// The order of (value, token) in which a stage keeps tokens from the first: top-p's descending values, typical
+// decoding's ascending distances.
+enum class Order { kDescending, kAscending };
+
+// marks[j] = whether token j comes at or before the bound in `order` of (value, token), token(j) being index[j], or j
+// when index is null. Float compares: -0.0 equals +0.0 as in torch, and there is no NaN here (rows holding NaN skip
+// the selecting stages).
+PYSAMPLE_CPU_CLONES void mark_up_to(const float* v, const int32_t* index, int64_t n, Order order, float bound,
                                     uint32_t bound_token, uint8_t* marks) {
   auto mark = [&](int64_t j, uint32_t token) {
     const float x = v[j];
-    return descending ? (x > bound) | ((x == bound) & (token >= bound_token))
-                      : (x < bound) | ((x == bound) & (token <= bound_token));
+    return order == Order::kDescending ? (x > bound) | ((x == bound) & (token >= bound_token))
+                                       : (x < bound) | ((x == bound) & (token <= bound_token));
   };
   if (index == nullptr) {
     for (int64_t j = 0; j < n; ++j) marks[j] = mark(j, static_cast<uint32_t>(j));
@@ -291,14 +234,17 @@ Softmax softmax_stats(const Active& a, Scratch& s) {
   return sm;
 }
 
-// With `marked` the kept tokens are marked in scratch.keep (else none is yet): makes sure at least the first
-// `min_keep` in the order of values v[j] (descending or ascending, ties by token id in the same direction) are kept
-// (counted only when min_keep > 1: a boundary keeps one), and narrows `a` to the kept tokens.
-Active keep_at_least(const Active& a, Scratch& s, bool last, const float* v, bool descending, bool marked,
+// Whether scratch.keep marks the tokens a stage keeps so far (up to its boundary), or none is marked yet.
+enum class Marked { kKeptTokens, kNoneYet };
+
+// With Marked::kKeptTokens the kept tokens are marked in scratch.keep (else none is yet): makes sure at least the
+// first `min_keep` in `order` of values v[j] (ties by token id in the same direction) are kept (counted only when
+// min_keep > 1: a boundary keeps one), and narrows `a` to the kept tokens.
+Active keep_at_least(const Active& a, Scratch& s, KeptAs kept_as, const float* v, Order order, Marked marked,
                      int64_t min_keep) {
   uint8_t* marks = s.keep.data();
-  const uint32_t flip = descending ? ~0u : 0u;
-  const int64_t kept = !marked ? 0 : (min_keep > 1 ? count_marked(marks, a.n) : 1);
+  const uint32_t flip = order == Order::kDescending ? ~0u : 0u;
+  const int64_t kept = marked == Marked::kNoneYet ? 0 : (min_keep > 1 ? count_marked(marks, a.n) : 1);
   const int64_t at_least = std::min(min_keep, a.n);
   if (kept < at_least) {
     // The removed tokens are -inf: with min_keep >= the active count, transformers' forced tokens cover them all.
@@ -306,22 +252,22 @@ Active keep_at_least(const Active& a, Scratch& s, bool last, const float* v, boo
     const Elem last_kept = select_by_rank(
         a.n, v, [&](int64_t j) { return ordered_key(v[j]) ^ flip; },
         [&](int64_t j) { return static_cast<uint32_t>(a.token(j)) ^ flip; }, at_least, s.elems, s.spare_elems);
-    mark_up_to(v, a.index, a.n, descending, last_kept.value, last_kept.tie ^ flip, marks);
-  } else if (!marked) {
+    mark_up_to(v, a.index, a.n, order, last_kept.value, last_kept.tie ^ flip, marks);
+  } else if (marked == Marked::kNoneYet) {
     return a;
   }
-  return narrow(a, s, last);
+  return narrow(a, s, kept_as);
 }
 
-// Keeps the tokens up to `boundary` (its value and tie) in the order of values v[j] (descending or ascending), ties
-// by token id in the same direction (in descending order the tie of an element is ~token), and at least min_keep.
-Active keep_up_to(const Active& a, Scratch& s, bool last, const float* v, bool descending, Found boundary,
+// Keeps the tokens up to `boundary` (its value and tie) in `order` of values v[j], ties by token id in the same
+// direction (in descending order the tie of an element is ~token), and at least min_keep.
+Active keep_up_to(const Active& a, Scratch& s, KeptAs kept_as, const float* v, Order order, Found boundary,
                   int64_t min_keep) {
   if (boundary.found) {
-    const uint32_t flip = descending ? ~0u : 0u;
-    mark_up_to(v, a.index, a.n, descending, boundary.elem.value, boundary.elem.tie ^ flip, s.keep.data());
+    const uint32_t flip = order == Order::kDescending ? ~0u : 0u;
+    mark_up_to(v, a.index, a.n, order, boundary.elem.value, boundary.elem.tie ^ flip, s.keep.data());
   }
-  return keep_at_least(a, s, last, v, descending, boundary.found, min_keep);
+  return keep_at_least(a, s, kept_as, v, order, boundary.found ? Marked::kKeptTokens : Marked::kNoneYet, min_keep);
 }
 
 // Where the running mass of a stage's tokens, in order of distance, reaches its goal (find_crossing).
@@ -348,23 +294,23 @@ int64_t crossing_members(const Active& a, const float* w, const DistanceBins& bi
   const int32_t crossing = crossing_bin(mass, goal, before);
   if (crossing < 0) return -1;
   uint8_t* keep = s.keep.data();
-  const int64_t count =
-      mark_bins_before(a.value, a.n, bins, crossing, keep, s.members.data(), s.member_values.data());
-  return split_crossing_bin(s.member_values.data(), bins, crossing, s.members.data(), count,
-                            [&](int32_t j, float) { return w[j]; }, goal, before,
-                            [&](int32_t j, bool kept) { keep[j] = kept; }, s.member_bins.data());
+  const int64_t count = mark_bins_before(a.value, a.n, bins, crossing, keep, s.members.data(), s.member_values.data());
+  return split_crossing_bin(
+      s.member_values.data(), bins, crossing, s.members.data(), count, [&](int32_t j, float) { return w[j]; }, goal,
+      before, [&](int32_t j, bool kept) { keep[j] = kept; }, s.member_bins.data());
 }
 
 // The crossing of `fraction` of the mass of `a` by distance (bins), among the tokens near it, which it returns with
-// their weights (scratch.weight). With `exps` the weights are exp(x - max), computed here; else they are in
-// scratch.weight already. The block maxima of `a` are in scratch.block_values (value_range).
-Crossing find_crossing(const Active& a, const DistanceBins& bins, double fraction, bool exps, int64_t min_keep,
+// their weights exp(x - max) (scratch.weight: computed here with Weights::kComputeExps, else there already). The
+// block maxima of `a` are in scratch.block_values (value_range).
+Crossing find_crossing(const Active& a, const DistanceBins& bins, double fraction, Weights weights, int64_t min_keep,
                        Scratch& s) {
-  const float* stored = exps ? nullptr : s.weight.data();
+  const bool compute = weights == Weights::kComputeExps;
+  const float* stored = compute ? nullptr : s.weight.data();
   CutMasses m = estimate_cuts(a.value, stored, a.n, s.block_values.data(), bins, fraction);
   double total;
-  weigh_within_cuts(a.value, stored, a.n, bins, m, &total, exps ? ahead_of(a, s) : Ahead{});
-  Crossing x{near_crossing(a, bins, m, fraction * total, min_keep, !exps, s), nullptr, -1, fraction * total, 0};
+  weigh_within_cuts(a.value, stored, a.n, bins, m, &total, compute ? ahead_of(a, s) : Ahead{});
+  Crossing x{near_crossing(a, bins, m, fraction * total, min_keep, weights, s), nullptr, -1, fraction * total, 0};
   x.w = s.weight.data();
   x.members = crossing_members(x.a, x.w, bins, x.goal, s, &x.before);
   return x;
@@ -373,8 +319,8 @@ Crossing find_crossing(const Active& a, const DistanceBins& bins, double fractio
 // Narrows `a` to the tokens top-p keeps: in descending (value, token) order, those up to the first at which the mass
 // up to it reaches keep_fraction of the total, and at least min_keep. Returns `a` when rounding kept the mass from
 // ever reaching the goal.
-Active top_p_keep(const Active& a, float max, double keep_fraction, int64_t min_keep, Scratch& s, bool last) {
-  const Crossing x = find_crossing(a, DistanceBins{max, 0.0f, 0.0f, false}, keep_fraction, true, min_keep, s);
+Active top_p_keep(const Active& a, float max, double keep_fraction, int64_t min_keep, Scratch& s, KeptAs kept_as) {
+  const Crossing x = find_crossing(a, DistanceBins::from_max(max), keep_fraction, Weights::kComputeExps, min_keep, s);
   if (x.members < 0) return a;
   // Descending (value, token) = ascending (~key, ~token).
   auto elem = [&](int32_t j) -> Elem {
@@ -385,12 +331,13 @@ Active top_p_keep(const Active& a, float max, double keep_fraction, int64_t min_
   const Found boundary = select_by_weight(s.elems, s.spare_elems, x.goal, x.before);
   if (!boundary.found) return a;
   for (int64_t m = 0; m < x.members; ++m) s.keep[s.members[m]] = elem(s.members[m]) <= boundary.elem;
-  return keep_at_least(x.a, s, last, x.a.value, true, true, min_keep);
+  return keep_at_least(x.a, s, kept_as, x.a.value, Order::kDescending, Marked::kKeptTokens, min_keep);
 }
 
 // Top-p: keep, in descending (value, token) order, the tokens while the mass above them is below keep_mass, and at
 // least min_keep of them; never a token whose probability is 0.
-Active top_p_stage(const Active& a, double top_p, int64_t min_keep, float zero_probability, Scratch& s, bool last) {
+Active top_p_stage(const Active& a, double top_p, int64_t min_keep, float zero_probability, Scratch& s,
+                   KeptAs kept_as) {
   const double keep_fraction = top_p_keep_mass(top_p);
   Found boundary{false, {}};
   if (keep_fraction >= 1.0) {
@@ -409,9 +356,9 @@ Active top_p_stage(const Active& a, double top_p, int64_t min_keep, float zero_p
     value_range(a.value, a.n, &max, &min, &has_nan, s.block_values.data());
     // transformers' softmax is NaN for the whole row when a value is NaN or the max is +-inf: its filters keep all.
     if (has_nan || !std::isfinite(max)) return a;
-    if (keep_fraction > 0.0) return top_p_keep(a, max, keep_fraction, min_keep, s, last);
+    if (keep_fraction > 0.0) return top_p_keep(a, max, keep_fraction, min_keep, s, kept_as);
   }
-  return keep_up_to(a, s, last, a.value, true, boundary, min_keep);
+  return keep_up_to(a, s, kept_as, a.value, Order::kDescending, boundary, min_keep);
 }
 
 // The cut-off of min-p, epsilon and eta: keep a token when x - max >= log_cutoff = log(cutoff / p_top). Within `band`
@@ -491,8 +438,8 @@ void mark_like_torch_exact(const Active& a, int64_t vocab, const Cutoff& c, int6
 // epsilon and eta need a pass of exp; rows near the cut-off are decided by torch (Cutoff), float64 rows (`exact`) on
 // their exact values where band > 0. `cutoff(a, max)` returns the Cutoff. Design: docs/design.md#error-bands.
 template <typename MakeCutoff>
-Active probability_stage(const Active& a, int64_t vocab, int64_t min_keep, const double* exact, Scratch& s, bool last,
-                         MakeCutoff cutoff) {
+Active probability_stage(const Active& a, int64_t vocab, int64_t min_keep, const double* exact, Scratch& s,
+                         KeptAs kept_as, MakeCutoff cutoff) {
   float max, min;
   bool has_nan;
   value_range(a.value, a.n, &max, &min, &has_nan);
@@ -509,11 +456,11 @@ Active probability_stage(const Active& a, int64_t vocab, int64_t min_keep, const
   if (by_exact) c.band += 0x1p-21 * (std::abs(double{max}) + std::abs(c.log_cutoff) + 128);
   if (by_exact && (c.band == kInf || std::count(a.value, a.value + a.n, protect) > 1)) {
     mark_like_torch_exact(a, vocab, c, min_keep, exact, s);
-    return narrow(a, s, last);
+    return narrow(a, s, kept_as);
   }
   if (c.band == kInf) {
     mark_like_torch(a, vocab, c, protect, s);
-    return narrow(a, s, last);
+    return narrow(a, s, kept_as);
   }
   // Float bounds rounded outwards, so that a token outside [lo, hi) is outside the band (empty for band 0).
   float lo = static_cast<float>(c.log_cutoff - c.band), hi = static_cast<float>(c.log_cutoff + c.band);
@@ -522,7 +469,7 @@ Active probability_stage(const Active& a, int64_t vocab, int64_t min_keep, const
   if (mark_probable(a.value, a.n, max, static_cast<float>(c.log_cutoff), lo, hi, protect, s.keep.data())) {
     by_exact ? mark_like_torch_exact(a, vocab, c, min_keep, exact, s) : mark_like_torch(a, vocab, c, protect, s);
   }
-  return narrow(a, s, last);
+  return narrow(a, s, kept_as);
 }
 
 // log(sum) and the entropy of the active tokens' softmax, from one pass of exp.
@@ -538,14 +485,14 @@ Entropy softmax_entropy(const Active& a, float max) {
 
 // Typical decoding: order tokens by |-(log p) - entropy|, keep the shortest prefix whose mass reaches typical_p
 // (with every token tied with its last one) and at least the first min_keep.
-Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratch& s, bool last) {
+Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratch& s, KeptAs kept_as) {
   if (typical_keeps_all(typical_p)) return a;
   const Softmax sm = softmax_stats(a, s);
   if (!sm.defined) return a;
   const float log_sum = static_cast<float>(std::log(sm.sum));
   const float ent = static_cast<float>(entropy_from_moments(sm.sum, sm.moment));
-  const DistanceBins bins{sm.max, log_sum, ent, true};
-  const Crossing x = find_crossing(a, bins, typical_p, false, min_keep, s);
+  const DistanceBins bins = DistanceBins::typical(sm.max, log_sum, ent);
+  const Crossing x = find_crossing(a, bins, typical_p, Weights::kStored, min_keep, s);
   // When the mass never reaches typical_p, transformers clamps to the last token: everything stays.
   if (x.members < 0) return a;
   auto elem = [&](int32_t j) -> Elem {
@@ -560,15 +507,15 @@ Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratc
   for (int64_t m = 0; m < x.members; ++m) s.keep[s.members[m]] = elem(s.members[m]).key <= boundary.elem.key;
   // min_keep counts tokens in order of distance: only then are the distances needed one by one.
   if (min_keep > 1) distances(x.a.value, x.a.n, bins, s.distance.data());
-  return keep_at_least(x.a, s, last, s.distance.data(), false, true, min_keep);
+  return keep_at_least(x.a, s, kept_as, s.distance.data(), Order::kAscending, Marked::kKeptTokens, min_keep);
 }
 
 // Top-k on a float64 row: the stage on its values rounded to float32 keeps every token at least the exact k-th
 // largest (rounding is monotone) and the others that round to the same float32 as it; those are decided on their
 // exact values.
-Active exact_top_k(const Active& a, int64_t k, const double* exact, Scratch& s, bool last) {
+Active exact_top_k(const Active& a, int64_t k, const double* exact, Scratch& s, KeptAs kept_as) {
   if (k <= 0 || k >= a.n) return a;
-  const Active kept = top_k_stage(a, k, s, false);
+  const Active kept = top_k_stage(a, k, s, KeptAs::kCompacted);
   float bottom = kInf;
   for (int64_t j = 0; j < kept.n; ++j) bottom = kept.value[j] < bottom ? kept.value[j] : bottom;
   if (!(bottom > -kInf)) return kept;  // nothing is below a -inf k-th value
@@ -585,7 +532,7 @@ Active exact_top_k(const Active& a, int64_t k, const double* exact, Scratch& s, 
   if (rank <= 0 || rank >= static_cast<int64_t>(s.exact_tied.size())) return kept;
   const double kth = kth_largest_of(s.exact_tied, rank);
   for (int64_t j = 0; j < kept.n; ++j) s.keep[j] = kept.value[j] != bottom || exact[kept.token(j)] >= kth;
-  return narrow(kept, s, last);
+  return narrow(kept, s, kept_as);
 }
 
 // The last stage enabled, or the first (temperature, which removes nothing) when none is.
@@ -629,17 +576,18 @@ void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, con
 
   // The last stage that applies to this row marks its kept tokens instead of compacting them.
   const Stage last = last_enabled(p);
+  auto kept_as = [&](Stage stage) { return stage == last ? KeptAs::kMarkedIfWholeRow : KeptAs::kCompacted; };
   Active a{y, nullptr, vocab};
   const int64_t min_keep = p.min_tokens_to_keep;
   if (p.top_k.enabled) {
-    a = exact != nullptr ? exact_top_k(a, p.top_k.at(row), exact, s, last == Stage::top_k)
-                         : top_k_stage(a, p.top_k.at(row), s, last == Stage::top_k);
+    a = exact != nullptr ? exact_top_k(a, p.top_k.at(row), exact, s, kept_as(Stage::top_k))
+                         : top_k_stage(a, p.top_k.at(row), s, kept_as(Stage::top_k));
   }
   if (p.top_p.enabled) {
     const float zero_probability = std::is_same_v<scalar_t, at::Half>       ? kFloat16ZeroProbability
                                    : std::is_same_v<scalar_t, at::BFloat16> ? kBFloat16ZeroProbability
                                                                             : 0.0f;
-    a = top_p_stage(a, p.top_p.at(row), min_keep, zero_probability, s, last == Stage::top_p);
+    a = top_p_stage(a, p.top_p.at(row), min_keep, zero_probability, s, kept_as(Stage::top_p));
   }
   // float32 and float64 rows decide min-p and epsilon exactly as transformers (see Cutoff); half types in log space
   // only. The parameters are in the computed type, as torch rounds a Python float against the scores.
@@ -649,28 +597,34 @@ void warp_row(const scalar_t* in, scalar_t* out, int64_t vocab, int64_t row, con
     // p / p_top >= min_p.
     const computed min_p = static_cast<computed>(p.min_p.at(row));
     const double band = !like_torch ? 0.0 : min_p < kSmallestThreshold ? kInf : kMinPBand;
-    a = probability_stage(a, vocab, min_keep, exact, s, last == Stage::min_p, [&](const Active&, float) {
-      return Cutoff{std::log(double{min_p}), band, min_p, true};
+    a = probability_stage(a, vocab, min_keep, exact, s, kept_as(Stage::min_p), [&](const Active&, float) {
+      return Cutoff{.log_cutoff = std::log(double{min_p}), .band = band, .factor = min_p, .relative_to_top = true};
     });
   }
-  if (p.typical_p.enabled) a = typical_stage(a, p.typical_p.at(row), min_keep, s, last == Stage::typical_p);
+  if (p.typical_p.enabled) a = typical_stage(a, p.typical_p.at(row), min_keep, s, kept_as(Stage::typical_p));
   if (p.epsilon.enabled) {
     // p >= epsilon, i.e. p / p_top >= epsilon * sum. On the whole row the float sum's band would hold many tokens,
     // and torch's softmax costs about what the kernel's own pass of exp does: torch decides it.
     const computed epsilon = static_cast<computed>(p.epsilon.at(row));
-    a = probability_stage(a, vocab, min_keep, exact, s, last == Stage::epsilon, [&](const Active& active, float max) {
+    a = probability_stage(a, vocab, min_keep, exact, s, kept_as(Stage::epsilon), [&](const Active& active, float max) {
       if (like_torch && (active.index == nullptr || epsilon < kSmallestThreshold)) {
-        return Cutoff{0, kInf, epsilon, false};
+        return Cutoff{.log_cutoff = 0, .band = kInf, .factor = epsilon, .relative_to_top = false};
       }
       const double log_cutoff = std::log(double{epsilon}) + softmax_entropy(active, max).log_sum;
-      return Cutoff{log_cutoff, like_torch ? epsilon_band(active.n) : 0.0, epsilon, false};
+      return Cutoff{.log_cutoff = log_cutoff,
+                    .band = like_torch ? epsilon_band(active.n) : 0.0,
+                    .factor = epsilon,
+                    .relative_to_top = false};
     });
   }
   if (p.eta.enabled) {
     const double eta = p.eta.at(row);
-    a = probability_stage(a, vocab, min_keep, exact, s, last == Stage::eta, [&](const Active& active, float max) {
+    a = probability_stage(a, vocab, min_keep, exact, s, kept_as(Stage::eta), [&](const Active& active, float max) {
       const Entropy h = softmax_entropy(active, max);
-      return Cutoff{std::log(static_cast<double>(eta_cutoff(eta, h.entropy))) + h.log_sum, 0.0, 0.0f, false};
+      return Cutoff{.log_cutoff = std::log(static_cast<double>(eta_cutoff(eta, h.entropy))) + h.log_sum,
+                    .band = 0.0,
+                    .factor = 0.0f,
+                    .relative_to_top = false};
     });
   }
 

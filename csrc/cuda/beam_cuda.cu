@@ -14,9 +14,8 @@
 namespace pysample {
 namespace {
 
-void beam_search_step_cuda(const at::Tensor& logits, const at::Tensor& beam_scores, int64_t num_beams,
-                           bool normalize, const at::Tensor& scores, const at::Tensor& tokens,
-                           const at::Tensor& beams) {
+void beam_search_step_cuda(const at::Tensor& logits, const at::Tensor& beam_scores, int64_t num_beams, bool normalize,
+                           const at::Tensor& scores, const at::Tensor& tokens, const at::Tensor& beams) {
   TORCH_CHECK_VALUE(logits.is_cuda(), "logits must be on a CUDA device for the CUDA kernel");
   const c10::cuda::CUDAGuard device_guard(logits.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -24,8 +23,8 @@ void beam_search_step_cuda(const at::Tensor& logits, const at::Tensor& beam_scor
   const int64_t vocab = logits.size(1);
   const int64_t num_candidates = scores.size(1);
   // Each row's best ranks and its stats, between the two launches (the caching allocator makes this cheap).
-  const at::Tensor workspace = at::empty({beam_search_workspace_size(rows, vocab, num_candidates)},
-                                         logits.options().dtype(at::kLong));
+  const at::Tensor workspace =
+      at::empty({beam_search_workspace_size(rows, vocab, num_candidates)}, logits.options().dtype(at::kLong));
   dispatch_logits(logits, [&](auto zero) {
     using scalar_t = decltype(zero);
     C10_CUDA_CHECK(launch_beam_search_step<scalar_t>(

@@ -29,8 +29,8 @@ void no_repeat_ngram_cuda(const at::Tensor& in, const at::Tensor& scores, const 
       const id_t* source_data = own ? nullptr : sources.const_data_ptr<id_t>();
       C10_CUDA_CHECK(launch_no_repeat_ngram(scores.data_ptr<scalar_t>(), scores.stride(0), scores.stride(1),
                                             scores.size(0), scores.size(1), ids.const_data_ptr<id_t>(), ids.size(1),
-                                            source_data, own ? 0 : sources.size(0), own ? 0 : sources.size(1),
-                                            params, stream));
+                                            source_data, own ? 0 : sources.size(0), own ? 0 : sources.size(1), params,
+                                            stream));
     });
   });
 }
@@ -44,8 +44,7 @@ void bias_sequences_cuda(const at::Tensor& scores, const at::Tensor& ids, const 
   size_t workspace_bytes = 0;
   C10_CUDA_CHECK(bias_sequences_workspace_bytes(count, scores.size(1), workspace_bytes));
   // The sequences sorted by last token (the caching allocator's blocks are 512-byte aligned).
-  const at::Tensor workspace =
-      at::empty({static_cast<int64_t>(workspace_bytes)}, scores.options().dtype(at::kByte));
+  const at::Tensor workspace = at::empty({static_cast<int64_t>(workspace_bytes)}, scores.options().dtype(at::kByte));
   dispatch_scores(scores, [&](auto score_zero) {
     using scalar_t = decltype(score_zero);
     dispatch_ids(ids, [&](auto id_zero) {

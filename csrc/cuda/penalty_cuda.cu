@@ -30,9 +30,9 @@ void apply_penalties_cuda(const at::Tensor& in, const at::Tensor& scores, const 
     using scalar_t = decltype(score_zero);
     dispatch_ids(ids, [&](auto id_zero) {
       using id_t = decltype(id_zero);
-      C10_CUDA_CHECK(launch_apply_penalties(
-          scores.data_ptr<scalar_t>(), scores.stride(0), scores.stride(1), scores.size(0), scores.size(1),
-          ids.const_data_ptr<id_t>(), ids.size(0), ids.size(1), params, scope, table_data, stream));
+      C10_CUDA_CHECK(launch_apply_penalties(scores.data_ptr<scalar_t>(), scores.stride(0), scores.stride(1),
+                                            scores.size(0), scores.size(1), ids.const_data_ptr<id_t>(), ids.size(0),
+                                            ids.size(1), params, scope, table_data, stream));
     });
   });
 }

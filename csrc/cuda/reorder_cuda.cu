@@ -10,8 +10,8 @@
 
 #include <vector>
 
-#include "../reorder_args.h"
 #include "../common_args.h"
+#include "../reorder_args.h"
 #include "pysample/reorder.cuh"
 
 namespace pysample {

@@ -18,9 +18,8 @@ void warp_logits_cuda(const at::Tensor& in, const at::Tensor& out, const WarpPar
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   auto launch = [&](auto zero) {
     using scalar_t = decltype(zero);
-    C10_CUDA_CHECK(launch_warp_logits<scalar_t>(in.const_data_ptr<scalar_t>(), in.stride(0),
-                                                out.data_ptr<scalar_t>(), out.stride(0), in.size(0), in.size(1),
-                                                params, stream));
+    C10_CUDA_CHECK(launch_warp_logits<scalar_t>(in.const_data_ptr<scalar_t>(), in.stride(0), out.data_ptr<scalar_t>(),
+                                                out.stride(0), in.size(0), in.size(1), params, stream));
   };
   dispatch_logits(in, launch);
 }

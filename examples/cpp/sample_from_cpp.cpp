@@ -20,10 +20,9 @@ namespace {
 // pysample::sample (logits, temperature_rows, temperature, top_k_rows, top_k, top_p_rows, top_p, min_p_rows, min_p,
 // seed, step, n) -> tokens: a per-row tensor or a scalar for each parameter, as the schema says.
 using SampleFn = at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, std::optional<double>,
-                            const std::optional<at::Tensor>&, std::optional<int64_t>,
-                            const std::optional<at::Tensor>&, std::optional<double>,
-                            const std::optional<at::Tensor>&, std::optional<double>, const at::Tensor&,
-                            const at::Tensor&, int64_t);
+                            const std::optional<at::Tensor>&, std::optional<int64_t>, const std::optional<at::Tensor>&,
+                            std::optional<double>, const std::optional<at::Tensor>&, std::optional<double>,
+                            const at::Tensor&, const at::Tensor&, int64_t);
 // pysample::beam_search_step (logits, beam_scores, num_beams, num_candidates, log_softmax) -> (scores, tokens, beams)
 using BeamStepFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t,
                                                                   int64_t, bool);
@@ -61,8 +60,8 @@ int main(int argc, char** argv) {
   // decoding step as tensors.
   const at::Tensor seeds = at::arange(100, 104, at::kLong);
   const at::Tensor steps = at::full({4}, 5, at::kLong);
-  const at::Tensor tokens = sample.call(logits, std::nullopt, 0.7, std::nullopt, 50, std::nullopt, 0.9,
-                                        std::nullopt, std::nullopt, seeds, steps, 1);
+  const at::Tensor tokens = sample.call(logits, std::nullopt, 0.7, std::nullopt, 50, std::nullopt, 0.9, std::nullopt,
+                                        std::nullopt, seeds, steps, 1);
   print("sample:", tokens);
 
   // One beam search step over 2 batch items of 2 beams: the best 4 continuations of each.

@@ -112,8 +112,8 @@ void sample_rows(const void* logits, int64_t stride, int64_t batch, int64_t voca
   for (int64_t row = 0; row < batch; ++row) {
     const RowPlan plan = plan_row(params, row);
     HostBlock block;
-    sample_row(block, RowView<T>(static_cast<const T*>(logits) + row * stride, static_cast<int32_t>(vocab), plan),
-               plan, tokens + row * params.draws, params.draws);
+    sample_row(block, RowView<T>(static_cast<const T*>(logits) + row * stride, static_cast<int32_t>(vocab), plan), plan,
+               tokens + row * params.draws, params.draws);
   }
 }
 
@@ -134,9 +134,9 @@ RowParam<Stored, Value> row_param(const Stored* rows, Value value, bool enabled)
 extern "C" void sample_rows_on_host(int dtype, const void* logits, int64_t stride, int64_t batch, int64_t vocab,
                                     const float* temperature_rows, double temperature, bool temperature_enabled,
                                     const int64_t* top_k_rows, int64_t top_k, bool top_k_enabled,
-                                    const float* top_p_rows, double top_p, bool top_p_enabled,
-                                    const float* min_p_rows, double min_p, bool min_p_enabled, const int64_t* seed,
-                                    const int64_t* step, int64_t draws, int64_t* tokens) {
+                                    const float* top_p_rows, double top_p, bool top_p_enabled, const float* min_p_rows,
+                                    double min_p, bool min_p_enabled, const int64_t* seed, const int64_t* step,
+                                    int64_t draws, int64_t* tokens) {
   SampleParams params;
   params.temperature = row_param(temperature_rows, temperature, temperature_enabled);
   params.top_k = row_param(top_k_rows, top_k, top_k_enabled);

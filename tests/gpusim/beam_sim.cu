@@ -26,7 +26,8 @@ Case run(const Case& in) {
                                                normalize, num_candidates, workspace, scores, tokens, beams, nullptr),
           "launch_beam_search_step");
   });
-  return {{"scores", Device::result(scores, scores_like)}, {"tokens", Device::result(tokens, index_like)},
+  return {{"scores", Device::result(scores, scores_like)},
+          {"tokens", Device::result(tokens, index_like)},
           {"beams", Device::result(beams, index_like)}};
 }
 

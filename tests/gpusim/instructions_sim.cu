@@ -125,7 +125,8 @@ Case run(const Case& in) {
 
   Array bf16_like{Dtype::bf16, x.shape, std::vector<unsigned char>(n * 2)};
   Array f16_like{Dtype::f16, x.shape, bf16_like.bytes};
-  Case out{{"bf16", Device::result(bf16, bf16_like)}, {"bf16_back", Device::result(bf16_back, x)},
+  Case out{{"bf16", Device::result(bf16, bf16_like)},
+           {"bf16_back", Device::result(bf16_back, x)},
            {"f16", Device::result(f16, f16_like)}};
   Array host_bf16 = bf16_like, host_bf16_back = x, host_f16 = f16_like;
   for (int64_t i = 0; i < n; ++i) {
@@ -174,9 +175,10 @@ Case run(const Case& in) {
     const int64_t f = flag_bits(Flags{true, false, false, true}, v[0]) - flag_bits(Flags{false, true, true, false}, i);
     std::memcpy(host_flagged.bytes.data() + 8 * i, &f, 8);
     if (i + 1 < count) {
-      const int64_t h[2] = {static_cast<int64_t>((static_cast<__int128>(v[0]) * v[1]) >> 64),
-                            static_cast<int64_t>((static_cast<unsigned __int128>(static_cast<uint64_t>(v[0])) *
-                                                  static_cast<uint64_t>(v[1])) >> 64)};
+      const int64_t h[2] = {
+          static_cast<int64_t>((static_cast<__int128>(v[0]) * v[1]) >> 64),
+          static_cast<int64_t>(
+              (static_cast<unsigned __int128>(static_cast<uint64_t>(v[0])) * static_cast<uint64_t>(v[1])) >> 64)};
       std::memcpy(host_high.bytes.data() + 16 * i, h, 16);
     }
   }

@@ -41,10 +41,9 @@ Case run(const Case& in) {
         const DeviceScores biased(in, scores, device);
         check(pysample::launch_bias_sequences<T, Id>(
                   static_cast<T*>(biased.data), biased.row_stride, biased.stride, batch, vocab, ids_data, length,
-                  lengths, device.copy<int64_t>(tokens),
-                  tokens.numel(), device.copy<int64_t>(need(in, "sequence_offsets")),
-                  device.copy<float>(need(in, "sequence_biases")), count, device.allocate(workspace_bytes),
-                  workspace_bytes, nullptr),
+                  lengths, device.copy<int64_t>(tokens), tokens.numel(),
+                  device.copy<int64_t>(need(in, "sequence_offsets")), device.copy<float>(need(in, "sequence_biases")),
+                  count, device.allocate(workspace_bytes), workspace_bytes, nullptr),
               "launch_bias_sequences");
         out["biased"] = biased.result();
       }

@@ -19,8 +19,8 @@ Case run(const Case& in) {
     std::vector<int64_t> strides(array.shape.size(), 1);
     for (size_t d = array.shape.size() - 1; d > 0; --d) strides[d - 1] = strides[d] * array.shape[d];
     pysample::CacheRows rows;
-    static_cast<pysample::RowLayout&>(rows) = pysample::row_layout(
-        static_cast<int64_t>(dtype_size(array.dtype)), array.shape.data(), strides.data(), filled_length);
+    static_cast<pysample::RowLayout&>(rows) = pysample::row_layout(static_cast<int64_t>(dtype_size(array.dtype)),
+                                                                   array.shape.data(), strides.data(), filled_length);
     rows.data = device.copy<uint8_t>(array);
     caches.emplace_back(name, &array);
     data.push_back(rows.data);

@@ -26,9 +26,12 @@ enum class Dtype : uint8_t { f32 = 0, f64 = 1, f16 = 2, bf16 = 3, i64 = 4, i32 =
 
 inline size_t dtype_size(Dtype dtype) {
   switch (dtype) {
-    case Dtype::f64: case Dtype::i64: return 8;
-    case Dtype::f32: case Dtype::i32: return 4;
-    case Dtype::f16: case Dtype::bf16: return 2;
+    case Dtype::f64:
+    case Dtype::i64: return 8;
+    case Dtype::f32:
+    case Dtype::i32: return 4;
+    case Dtype::f16:
+    case Dtype::bf16: return 2;
     case Dtype::u8: return 1;
   }
   throw std::runtime_error("unknown dtype");
@@ -46,7 +49,9 @@ struct Array {
   }
   int64_t size(size_t dim) const { return shape.at(dim); }
   template <typename T>
-  const T* data() const { return reinterpret_cast<const T*>(bytes.data()); }
+  const T* data() const {
+    return reinterpret_cast<const T*>(bytes.data());
+  }
   template <typename T>
   T item() const {
     if (bytes.size() != sizeof(T)) throw std::runtime_error("not a scalar of the expected type");

@@ -40,7 +40,7 @@ def read_case(path: Path) -> Arrays:
     arrays = {}
     for _ in range(count):
         (length,) = struct.unpack_from("<I", data, offset)
-        name = bytes(data[offset + 4:offset + 4 + length]).decode()
+        name = bytes(data[offset + 4 : offset + 4 + length]).decode()
         offset += 4 + length
         code, ndim = struct.unpack_from("<BI", data, offset)
         offset += 5
@@ -48,15 +48,19 @@ def read_case(path: Path) -> Arrays:
         offset += 8 * ndim
         dtype = DTYPES[code]
         size = dtype.itemsize * int(torch.Size(shape).numel())
-        raw = torch.frombuffer(bytearray(data[offset:offset + size]), dtype=torch.uint8) if size else \
-            torch.empty(0, dtype=torch.uint8)
+        raw = (
+            torch.frombuffer(bytearray(data[offset : offset + size]), dtype=torch.uint8)
+            if size
+            else torch.empty(0, dtype=torch.uint8)
+        )
         arrays[name] = raw.view(dtype).reshape(shape)
         offset += size
     return arrays
 
 
-def run_program(program: str, cases: List[Tuple[str, Arrays]], processes: int = 1,
-                timeout: float = 1500) -> Dict[str, Arrays]:
+def run_program(
+    program: str, cases: List[Tuple[str, Arrays]], processes: int = 1, timeout: float = 1500
+) -> Dict[str, Arrays]:
     """Runs build/gpusim/bin/<program> in the simulator on every case (id, inputs); returns each case's outputs.
     `processes` simulator processes share the cases (round robin) and run at once. The simulator's own output goes to
     build/gpusim/logs/<program>.log (.1.log, ... for the further processes)."""
@@ -80,14 +84,18 @@ def run_program(program: str, cases: List[Tuple[str, Arrays]], processes: int = 
                 args += [f"in{i}", f"out{i}"]
             log = LOGS / (f"{program}.log" if p == 0 else f"{program}.{p}.log")
             with open(log, "w") as out:
-                runs.append((folder, log, subprocess.Popen([str(binary), *args], cwd=folder, stdout=out,
-                                                           stderr=subprocess.STDOUT)))
-        for folder, log, process in runs:
+                runs.append(
+                    (
+                        folder,
+                        log,
+                        subprocess.Popen([str(binary), *args], cwd=folder, stdout=out, stderr=subprocess.STDOUT),
+                    )
+                )
+        for _folder, log, process in runs:
             if process.wait(timeout=timeout) != 0:
                 tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
                 raise RuntimeError(f"{program} exited with {process.returncode}; end of {log}:\n{tail}")
-        return {case_id: read_case(Path(work) / str(i % processes) / f"out{i}") for i, (case_id, _) in
-                enumerate(cases)}
+        return {case_id: read_case(Path(work) / str(i % processes) / f"out{i}") for i, (case_id, _) in enumerate(cases)}
 
 
 def outputs_or_error(outputs: Arrays) -> Arrays:

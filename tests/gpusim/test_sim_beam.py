@@ -17,21 +17,40 @@ from test_beam_step import make_beam_scores, make_logits
 ops = torch.ops.pysample
 
 
-def make_case(seed: int, batch: int, beams: int, vocab: int, k: int, dtype=torch.float32, kind="normal",
-              log_softmax=True, first_step=False) -> Arrays:
+def make_case(
+    seed: int,
+    batch: int,
+    beams: int,
+    vocab: int,
+    k: int,
+    dtype=torch.float32,
+    kind="normal",
+    log_softmax=True,
+    first_step=False,
+) -> Arrays:
     x = make_logits(batch, beams, vocab, torch.float32, seed, "normal" if kind == "undefined" else kind)
     if kind == "undefined" and x.numel():  # rows with a NaN, a +inf, only -inf: NaN scores, ranked first
         x[0, 3], x[-1, 0] = float("nan"), float("inf")
         x[beams // 2] = -math.inf
     beam_scores = make_beam_scores(batch, beams, seed, first_step)
-    return {"logits": x.to(dtype), "beam_scores": beam_scores.reshape(-1), "num_beams": torch.tensor(beams),
-            "num_candidates": torch.tensor(k), "log_softmax": torch.tensor(int(log_softmax))}
+    return {
+        "logits": x.to(dtype),
+        "beam_scores": beam_scores.reshape(-1),
+        "num_beams": torch.tensor(beams),
+        "num_candidates": torch.tensor(k),
+        "log_softmax": torch.tensor(int(log_softmax)),
+    }
 
 
 CASES: Dict[str, Arrays] = {
-    **{f"{dtype}-{shape}": make_case(i, *shape, dtype=dtype)
-       for i, (dtype, shape) in enumerate((d, s) for d in (torch.float32, torch.float16, torch.bfloat16)
-                                           for s in ((1, 4, 1000, 8), (3, 2, 50, 4), (1, 5, 7, 35)))},
+    **{
+        f"{dtype}-{shape}": make_case(i, *shape, dtype=dtype)
+        for i, (dtype, shape) in enumerate(
+            (d, s)
+            for d in (torch.float32, torch.float16, torch.bfloat16)
+            for s in ((1, 4, 1000, 8), (3, 2, 50, 4), (1, 5, 7, 35))
+        )
+    },
     "vocab-4096": make_case(10, 2, 4, 4096, 16),
     "one-beam-k-1": make_case(11, 4, 1, 100, 1),
     "k-beyond-vocab": make_case(12, 2, 3, 4, 5),
@@ -53,8 +72,13 @@ def simulated() -> dict:
 @pytest.mark.parametrize("name", CASES)
 def test_beam_search_step(name):
     case, out = CASES[name], outputs_or_error(simulated()[name])
-    scores, tokens, beams = ops.beam_search_step(case["logits"], case["beam_scores"], int(case["num_beams"]),
-                                                 int(case["num_candidates"]), bool(case["log_softmax"]))
+    scores, tokens, beams = ops.beam_search_step(
+        case["logits"],
+        case["beam_scores"],
+        int(case["num_beams"]),
+        int(case["num_candidates"]),
+        bool(case["log_softmax"]),
+    )
     assert torch.equal(out["tokens"], tokens) and torch.equal(out["beams"], beams)
     if case["log_softmax"]:
         both_nan = out["scores"].isnan() & scores.isnan()

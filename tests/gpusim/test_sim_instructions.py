@@ -17,9 +17,12 @@ from warp_compare import assert_same_bits
 def conversion_inputs() -> torch.Tensor:
     """Floats exactly halfway between two bfloat16 and two half values (ties, even and odd), around them, and the
     special values."""
-    bf16_ties = torch.tensor([0x3F808000, 0x3F818000, 0xBF808000, 0xBF818000, 0x7F7F8000, 0x00008000],
-                             dtype=torch.int64).to(torch.int32).view(torch.float32)
-    f16_ties = torch.tensor([1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11, -3.4619140625, 2049.0, 2051.0, 65520.0])
+    bf16_ties = (
+        torch.tensor([0x3F808000, 0x3F818000, 0xBF808000, 0xBF818000, 0x7F7F8000, 0x00008000], dtype=torch.int64)
+        .to(torch.int32)
+        .view(torch.float32)
+    )
+    f16_ties = torch.tensor([1 + 2.0**-11, 1 + 3 * 2.0**-11, -3.4619140625, 2049.0, 2051.0, 65520.0])
     near = torch.cat([bf16_ties, f16_ties]).view(torch.int32)
     neighbours = torch.cat([near - 1, near + 1]).view(torch.float32)
     special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1e-8, -1e-40, 3.0e38])
@@ -30,16 +33,57 @@ def conversion_inputs() -> torch.Tensor:
 LITERALS = [-4503599627370496, 0x123456789ABCDEF0, 0x100000000, -1, 0x7FFFFFFF80000000]  # as instructions_sim.cu
 X64 = torch.tensor([3, -5, 0x7FFFFFFF, 1 << 40, -(1 << 40)])
 # beyond 2^24 and 2^53 (rounded by float and double), negative (huge as uint64), ties of float rounding
-INTEGERS = torch.tensor([0, 1, -1, 7, 50, -50, (1 << 24) + 1, (1 << 53) + 1, -(1 << 53) - 3, (1 << 62) + (1 << 38),
-                         (1 << 63) - 1, -(1 << 63), (1 << 25) + 2, (1 << 25) + 6, 123456789012345])
+INTEGERS = torch.tensor(
+    [
+        0,
+        1,
+        -1,
+        7,
+        50,
+        -50,
+        (1 << 24) + 1,
+        (1 << 53) + 1,
+        -(1 << 53) - 3,
+        (1 << 62) + (1 << 38),
+        (1 << 63) - 1,
+        -(1 << 63),
+        (1 << 25) + 2,
+        (1 << 25) + 6,
+        123456789012345,
+    ]
+)
 
 
 # float -> integer: in range, halves (truncated), beyond 2^31, 2^32, 2^63, 2^64, negative (0 when unsigned), NaN, inf;
 # random ones for the fused multiply-add (whose products round differently unfused).
-REALS = torch.cat([torch.tensor([0.0, -0.0, 2.5, -2.5, 2.0 ** 31 + 0.5, -2.0 ** 31 - 1, 3.0e9, 2.0 ** 40 + 1,
-                                 -2.0 ** 40, 1.0e19, 2.0 ** 63, -2.0 ** 63, -1.0e19, 2.0 ** 64, 5e-324,
-                                 float("nan"), float("inf"), -float("inf")], dtype=torch.float64),
-                   torch.randn(61, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 1e3])
+REALS = torch.cat(
+    [
+        torch.tensor(
+            [
+                0.0,
+                -0.0,
+                2.5,
+                -2.5,
+                2.0**31 + 0.5,
+                -(2.0**31) - 1,
+                3.0e9,
+                2.0**40 + 1,
+                -(2.0**40),
+                1.0e19,
+                2.0**63,
+                -(2.0**63),
+                -1.0e19,
+                2.0**64,
+                5e-324,
+                float("nan"),
+                float("inf"),
+                -float("inf"),
+            ],
+            dtype=torch.float64,
+        ),
+        torch.randn(61, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 1e3,
+    ]
+)
 
 
 def expected_integer(value: float, bits: int, signed: bool) -> int:
@@ -90,8 +134,10 @@ def test_high_half_of_64_bit_products():
 @pytest.mark.parametrize("source", ["double", "float"])
 def test_float_to_integer(source):
     values = REALS.tolist() if source == "double" else REALS.float().double().tolist()
-    expected = [[expected_integer(v, bits, signed) for bits, signed in ((64, True), (64, False), (32, True),
-                                                                        (32, False))] for v in values]
+    expected = [
+        [expected_integer(v, bits, signed) for bits, signed in ((64, True), (64, False), (32, True), (32, False))]
+        for v in values
+    ]
     actual = simulated()[f"from_{source}"].tolist()
     bad = [(v, a, e) for v, a, e in zip(values, actual, expected) if a != e]
     assert not bad, bad[:8]
@@ -104,8 +150,10 @@ def test_fused_multiply_add_rounds_once(what):
 
 def test_lane_masks():
     full = (1 << 32) - 1
-    expected = [[1 << lane, (2 << lane) - 1, (1 << lane) - 1, full & ~((1 << lane) - 1), full & ~((2 << lane) - 1)]
-                for lane in range(32)]
+    expected = [
+        [1 << lane, (2 << lane) - 1, (1 << lane) - 1, full & ~((1 << lane) - 1), full & ~((2 << lane) - 1)]
+        for lane in range(32)
+    ]
     actual = (simulated()["lane_masks"].long() & full).tolist()
     assert actual == [[m & full for m in row] for row in expected]
 

@@ -14,15 +14,27 @@ from warp_compare import assert_same_bits
 ops = torch.ops.pysample
 
 
-def make_case(seed: int, dtype=torch.float32, id_dtype=torch.int64, batch=4, vocab=500, length=40, n=(2, 3),
-              per_row_n=False, lengths=False, sources=None, bias=True) -> Arrays:
+def make_case(
+    seed: int,
+    dtype=torch.float32,
+    id_dtype=torch.int64,
+    batch=4,
+    vocab=500,
+    length=40,
+    n=(2, 3),
+    per_row_n=False,
+    lengths=False,
+    sources=None,
+    bias=True,
+) -> Arrays:
     g = torch.Generator().manual_seed(seed)
     # few distinct ids, so that n-grams repeat; some out of range, which ban nothing
     ids = torch.randint(-2, 12, (batch, length), generator=g)
     case = {"scores": scores_with_edges(batch, vocab, dtype, g), "ids": ids.to(id_dtype)}
     if n is not None:
-        case["ngram_size"] = torch.tensor(n)[torch.randint(0, len(n), (batch,), generator=g)] if per_row_n \
-            else torch.tensor(n[0])
+        case["ngram_size"] = (
+            torch.tensor(n)[torch.randint(0, len(n), (batch,), generator=g)] if per_row_n else torch.tensor(n[0])
+        )
     if lengths:
         case["lengths"] = torch.randint(0, length + 1, (batch,), generator=g)
     if sources is not None:
@@ -51,8 +63,11 @@ def many_sequences(seed: int, count: int, batch=2, vocab=4096) -> Arrays:
 
 
 CASES = {
-    **{f"{dtype}-{id_dtype}": make_case(1, dtype, id_dtype)
-       for dtype in FLOATS for id_dtype in (torch.int64, torch.int32)},
+    **{
+        f"{dtype}-{id_dtype}": make_case(1, dtype, id_dtype)
+        for dtype in FLOATS
+        for id_dtype in (torch.int64, torch.int32)
+    },
     **{f"n-{n}": make_case(2, n=(n,), bias=False) for n in (1, 4, 41)},
     "n-zero": make_case(3, n=(0,), bias=False),
     "per-row-n-and-lengths": make_case(4, n=(0, 1, 2, 3, 5), per_row_n=True, lengths=True),
@@ -66,8 +81,10 @@ CASES = {
     # wrong in the simulator (README, Status)
     "onesweep-sort": many_sequences(12, 3000),
     # the scores transposed in memory (row stride 1, token stride batch), as a strided view reaches the kernels
-    "column-major": {**make_case(13, torch.float16, per_row_n=True, n=(1, 2, 3), lengths=True),
-                     "column_major": torch.tensor(1)},
+    "column-major": {
+        **make_case(13, torch.float16, per_row_n=True, n=(1, 2, 3), lengths=True),
+        "column_major": torch.tensor(1),
+    },
     "empty-batch": make_case(10, batch=0),
     "no-ids": make_case(11, length=0),
 }
@@ -81,8 +98,14 @@ def simulated() -> dict:
 @pytest.mark.parametrize("name", [name for name, case in CASES.items() if "ngram_size" in case])
 def test_no_repeat_ngram(name):
     case, out = CASES[name], outputs_or_error(simulated()[name])
-    expected = ops.no_repeat_ngram(case["scores"], case["ids"], case.get("lengths"), case.get("sources"),
-                                   case.get("source_lengths"), *param_args(case, "ngram_size", 0))
+    expected = ops.no_repeat_ngram(
+        case["scores"],
+        case["ids"],
+        case.get("lengths"),
+        case.get("sources"),
+        case.get("source_lengths"),
+        *param_args(case, "ngram_size", 0),
+    )
     assert_same_bits(out["banned"], expected)
 
 
@@ -90,6 +113,12 @@ def test_no_repeat_ngram(name):
 def test_bias_sequences(name):
     case, out = CASES[name], outputs_or_error(simulated()[name])
     expected = case["scores"].clone()
-    ops.bias_sequences_(expected, case["ids"], case.get("lengths"), case["sequence_tokens"],
-                        case["sequence_offsets"], case["sequence_biases"])
+    ops.bias_sequences_(
+        expected,
+        case["ids"],
+        case.get("lengths"),
+        case["sequence_tokens"],
+        case["sequence_offsets"],
+        case["sequence_biases"],
+    )
     assert_same_bits(out["biased"], expected)

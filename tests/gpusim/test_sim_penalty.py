@@ -12,21 +12,39 @@ import pytest
 import torch
 
 from pysample import reference
+
 from simcase import FLOATS, Arrays, outputs_or_error, param_args, run_program, scores_with_edges
 from warp_compare import assert_same_bits
 
 ops = torch.ops.pysample
-def make_case(seed: int, dtype=torch.float32, id_dtype=torch.int64, batch=4, vocab=1000, length=48, ids_batch=None,
-              per_row=False, params=("repetition", "presence", "frequency"), per_row_scope=False, slots=None,
-              counts=True) -> Arrays:
+
+
+def make_case(
+    seed: int,
+    dtype=torch.float32,
+    id_dtype=torch.int64,
+    batch=4,
+    vocab=1000,
+    length=48,
+    ids_batch=None,
+    per_row=False,
+    params=("repetition", "presence", "frequency"),
+    per_row_scope=False,
+    slots=None,
+    counts=True,
+) -> Arrays:
     g = torch.Generator().manual_seed(seed)
     ids_batch = batch if ids_batch is None else ids_batch
-    case = {"scores": scores_with_edges(batch, vocab, dtype, g),
-            # a few ids out of range, which every device ignores; repeats, so that counts exceed 1
-            "ids": torch.randint(-3, min(vocab, 60) + 3, (ids_batch, length), generator=g).to(id_dtype)}
-    values = {"repetition": (1.3, lambda: 1 + torch.rand(batch, generator=g)),
-              "presence": (0.5, lambda: torch.randn(batch, generator=g)),
-              "frequency": (-0.25, lambda: torch.randn(batch, generator=g))}
+    case = {
+        "scores": scores_with_edges(batch, vocab, dtype, g),
+        # a few ids out of range, which every device ignores; repeats, so that counts exceed 1
+        "ids": torch.randint(-3, min(vocab, 60) + 3, (ids_batch, length), generator=g).to(id_dtype),
+    }
+    values = {
+        "repetition": (1.3, lambda: 1 + torch.rand(batch, generator=g)),
+        "presence": (0.5, lambda: torch.randn(batch, generator=g)),
+        "frequency": (-0.25, lambda: torch.randn(batch, generator=g)),
+    }
     for name in params:
         scalar, rows = values[name]
         case[name] = rows().float() if per_row else torch.tensor(scalar, dtype=torch.float64)
@@ -48,8 +66,11 @@ def make_case(seed: int, dtype=torch.float32, id_dtype=torch.int64, batch=4, voc
 
 
 CASES = {
-    **{f"{dtype}-{id_dtype}": make_case(1, dtype, id_dtype)
-       for dtype in FLOATS for id_dtype in (torch.int64, torch.int32)},
+    **{
+        f"{dtype}-{id_dtype}": make_case(1, dtype, id_dtype)
+        for dtype in FLOATS
+        for id_dtype in (torch.int64, torch.int32)
+    },
     **{f"{dtype}-per-row": make_case(2, dtype, per_row=True, per_row_scope=True, slots=True) for dtype in FLOATS},
     "repetition-only": make_case(3, params=("repetition",)),
     "presence-frequency-only": make_case(4, params=("presence", "frequency"), per_row=True),
@@ -82,6 +103,7 @@ def scope_args(case: Arrays):
 def expected_on_cuda(case: Arrays, cpu: torch.Tensor) -> torch.Tensor:
     """The reference's scores with CUDA's division, after checking that with the CPU's they are `cpu`, the CPU op's
     answer on the same inputs."""
+
     def value(name, default=None):
         rows, scalar = param_args(case, name, default)
         return rows if rows is not None else scalar

@@ -22,8 +22,9 @@ def caches(g: torch.Generator, rows: int, shapes, dtypes) -> Arrays:
     return out
 
 
-def make_case(seed: int, beam_idx, shapes=((2, 5, 3),), dtypes=(torch.float32,), filled_length=None,
-              index_dtype=torch.int64) -> Arrays:
+def make_case(
+    seed: int, beam_idx, shapes=((2, 5, 3),), dtypes=(torch.float32,), filled_length=None, index_dtype=torch.int64
+) -> Arrays:
     g = torch.Generator().manual_seed(seed)
     beam_idx = torch.as_tensor(beam_idx, dtype=index_dtype)
     case = {"beam_idx": beam_idx, **caches(g, len(beam_idx), shapes, dtypes)}

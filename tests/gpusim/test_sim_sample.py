@@ -16,13 +16,17 @@ from simcase import Arrays, outputs_or_error, param_args, run_program, stage_arr
 ops = torch.ops.pysample
 
 
-def make_case(seed: int, batch=8, vocab=1000, dtype=torch.float32, kinds=W.ROW_KINDS, draws=2,
-              **params: object) -> Arrays:
+def make_case(
+    seed: int, batch=8, vocab=1000, dtype=torch.float32, kinds=W.ROW_KINDS, draws=2, **params: object
+) -> Arrays:
     g = torch.Generator().manual_seed(seed)
-    case = {"logits": W.make_logits(batch, vocab, dtype, seed, kinds),
-            # seeds over the whole 64 bits (negative int64: the high bit set), steps beyond 32 bits
-            "seed": torch.randint(-2 ** 63, 2 ** 63 - 1, (batch,), generator=g),
-            "step": torch.randint(0, 2 ** 40, (batch,), generator=g), "draws": torch.tensor(draws)}
+    case = {
+        "logits": W.make_logits(batch, vocab, dtype, seed, kinds),
+        # seeds over the whole 64 bits (negative int64: the high bit set), steps beyond 32 bits
+        "seed": torch.randint(-(2**63), 2**63 - 1, (batch,), generator=g),
+        "step": torch.randint(0, 2**40, (batch,), generator=g),
+        "draws": torch.tensor(draws),
+    }
     return {**case, **stage_arrays(params)}
 
 
@@ -35,14 +39,19 @@ CASES: Dict[str, Arrays] = {
     "top_p-0.9": make_case(6, top_p=0.9),
     "min_p-0.05": make_case(7, min_p=0.05),
     "chain": make_case(8, temperature=0.7, top_k=50, top_p=0.9, min_p=0.05, draws=4),
-    "per-row": make_case(9, batch=6, temperature=torch.tensor([0.0, 0.5, 1.0, 1.5, 0.7, 1.0]),
-                         top_k=torch.tensor([0, 1, 5, 50, 999, 2000]),
-                         top_p=torch.tensor([1.0, 0.9, 0.5, 0.0, 0.95, 0.7]),
-                         min_p=torch.tensor([0.0, 0.1, 0.0, 0.5, 0.05, 1.0])),
+    "per-row": make_case(
+        9,
+        batch=6,
+        temperature=torch.tensor([0.0, 0.5, 1.0, 1.5, 0.7, 1.0]),
+        top_k=torch.tensor([0, 1, 5, 50, 999, 2000]),
+        top_p=torch.tensor([1.0, 0.9, 0.5, 0.0, 0.95, 0.7]),
+        min_p=torch.tensor([0.0, 0.1, 0.0, 0.5, 0.05, 1.0]),
+    ),
     "float16": make_case(10, dtype=torch.float16, temperature=0.7, top_k=50, top_p=0.9),
     "bfloat16": make_case(11, dtype=torch.bfloat16, top_p=0.8, min_p=0.02),
-    "vocab-4096": make_case(12, batch=4, vocab=4096, kinds=("normal", "ties", "flat", "near_flat"), top_p=0.95,
-                            draws=3),
+    "vocab-4096": make_case(
+        12, batch=4, vocab=4096, kinds=("normal", "ties", "flat", "near_flat"), top_p=0.95, draws=3
+    ),
     "vocab-1": make_case(13, batch=3, vocab=1, kinds=("normal",), top_k=1, top_p=0.5),
     "empty-batch": make_case(14, batch=0, vocab=100, top_p=0.5),
 }

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import pysample
+
 import warp_compare as W
 from simcase import Arrays, outputs_or_error, run_program, stage_arrays
-
 
 
 def logits(seed: int, batch: int, vocab: int, dtype=torch.float32, kinds=W.ROW_KINDS) -> torch.Tensor:
@@ -39,16 +39,38 @@ CASES: List[Tuple[str, torch.Tensor, Dict[str, object], int, float]] = [
     ("typical_p-0.2-keep-3", logits(11, 8, 1000), {"typical_p": 0.2}, 3, -math.inf),
     ("epsilon-3e-4", logits(12, 8, 1000), {"epsilon": 3e-4}, 1, -math.inf),
     ("eta-3e-4", logits(13, 8, 1000), {"eta": 3e-4}, 1, -math.inf),
-    ("per-row", logits(14, 6, 1000),
-     {"temperature": torch.tensor([0.5, 1.0, 2.0, 0.7, 1.3, 1.0]), "top_k": torch.tensor([0, 1, 5, 50, 999, 2000]),
-      "top_p": torch.tensor([1.0, 0.9, 0.5, 0.0, 0.95, 0.7])}, 1, -math.inf),
-    ("chain-everyday", logits(15, 8, 1000),
-     {"temperature": 0.7, "top_k": 50, "top_p": 0.9, "min_p": 0.05}, 1, -math.inf),
-    ("chain-every-stage", logits(16, 8, 1000),
-     {"temperature": 0.8, "top_k": 100, "top_p": 0.95, "min_p": 0.1, "typical_p": 0.9, "epsilon": 1e-4,
-      "eta": 1e-3}, 2, -math.inf),
-    ("vocab-4096-ties", logits(17, 4, 4096, kinds=("ties", "flat", "near_flat", "normal")),
-     {"top_k": 300, "top_p": 0.8, "typical_p": 0.5}, 1, -math.inf),
+    (
+        "per-row",
+        logits(14, 6, 1000),
+        {
+            "temperature": torch.tensor([0.5, 1.0, 2.0, 0.7, 1.3, 1.0]),
+            "top_k": torch.tensor([0, 1, 5, 50, 999, 2000]),
+            "top_p": torch.tensor([1.0, 0.9, 0.5, 0.0, 0.95, 0.7]),
+        },
+        1,
+        -math.inf,
+    ),
+    (
+        "chain-everyday",
+        logits(15, 8, 1000),
+        {"temperature": 0.7, "top_k": 50, "top_p": 0.9, "min_p": 0.05},
+        1,
+        -math.inf,
+    ),
+    (
+        "chain-every-stage",
+        logits(16, 8, 1000),
+        {"temperature": 0.8, "top_k": 100, "top_p": 0.95, "min_p": 0.1, "typical_p": 0.9, "epsilon": 1e-4, "eta": 1e-3},
+        2,
+        -math.inf,
+    ),
+    (
+        "vocab-4096-ties",
+        logits(17, 4, 4096, kinds=("ties", "flat", "near_flat", "normal")),
+        {"top_k": 300, "top_p": 0.8, "typical_p": 0.5},
+        1,
+        -math.inf,
+    ),
     ("vocab-4096-list", logits(18, 2, 4096), {"top_p": 0.99, "min_p": 0.01}, 1, -math.inf),
     ("float16", logits(19, 8, 1000, torch.float16), {"temperature": 0.7, "top_k": 50, "top_p": 0.9}, 1, -math.inf),
     ("bfloat16", logits(20, 8, 1000, torch.bfloat16), {"top_p": 0.9, "typical_p": 0.9}, 1, -math.inf),
@@ -65,8 +87,12 @@ def enabled(params: Dict[str, object]) -> List[str]:
 
 
 def case_arrays(name: str, x: torch.Tensor, params: Dict[str, object], keep: int, filter_value: float) -> Arrays:
-    arrays = {"logits": x, "min_tokens_to_keep": torch.tensor(keep),
-              "filter_value": torch.tensor(filter_value, dtype=torch.float64), **stage_arrays(params)}
+    arrays = {
+        "logits": x,
+        "min_tokens_to_keep": torch.tensor(keep),
+        "filter_value": torch.tensor(filter_value, dtype=torch.float64),
+        **stage_arrays(params),
+    }
     if "padded-input" in name:  # out of place, from input rows with padding between them (warp_sim.cu)
         arrays["padded_input"] = torch.tensor(1)
     return arrays
@@ -94,9 +120,11 @@ def test_warp_logits_stage_by_stage(name):
     previous = x
     for n, stage in enumerate(enabled(params), start=1):
         actual = simulated()[(name, n)]
-        expected = pysample.warp_logits(previous, **{stage: params[stage]}, min_tokens_to_keep=keep,
-                                        filter_value=filter_value)
-        report = W.check_stage(stage, previous, params[stage], actual, expected, filter_value, device="cuda",
-                               min_tokens_to_keep=keep)
+        expected = pysample.warp_logits(
+            previous, **{stage: params[stage]}, min_tokens_to_keep=keep, filter_value=filter_value
+        )
+        report = W.check_stage(
+            stage, previous, params[stage], actual, expected, filter_value, device="cuda", min_tokens_to_keep=keep
+        )
         W.assert_report(report, x.numel(), x.dtype, f"{name} stage {n}")
         previous = actual

@@ -244,8 +244,8 @@ cudaError_t launch_beam_search_step(const T* logits, int64_t row_stride, int64_t
   using namespace beam_cuda;
   if (batch == 0) return cudaSuccess;
   // Flat indices beam * vocab + token are 32-bit (beam.h).
-  if (num_beams < 1 || vocab < 1 || num_beams * vocab > std::numeric_limits<int32_t>::max() ||
-      num_candidates < 1 || num_candidates > num_beams * vocab) {
+  if (num_beams < 1 || vocab < 1 || num_beams * vocab > std::numeric_limits<int32_t>::max() || num_candidates < 1 ||
+      num_candidates > num_beams * vocab) {
     return cudaErrorInvalidValue;
   }
   const int64_t rows = batch * num_beams;
@@ -259,8 +259,8 @@ cudaError_t launch_beam_search_step(const T* logits, int64_t row_stride, int64_t
   if (error != cudaSuccess) return error;
   const dim3 grid(grid_size(num_beams * per_row, kMergeThreads), grid_size(batch, 1));
   merge_candidates_kernel<T><<<grid, kMergeThreads, 0, stream>>>(
-      logits, row_stride, batch, static_cast<int32_t>(vocab), static_cast<int32_t>(num_beams), beam_scores,
-      normalize, per_row, candidates, stats, num_candidates, scores, tokens, beams);
+      logits, row_stride, batch, static_cast<int32_t>(vocab), static_cast<int32_t>(num_beams), beam_scores, normalize,
+      per_row, candidates, stats, num_candidates, scores, tokens, beams);
   return cudaGetLastError();
 }
 

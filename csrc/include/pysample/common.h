@@ -110,14 +110,10 @@ PYSAMPLE_HD bool in_range(ValueRange range, double value) {
   switch (range) {
     case ValueRange::kFinite:
       return value >= -std::numeric_limits<double>::max() && value <= std::numeric_limits<double>::max();
-    case ValueRange::kPositiveFinite:
-      return value > 0 && value <= std::numeric_limits<double>::max();
-    case ValueRange::kNonNegativeFinite:
-      return value >= 0 && value <= std::numeric_limits<double>::max();
-    case ValueRange::kNonNegative:
-      return value >= 0;
-    case ValueRange::kUnitInterval:
-      return value >= 0 && value <= 1;
+    case ValueRange::kPositiveFinite: return value > 0 && value <= std::numeric_limits<double>::max();
+    case ValueRange::kNonNegativeFinite: return value >= 0 && value <= std::numeric_limits<double>::max();
+    case ValueRange::kNonNegative: return value >= 0;
+    case ValueRange::kUnitInterval: return value >= 0 && value <= 1;
   }
   return false;
 }
@@ -125,16 +121,11 @@ PYSAMPLE_HD bool in_range(ValueRange range, double value) {
 // The range as messages state it: "<name> must be <range_text>, got <value>".
 inline const char* range_text(ValueRange range) {
   switch (range) {
-    case ValueRange::kFinite:
-      return "a finite number";
-    case ValueRange::kPositiveFinite:
-      return "a finite number > 0";
-    case ValueRange::kNonNegativeFinite:
-      return "a finite number >= 0 (0: greedy)";
-    case ValueRange::kNonNegative:
-      return ">= 0";
-    case ValueRange::kUnitInterval:
-      return "in [0, 1]";
+    case ValueRange::kFinite: return "a finite number";
+    case ValueRange::kPositiveFinite: return "a finite number > 0";
+    case ValueRange::kNonNegativeFinite: return "a finite number >= 0 (0: greedy)";
+    case ValueRange::kNonNegative: return ">= 0";
+    case ValueRange::kUnitInterval: return "in [0, 1]";
   }
   return "";
 }

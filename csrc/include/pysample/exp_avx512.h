@@ -13,10 +13,12 @@ namespace pysample {
 
 // GCC's intrinsics fill the lanes they leave alone from an undefined vector, which -Wall reports as uninitialized:
 // code using them goes between these two.
+// clang-format off: one pragma per line
 #define PYSAMPLE_AVX512_BEGIN                                        \
   _Pragma("GCC diagnostic push")                                     \
   _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")        \
   _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
+// clang-format on
 #define PYSAMPLE_AVX512_END _Pragma("GCC diagnostic pop")
 
 PYSAMPLE_AVX512_BEGIN

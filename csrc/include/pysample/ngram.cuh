@@ -38,9 +38,8 @@ __global__ void __launch_bounds__(kThreads)
     if (sources != nullptr) {
       const int64_t source_row = row / rows_per_source;
       source = sources + source_row * source_width;
-      source_length = params.source_lengths != nullptr
-                          ? clamp_length(params.source_lengths[source_row], source_width)
-                          : source_width;
+      source_length = params.source_lengths != nullptr ? clamp_length(params.source_lengths[source_row], source_width)
+                                                       : source_width;
     }
     for (int64_t start = threadIdx.x; start + n <= source_length; start += kThreads) {
       const int64_t id = window_ban(source, source_length, start, prefix, n, vocab);
@@ -149,10 +148,9 @@ cudaError_t launch_no_repeat_ngram(T* scores, int64_t row_stride, int64_t stride
                                    int64_t source_width, const NgramParams& params, cudaStream_t stream) {
   if (batch == 0 || vocab == 0) return cudaSuccess;
   const int64_t rows_per_source = sources != nullptr ? batch / sources_batch : 1;
-  ngram_cuda::no_repeat_ngram_kernel<T, Id>
-      <<<grid_size(batch, 1), ngram_cuda::kThreads, 0, stream>>>(
-          ScoreRows<T>{scores, row_stride, stride}, batch, vocab, ids, length, sources, rows_per_source,
-          source_width, params);
+  ngram_cuda::no_repeat_ngram_kernel<T, Id><<<grid_size(batch, 1), ngram_cuda::kThreads, 0, stream>>>(
+      ScoreRows<T>{scores, row_stride, stride}, batch, vocab, ids, length, sources, rows_per_source, source_width,
+      params);
   return cudaGetLastError();
 }
 
@@ -177,15 +175,14 @@ cudaError_t launch_bias_sequences(T* scores, int64_t row_stride, int64_t stride,
   if (batch == 0 || vocab == 0 || count == 0) return cudaSuccess;
   if (vocab > std::numeric_limits<uint32_t>::max()) return cudaErrorInvalidValue;  // keys, `vocab` too, are 32-bit
   ngram_cuda::SequenceSort sequences(workspace, workspace_bytes, count);
-  ngram_cuda::sequence_keys_kernel<<<grid_size(count, ngram_cuda::kThreads), ngram_cuda::kThreads, 0,
-                                     stream>>>(tokens, num_tokens, offsets, count, vocab, sequences.keys_in,
-                                               sequences.order_in);
+  ngram_cuda::sequence_keys_kernel<<<grid_size(count, ngram_cuda::kThreads), ngram_cuda::kThreads, 0, stream>>>(
+      tokens, num_tokens, offsets, count, vocab, sequences.keys_in, sequences.order_in);
   cudaError_t error = cudaGetLastError();
   if (error == cudaSuccess) error = sequences.sort(count, vocab, stream);
   if (error != cudaSuccess) return error;
   ngram_cuda::bias_sequences_kernel<T, Id><<<grid_size(batch, 1), ngram_cuda::kThreads, 0, stream>>>(
-      ScoreRows<T>{scores, row_stride, stride}, batch, ids, length, lengths, tokens, offsets, biases,
-      count, static_cast<uint32_t>(vocab), sequences.keys, sequences.order);
+      ScoreRows<T>{scores, row_stride, stride}, batch, ids, length, lengths, tokens, offsets, biases, count,
+      static_cast<uint32_t>(vocab), sequences.keys, sequences.order);
   return cudaGetLastError();
 }
 

@@ -140,10 +140,8 @@ cudaError_t launch_apply_penalties(T* scores, int64_t row_stride, int64_t stride
                                    const Id* ids, int64_t ids_batch, int64_t length, const PenaltyParams& params,
                                    const HistoryScope& scope, uint32_t* tables, cudaStream_t stream) {
   if (batch == 0 || vocab == 0 || length == 0) return cudaSuccess;
-  penalty_cuda::apply_penalties_kernel<T, Id>
-      <<<grid_size(batch, 1), penalty_cuda::kThreads, 0, stream>>>(
-          ScoreRows<T>{scores, row_stride, stride}, batch, vocab, ids, batch / ids_batch, length,
-          params, scope, tables);
+  penalty_cuda::apply_penalties_kernel<T, Id><<<grid_size(batch, 1), penalty_cuda::kThreads, 0, stream>>>(
+      ScoreRows<T>{scores, row_stride, stride}, batch, vocab, ids, batch / ids_batch, length, params, scope, tables);
   return cudaGetLastError();
 }
 
@@ -156,8 +154,8 @@ cudaError_t launch_count_tokens(uint32_t* counts, uint32_t* seen, int64_t num_sl
                                 cudaStream_t stream) {
   if (batch == 0 || length == 0 || vocab == 0) return cudaSuccess;
   const dim3 grid(grid_size(length, penalty_cuda::kThreads), grid_size(batch, 1));
-  penalty_cuda::count_tokens_kernel<Id><<<grid, penalty_cuda::kThreads, 0, stream>>>(
-      counts, seen, num_slots, vocab, ids, batch, length, slots, scope);
+  penalty_cuda::count_tokens_kernel<Id>
+      <<<grid, penalty_cuda::kThreads, 0, stream>>>(counts, seen, num_slots, vocab, ids, batch, length, slots, scope);
   return cudaGetLastError();
 }
 

@@ -42,8 +42,8 @@ __device__ inline Totals no_totals() { return {-kInf, 0, 0, 0.0, 0.0, 0xFFFFFFFF
 
 struct CombineTotals {
   __device__ Totals operator()(const Totals& a, const Totals& b) const {
-    return {fmaxf(a.max, b.max), a.has_nan | b.has_nan, a.count + b.count, a.sum + b.sum, a.moment + b.moment,
-            a.min_key < b.min_key ? a.min_key : b.min_key};
+    return {fmaxf(a.max, b.max), a.has_nan | b.has_nan, a.count + b.count,
+            a.sum + b.sum,       a.moment + b.moment,   a.min_key < b.min_key ? a.min_key : b.min_key};
   }
 };
 

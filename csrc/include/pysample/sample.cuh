@@ -10,8 +10,8 @@
 #include <cstdint>
 #include <limits>
 
-#include "pysample/sample.h"
 #include "pysample/row_select.cuh"
+#include "pysample/sample.h"
 
 namespace pysample {
 namespace sample_gpu {
@@ -122,8 +122,7 @@ struct RowView {
 
 // Not inlined: it has two callers per dtype, and one copy per caller multiplies the compile time (as warp.cuh).
 template <typename Block, typename View>
-__host__ __device__ __noinline__ Selection block_select(Block& block, const View& view, Goal goal,
-                                                       bool resolve_ties) {
+__host__ __device__ __noinline__ Selection block_select(Block& block, const View& view, Goal goal, bool resolve_ties) {
   return row_select::select(block, view, goal, resolve_ties);
 }
 
@@ -304,8 +303,7 @@ class DeviceBlock {
   // segment's running weight holds the target walks the segment 32 tokens at a time, with a warp scan. Warps
   // resolve their draws independently; every lane of a warp takes the same branches.
   template <typename View>
-  __device__ void draw(const View& view, uint64_t kept, uint64_t seed, uint64_t step, int64_t* tokens,
-                       int64_t draws) {
+  __device__ void draw(const View& view, uint64_t kept, uint64_t seed, uint64_t step, int64_t* tokens, int64_t draws) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const Segment s = warp_segment(view.vocab, warp);
     const uint64_t start = shared_.segment_start[warp], end = shared_.segment_start[warp + 1];
@@ -342,8 +340,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t row = blockIdx.x;
   const RowPlan plan = plan_row(params, row);
   DeviceBlock block(shared);
-  sample_row(block, RowView<T>(logits + row * stride, vocab, plan), plan, tokens + row * params.draws,
-             params.draws);
+  sample_row(block, RowView<T>(logits + row * stride, vocab, plan), plan, tokens + row * params.draws, params.draws);
 }
 
 }  // namespace sample_gpu

@@ -7,13 +7,13 @@
 // The stages in the order they run (transformers' order), one row each: X(name, Stored, Value, schema type, range).
 // `name` is the op argument and `name##_rows` its per-row tensor, of Stored; the kernels read Value; `range` holds
 // the values the ops accept (ValueRange). Adding a stage: a row here, one in pysample/_stages.py, and its kernels.
-#define PYSAMPLE_WARP_STAGES(X)                             \
+#define PYSAMPLE_WARP_STAGES(X)                           \
   X(temperature, float, double, "float", kPositiveFinite) \
-  X(top_k, int64_t, int64_t, "int", kNonNegative)          \
-  X(top_p, float, double, "float", kUnitInterval)          \
-  X(min_p, float, double, "float", kUnitInterval)          \
-  X(typical_p, float, double, "float", kUnitInterval)      \
-  X(epsilon, float, double, "float", kUnitInterval)        \
+  X(top_k, int64_t, int64_t, "int", kNonNegative)         \
+  X(top_p, float, double, "float", kUnitInterval)         \
+  X(min_p, float, double, "float", kUnitInterval)         \
+  X(typical_p, float, double, "float", kUnitInterval)     \
+  X(epsilon, float, double, "float", kUnitInterval)       \
   X(eta, float, double, "float", kUnitInterval)
 
 // The warper's op arguments after the logits: each stage's per-row tensor and scalar, then the shared ones.
@@ -49,9 +49,7 @@ PYSAMPLE_HD float apply_temperature(float logit, float temperature) {
 // transformers' top-p removes a token when the probability mass at or below it (ascending order) is <= 1 - top_p,
 // the threshold computed in double and compared in float. Seen from the top, a token is kept while the mass of
 // the tokens above it is below `keep_mass = 1 - float(1 - top_p)` (times the softmax normaliser).
-PYSAMPLE_HD double top_p_keep_mass(double top_p) {
-  return 1.0 - static_cast<double>(static_cast<float>(1.0 - top_p));
-}
+PYSAMPLE_HD double top_p_keep_mass(double top_p) { return 1.0 - static_cast<double>(static_cast<float>(1.0 - top_p)); }
 
 // The float probabilities transformers compares in min-p, epsilon and eta: softmax = exp(x - max) * (1 / sum).
 PYSAMPLE_HD float probability(float exp_shifted, float inv_sum) { return exp_shifted * inv_sum; }

@@ -184,8 +184,9 @@ class RowWarper {
     const Softmax sm = softmax_stats();
     if (!sm.defined) return;
     const Totals sums = exp_sums(sm.max);
-    TypicalCut cut{true, sm.max, static_cast<float>(log(sums.sum)),
-                   static_cast<float>(entropy_from_moments(sums.sum, sums.moment)), 0u, 0xFFFFFFFFu};
+    const float log_sum = static_cast<float>(log(sums.sum));
+    const float entropy = static_cast<float>(entropy_from_moments(sums.sum, sums.moment));
+    TypicalCut cut{true, sm.max, log_sum, entropy, 0u, 0xFFFFFFFFu};
     const TypicalOrder order{cut};
     const Selection boundary = select(order, Goal{true, typical_p, true}, false, sm.max);
     // transformers keeps every token when the mass never reaches typical_p.
@@ -220,7 +221,7 @@ class RowWarper {
   double mass_scale_;
   ValueBound bound_{0, 0};  // every key is >= 0: every token
   TypicalCut typical_{false, 0.0f, 0.0f, 0.0f, 0u, 0u};
-  int list_size_ = -1;      // active tokens cached in shared memory, -1 while they are not
+  int list_size_ = -1;  // active tokens cached in shared memory, -1 while they are not
 
   __device__ Token load_row(int32_t i) const {
     const float value = static_cast<float>(row_[i]);
@@ -327,7 +328,8 @@ class RowWarper {
       log_cutoff = static_cast<float>(log(cut) + log(sums.sum));
     }
     const Goal rank{false, static_cast<double>(min_keep), false};
-    const uint32_t protect = min_keep == 1 ? ordered_key(sm.max) : ~select(ValueOrder{vocab_}, rank, false, sm.max).key();
+    const uint32_t protect =
+        min_keep == 1 ? ordered_key(sm.max) : ~select(ValueOrder{vocab_}, rank, false, sm.max).key();
     Totals mine = no_totals();
     for_each_token([&](bool active, const Token& t) {
       if (!active) return;
@@ -427,8 +429,8 @@ __global__ void __launch_bounds__(kThreads)
 // Per-row parameters in `params` point to device memory. T is float or a 16-bit float type convertible to and from
 // float. Returns the launch's error.
 template <typename T>
-cudaError_t launch_warp_logits(const T* in, int64_t in_stride, T* out, int64_t out_stride, int64_t batch,
-                               int64_t vocab, const WarpParams& params, cudaStream_t stream) {
+cudaError_t launch_warp_logits(const T* in, int64_t in_stride, T* out, int64_t out_stride, int64_t batch, int64_t vocab,
+                               const WarpParams& params, cudaStream_t stream) {
   if (batch == 0 || vocab == 0) return cudaSuccess;
   if (batch > std::numeric_limits<int32_t>::max() || vocab > std::numeric_limits<int32_t>::max()) {
     return cudaErrorInvalidValue;
