@@ -27,7 +27,7 @@ def extension():
     # -ffp-contract=off: no fused multiply-add contraction, so every CPU build computes the same bits;
     # -fno-trapping-math lets the compiler vectorize loops with float selects (nothing here reads FP exceptions).
     # -fopenmp: at::parallel_for is an inline OpenMP loop, serial unless the extension itself is built with OpenMP.
-    # -Wno-psabi: the note that 32-byte vector arguments pass differently without AVX (row_kernels.h's lane helpers
+    # -Wno-psabi: the note that 32-byte vector arguments pass differently without AVX (cpu_rows.h's lane helpers
     # are inlined in each clone; no such argument crosses a call).
     cxx_flags = [
         "-O3",

@@ -133,10 +133,10 @@ def make_logits(
 
 
 def crowded_rows(seed: int, vocab: int = 40000) -> torch.Tensor:
-    """Rows whose bulk lies in one distance bin of top-p's histogram (1/16 wide, row_kernels.h), so that its crossing
-    bin holds nearly every token and is split into finer bins: rows 0 and 2 on 16 values 2^-12 apart (thousands of
-    ties each, the boundary among tied tokens), rows 1 and 3 spread by noise of 2^-10 (no ties, some tokens in the
-    bin before)."""
+    """Rows whose bulk lies in one distance bin of top-p's histogram (1/16 wide, distance_histogram.h), so that its
+    crossing bin holds nearly every token and is split into finer bins: rows 0 and 2 on 16 values 2^-12 apart
+    (thousands of ties each, the boundary among tied tokens), rows 1 and 3 spread by noise of 2^-10 (no ties, some
+    tokens in the bin before)."""
     g = torch.Generator().manual_seed(seed)
     x = -1.0 - torch.randint(0, 16, (4, vocab), generator=g).float() * 2.0**-12
     x[1::2] += torch.randn(2, vocab, generator=g) * 2.0**-10
@@ -146,9 +146,9 @@ def crowded_rows(seed: int, vocab: int = 40000) -> torch.Tensor:
 
 def unsampled_mass_rows(seed: int, vocab: int = 40000) -> torch.Tensor:
     """Rows whose mass lies where the CPU kernel's sample of a row mostly does not look (estimate_cuts in
-    row_kernels.h reads the first 16 tokens of every 512 and the largest of each 512): a max at 10, 600 tokens at 7
-    (mass 30 times the max's) away from the sampled runs, the rest near -10; of the 600 only the largest of a block
-    enters the estimate. Rows 1 and 3 spread the 600 by noise of 0.1."""
+    distance_histogram.h reads the first 16 tokens of every 512 and the largest of each 512): a max at 10, 600 tokens
+    at 7 (mass 30 times the max's) away from the sampled runs, the rest near -10; of the 600 only the largest of a
+    block enters the estimate. Rows 1 and 3 spread the 600 by noise of 0.1."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(4, vocab, generator=g) - 10.0
     unsampled = torch.arange(vocab) % 512 >= 16

@@ -63,7 +63,7 @@ __attribute__((target("avx512f"))) inline int64_t block_range_avx512(const float
   return i;
 }
 
-// ---- row_kernels.h's loops ----------------------------------------------------------------------------------
+// ---- the loops of distance_histogram.h and row_scratch.h --------------------------------------------------
 
 // distance_of on 16 lanes with AVX-512 (the same operations: the same bits).
 __attribute__((target("avx512f"))) inline __m512 distance16(__m512 v, const DistanceBins& d) {

@@ -13,14 +13,11 @@
 #include <cstring>
 #include <limits>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
 #include "../common_args.h"
 #include "avx512_loops.h"
 #include "pysample/common.h"
 #include "row_types.h"
+#include "streaming_copy.h"
 
 // Hot loops are cloned per instruction set (SSE2 / AVX2 with FMA / AVX-512), the clone picked at load time. (The
 // SSE2 clone calls libm for exp_nonpos's fused multiply-adds: correct, and slow.)
@@ -148,25 +145,10 @@ struct NoScratch {
 // memcpy does the same for large copies). Smaller outputs stay in the cache for whatever reads them next.
 constexpr int64_t kStreamingBytes = int64_t{16} << 20;
 
-// Copies `bytes` bytes from `in` to `out` (not overlapping), through streaming stores when `stream`. The stores are
-// fenced before it returns, so that later ordinary stores and other threads see them in order.
+// Copies `bytes` bytes from `in` to `out` (not overlapping), through streaming stores when `stream` (and the CPU
+// has them: streaming_copy.h).
 inline void copy_bytes(const void* in, void* out, int64_t bytes, bool stream) {
-#if defined(__x86_64__)
-  if (stream) {
-    auto* dst = static_cast<char*>(out);
-    const auto* src = static_cast<const char*>(in);
-    const int64_t head = std::min<int64_t>(bytes, (16 - reinterpret_cast<uintptr_t>(dst) % 16) % 16);
-    std::memcpy(dst, src, head);
-    int64_t i = head;
-    for (; i + 16 <= bytes; i += 16) {
-      const __m128i chunk = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
-      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), chunk);
-    }
-    std::memcpy(dst + i, src + i, bytes - i);
-    _mm_sfence();
-    return;
-  }
-#endif
+  if (stream && stream_copy(in, out, bytes)) return;
   std::memcpy(out, in, bytes);
 }
 

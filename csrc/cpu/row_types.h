@@ -1,6 +1,6 @@
 // The types and constants that the CPU kernels' loops over a row share, the portable ones (cpu_rows.h,
-// row_kernels.h, the kernels' files) and those written for AVX-512 (avx512_loops.h), which take them as arguments.
-// Included through cpu_rows.h, in an anonymous namespace.
+// distance_histogram.h, row_scratch.h, top_k.h, the kernels' files) and those written for AVX-512 (avx512_loops.h),
+// which take them as arguments. Included through cpu_rows.h, in an anonymous namespace.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +12,14 @@ namespace {
 constexpr int kLanes = 16;  // float accumulators of a sum loop, so that it vectorizes
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-// ---- histograms of mass by distance (row_kernels.h) ---------------------------------------------------------
+// ---- top-k (top_k.h) ----------------------------------------------------------------------------------------
+
+// The row seen as blocks of kBlock consecutive tokens: a lower bound for the k-th largest value is the k-th largest
+// block maximum, since k blocks hold a value that large. Contiguous blocks keep the later visit of the few blocks
+// that can hold the k largest a sequential read (strided columns would touch a cache line, and a page, per token).
+constexpr int64_t kBlock = 128;
+
+// ---- histograms of mass by distance (distance_histogram.h) ---------------------------------------------------------
 
 // The bins of top-p's and typical decoding's histograms of mass by distance: 1/16 of a unit each, the last (past
 // 104) holding every farther token.
@@ -29,7 +36,7 @@ struct DistanceBins {
   static DistanceBins typical(float max, float log_sum, float entropy) { return {max, log_sum, entropy, true}; }
 };
 
-// ---- the tokens near a crossing (row_kernels.h) -------------------------------------------------------------
+// ---- the tokens near a crossing (distance_histogram.h) ------------------------------------------------------
 
 // The cuts past an estimate of a crossing at which a pass measures the mass, and the tokens it goes through at once.
 constexpr int kCuts = 4;

@@ -1,13 +1,16 @@
 // CPU kernel of pysample.sample; the rules are in pysample/sample.h, shared with the CUDA kernel. Rows run in
-// parallel. Within a row: the scaled logits, top-k through the warper's candidate gathering (row_kernels.h), or on
-// the whole row top-p's gathering of the tokens near its crossing (row_kernels.h); top-p over the fixed-point
+// parallel. Within a row: the scaled logits, top-k through the warper's candidate gathering (top_k.h), or on
+// the whole row top-p's gathering of the tokens near its crossing (distance_histogram.h); top-p over the fixed-point
 // weights of those candidates (a histogram of weight by distance from the max finds the bin where the boundary lies,
 // and only the tokens of its finer bin are put in order: split_crossing_bin), min-p, then each draw a walk along the
 // running weight of the kept tokens in token order. No sort of the vocabulary and no softmax written out.
 #include <torch/library.h>
 
 #include "../sample_args.h"
-#include "row_kernels.h"
+#include "distance_histogram.h"
+#include "row_scratch.h"
+#include "selection.h"
+#include "top_k.h"
 
 namespace pysample {
 namespace {
@@ -19,7 +22,7 @@ PYSAMPLE_CPU_CLONES uint64_t sample_weights(const float* x, int64_t n, float max
   return total;
 }
 
-// mass[b] = sum of w[j] over the tokens in top-p's distance bin b (distance max - x, row_kernels.h), b <=
+// mass[b] = sum of w[j] over the tokens in top-p's distance bin b (distance max - x, distance_histogram.h), b <=
 // kDistanceBins. Two interleaved histograms so that consecutive adds to one bin do not wait on each other.
 PYSAMPLE_CPU_CLONES void weight_histogram(const float* x, const uint64_t* w, int64_t n, DistanceBins bins,
                                           uint64_t* mass) {
@@ -194,8 +197,8 @@ void sample_candidates(const Active& a, uint64_t total, float max, double top_p,
 }
 
 // Top-p on the whole row: every kept token lies within the smallest cut past an estimate of its crossing whose
-// weight reaches top_p of the row's total (row_kernels.h), or every token when none does; those tokens are gathered,
-// in token order, and sampled among as candidates.
+// weight reaches top_p of the row's total (distance_histogram.h), or every token when none does; those tokens are
+// gathered, in token order, and sampled among as candidates.
 void sample_top_p(const float* y, int64_t vocab, float max, double top_p, double min_p_scale, const SampleParams& p,
                   int64_t row, SampleScratch& ss, int64_t* tokens) {
   const DistanceBins bins = DistanceBins::from_max(max);

@@ -2,11 +2,14 @@
 // the ones earlier stages kept, and after a stage removes tokens the survivors are compacted so that later stages
 // only touch them (after top-k, top-p and min-p cost nothing). Selections (the k-th value, the top-p and typical
 // boundaries) use histograms of mass by distance and radix select over order-preserving float keys: no sort of the
-// vocabulary (row_kernels.h). Design: docs/design.md#the-warper-on-the-cpu.
+// vocabulary (distance_histogram.h, selection.h, top_k.h). Design: docs/design.md#the-warper-on-the-cpu.
 #include <torch/library.h>
 
 #include "../warp_args.h"
-#include "row_kernels.h"
+#include "distance_histogram.h"
+#include "row_scratch.h"
+#include "selection.h"
+#include "top_k.h"
 
 namespace pysample {
 namespace {
