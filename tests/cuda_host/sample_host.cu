@@ -21,6 +21,7 @@ namespace {
 
 using namespace pysample;
 using namespace pysample::sample_gpu;
+using pysample::row_select::kNoDigit;
 
 class HostBlock {
  public:

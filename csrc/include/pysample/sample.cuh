@@ -24,7 +24,6 @@ using row_select::Goal;
 using row_select::kDigits;
 using row_select::kFullWarp;
 using row_select::kInf;
-using row_select::kNoDigit;
 using row_select::kThreads;
 using row_select::Selection;
 using row_select::Token;
