@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "cpu_rows.h"
 #include "pysample/stages.h"
@@ -70,6 +71,47 @@ PYSAMPLE_CPU_CLONES int64_t mark_bins_before(const float* x, int64_t n, Distance
     count += bin == crossing;
   }
   return count;
+}
+
+// Distance histograms go through chunks of kHistogramChunk tokens: each token's bin is computed on vector lanes
+// into an array, then its weight added to one of two interleaved histograms (in L1), so that consecutive adds to one
+// bin do not wait on each other. Double or integer masses: a bin can hold thousands of tokens whose float sum would
+// drift past the accuracy the boundary needs.
+constexpr int64_t kHistogramChunk = 256;
+
+// mass[b] = sum of w[i] over the tokens i in distance bin b < kDistanceBins (Weight float or the sampler's fixed-point
+// weights, Mass double or integer).
+template <typename Weight, typename Mass>
+PYSAMPLE_CPU_CLONES void distance_histogram(const float* x, const Weight* w, int64_t n, DistanceBins bins, Mass* mass) {
+  Mass h[2][kDistanceBins + 1] = {};
+  int32_t bin[kHistogramChunk];
+  for (int64_t begin = 0; begin < n; begin += kHistogramChunk) {
+    const int64_t len = std::min(kHistogramChunk, n - begin);
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+      Floats8 v;
+      std::memcpy(&v, x + begin + i, sizeof v);
+      const Ints8 b = bin_of(distance_of(v, bins));
+      std::memcpy(bin + i, &b, sizeof b);
+    }
+    for (; i < len; ++i) bin[i] = bin_of(distance_of(x[begin + i], bins));
+    const Weight* weight = w + begin;
+    for (i = 0; i + 2 <= len; i += 2) h[0][bin[i]] += weight[i], h[1][bin[i + 1]] += weight[i + 1];
+    if (i < len) h[0][bin[i]] += weight[i];
+  }
+  for (int b = 0; b < kDistanceBins; ++b) mass[b] = h[0][b] + h[1][b];
+}
+
+// The bin in which the running mass first reaches `goal`, with the mass of the bins before it in `before`; -1 when
+// it never does (rounding), `before` then holding the mass of every bin.
+template <typename Mass>
+int32_t crossing_bin(const Mass* mass, double goal, Mass* before) {
+  *before = 0;
+  for (int32_t b = 0; b < kDistanceBins; ++b) {
+    if (mass[b] > 0 && static_cast<double>(*before + mass[b]) >= goal) return b;
+    *before += mass[b];
+  }
+  return -1;
 }
 
 // A crossing bin can hold thousands of tokens (a 16th of a unit of a flat row's bulk), too many to put in order one
@@ -177,6 +219,38 @@ template <typename Distance>
   const float max = bins.max, a = bins.a, b = bins.b;
   if (bins.centered) return add_within_cuts(x, e, n, [=](float v) { return typical_distance(v, max, a, b); }, m, sum);
   add_within_cuts(x, e, n, [=](float v) { return max - v; }, m, sum);
+}
+
+struct NoChunkVisitor {
+  void operator()(const float*, int64_t) const {}
+};
+
+// The total weight (double) and the weight within each cut of m, of the n tokens x: w[i], or exp(x[i] - max) when w
+// is null (not stored: the tokens that go on are few, and a row's weights would push the row out of the L2 cache),
+// prefetching `ahead` as this pass of exps goes. visit(e, len), when given, sees each chunk's weights (the sampler
+// sums its fixed-point weights from them) and the loop stays portable.
+template <typename ChunkVisitor = NoChunkVisitor>
+PYSAMPLE_CPU_CLONES double weigh_within_cuts(const float* x, const float* w, int64_t n, DistanceBins bins, CutMasses& m,
+                                             const Ahead& ahead, ChunkVisitor visit = {}) {
+  double sum[kLanes] = {};
+  int64_t begin = 0;
+  if (std::is_same_v<ChunkVisitor, NoChunkVisitor> && use_avx512()) {
+    begin = weigh_within_cuts_avx512(x, w, n, bins, m, sum, ahead);
+  }
+  float chunk[kCutChunk];
+  for (; begin < n; begin += kCutChunk) {
+    const int64_t len = std::min(kCutChunk, n - begin);
+    if (w == nullptr) {
+      ahead.prefetch(begin, begin + len);
+      exps(x + begin, len, bins.max, chunk);
+    }
+    const float* e = w != nullptr ? w + begin : chunk;
+    add_within_cuts(x + begin, e, len, bins, m, sum);
+    visit(e, len);
+  }
+  double total = 0;
+  for (int l = 0; l < kLanes; ++l) total += sum[l];
+  return total;
 }
 
 // The cuts past an estimate of the distance within which the mass reaches `fraction` of the total, from a sample of

@@ -22,24 +22,6 @@ PYSAMPLE_CPU_CLONES uint64_t sample_weights(const float* x, int64_t n, float max
   return total;
 }
 
-// mass[b] = sum of w[j] over the tokens in top-p's distance bin b (distance max - x, distance_histogram.h), b <=
-// kDistanceBins. Two interleaved histograms so that consecutive adds to one bin do not wait on each other.
-PYSAMPLE_CPU_CLONES void weight_histogram(const float* x, const uint64_t* w, int64_t n, DistanceBins bins,
-                                          uint64_t* mass) {
-  uint64_t h[2][kDistanceBins + 1] = {};
-  int32_t bin[8];
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    Floats8 v;
-    std::memcpy(&v, x + j, sizeof v);
-    const Ints8 b = bin_of(distance_of(v, bins));
-    std::memcpy(bin, &b, sizeof b);
-    for (int l = 0; l < 8; l += 2) h[0][bin[l]] += w[j + l], h[1][bin[l + 1]] += w[j + l + 1];
-  }
-  for (; j < n; ++j) h[0][bin_of(distance_of(x[j], bins))] += w[j];
-  for (int b = 0; b <= kDistanceBins; ++b) mass[b] = h[0][b] + h[1][b];
-}
-
 // Sum of w[j] over the kept j.
 PYSAMPLE_CPU_CLONES uint64_t kept_weight(const uint64_t* w, const uint8_t* keep, int64_t n) {
   uint64_t total = 0;
@@ -47,65 +29,43 @@ PYSAMPLE_CPU_CLONES uint64_t kept_weight(const uint64_t* w, const uint8_t* keep,
   return total;
 }
 
-// The weights (sample_weight) of up to kChunk tokens, as doubles (integers below 2^41, exact), and their exps. Plain
-// loops over arrays, one quantity at a time, which the compiler vectorizes (exp_nonpos included).
+// w[i] = sample_weight of the token whose exp is e[i], as a double (an integer below 2^41, exact). A plain loop, which
+// the compiler vectorizes.
 constexpr int64_t kChunk = kCutChunk;
 
-struct ChunkWeights {
-  float e[kChunk];
-  double w[kChunk];
-};
-
-inline void chunk_weights(const float* x, int64_t n, float max, ChunkWeights& c) {
-  exps(x, n, max, c.e);
+inline void fixed_point_weights(const float* e, int64_t n, double* w) {
   for (int64_t i = 0; i < n; ++i) {
-    c.w[i] = (static_cast<double>(c.e[i]) * kWeightScale + kRoundingShift) - kRoundingShift;  // sample_weight
+    w[i] = (static_cast<double>(e[i]) * kWeightScale + kRoundingShift) - kRoundingShift;  // sample_weight
   }
+}
+
+// The sum of up to kChunk fixed_point_weights: exact in double whatever the order, so summed on double lanes.
+template <typename Keep>
+[[gnu::always_inline]] inline uint64_t sum_of(const double* w, int64_t n, Keep keep) {
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) acc[l] += keep(w[i + l]) ? w[i + l] : 0.0;
+  }
+  for (; i < n; ++i) acc[0] += keep(w[i]) ? w[i] : 0.0;
+  double sum = 0;
+  for (int l = 0; l < kLanes; ++l) sum += acc[l];
+  return static_cast<uint64_t>(sum);
 }
 
 // sums[c] = sum of the weights of the tokens of chunk c (kChunk tokens) that are at least min_p_scale = min_p *
-// kWeightScale (min_p_keeps). Sums of up to 2^11 weights are exact in double whatever the order, so a chunk is summed
-// on double lanes (vectorized). Prefetches `ahead` as it goes.
+// kWeightScale (min_p_keeps). Prefetches `ahead` as it goes.
 PYSAMPLE_CPU_CLONES void kept_chunk_weights(const float* x, int64_t n, float max, double min_p_scale, uint64_t* sums,
                                             const Ahead& ahead) {
-  ChunkWeights c;
+  float e[kChunk];
+  double w[kChunk];
   for (int64_t begin = 0; begin < n; begin += kChunk) {
     const int64_t len = std::min(kChunk, n - begin);
     ahead.prefetch(begin, begin + len);
-    chunk_weights(x + begin, len, max, c);
-    double acc[kLanes] = {};
-    int64_t i = 0;
-    for (; i + kLanes <= len; i += kLanes) {
-      for (int l = 0; l < kLanes; ++l) acc[l] += c.w[i + l] >= min_p_scale ? c.w[i + l] : 0.0;
-    }
-    for (; i < len; ++i) acc[0] += c.w[i] >= min_p_scale ? c.w[i] : 0.0;
-    double sum = 0;
-    for (int l = 0; l < kLanes; ++l) sum += acc[l];
-    sums[begin / kChunk] = static_cast<uint64_t>(sum);
+    exps(x + begin, len, max, e);
+    fixed_point_weights(e, len, w);
+    sums[begin / kChunk] = sum_of(w, len, [=](double weight) { return weight >= min_p_scale; });
   }
-}
-
-// The total weight of the row x (exact) and, in m, the mass within each cut of the tokens' exps (see CutMasses).
-// Prefetches `ahead` as it goes.
-PYSAMPLE_CPU_CLONES uint64_t weigh_within_cuts(const float* x, int64_t n, DistanceBins bins, CutMasses& m,
-                                               const Ahead& ahead) {
-  ChunkWeights c;
-  uint64_t total = 0;
-  for (int64_t begin = 0; begin < n; begin += kChunk) {
-    const int64_t len = std::min(kChunk, n - begin);
-    ahead.prefetch(begin, begin + len);
-    chunk_weights(x + begin, len, bins.max, c);
-    double acc[kLanes] = {}, rest = 0;
-    int64_t i = 0;
-    for (; i + kLanes <= len; i += kLanes) {
-      for (int l = 0; l < kLanes; ++l) acc[l] += c.w[i + l];
-    }
-    for (; i < len; ++i) rest += c.w[i];
-    for (int l = 0; l < kLanes; ++l) rest += acc[l];
-    total += static_cast<uint64_t>(rest);
-    add_within_cuts(x + begin, c.e, len, bins, m, nullptr);
-  }
-  return total;
 }
 
 struct SampleScratch {
@@ -130,12 +90,12 @@ struct SampleScratch {
 void top_p_marks(const Active& a, const uint64_t* weight, uint64_t total, float max, double top_p, SampleScratch& ss) {
   Scratch& s = ss.row;
   const DistanceBins bins = DistanceBins::from_max(max);
-  uint64_t mass[kDistanceBins + 1];
-  weight_histogram(a.value, weight, a.n, bins, mass);
+  uint64_t mass[kDistanceBins];
+  distance_histogram(a.value, weight, a.n, bins, mass);
   const double goal = top_p * static_cast<double>(total);
-  uint64_t before = 0;
-  int32_t crossing = 0;
-  while (crossing < kDistanceBins && static_cast<double>(before + mass[crossing]) < goal) before += mass[crossing++];
+  uint64_t before;
+  int32_t crossing = crossing_bin(mass, goal, &before);
+  if (crossing < 0) crossing = kDistanceBins;  // the far tokens' bin, past the others
   uint8_t* keep = s.keep.data();
   int32_t* members = s.members.data();
   float* values = s.member_values.data();
@@ -203,7 +163,12 @@ void sample_top_p(const float* y, int64_t vocab, float max, double top_p, double
                   int64_t row, SampleScratch& ss, int64_t* tokens) {
   const DistanceBins bins = DistanceBins::from_max(max);
   CutMasses m = estimate_cuts(y, nullptr, vocab, ss.row.block_values.data(), bins, top_p);
-  const uint64_t total = weigh_within_cuts(y, vocab, bins, m, std::exchange(ss.row.ahead, {}));
+  uint64_t total = 0;
+  weigh_within_cuts(y, nullptr, vocab, bins, m, std::exchange(ss.row.ahead, {}), [&](const float* e, int64_t len) {
+    double w[kChunk];
+    fixed_point_weights(e, len, w);
+    total += sum_of(w, len, [](double) { return true; });
+  });
   // The cuts sum exps; a weight is its exp times kWeightScale within 1/2.
   const double goal = (top_p * static_cast<double>(total) + 0.5 * static_cast<double>(vocab)) / kWeightScale;
   const int c = cut_reaching(m, goal, cut_mass_error(vocab), vocab);

@@ -2,7 +2,8 @@
 // the ones earlier stages kept, and after a stage removes tokens the survivors are compacted so that later stages
 // only touch them (after top-k, top-p and min-p cost nothing). Selections (the k-th value, the top-p and typical
 // boundaries) use histograms of mass by distance and radix select over order-preserving float keys: no sort of the
-// vocabulary (distance_histogram.h, selection.h, top_k.h). Design: docs/design.md#the-warper-on-the-cpu.
+// vocabulary (distance_histogram.h, selection.h, top_k.h). The file reads in stage order, each stage after the
+// machinery it shares with others; warp_row at the end. Design: docs/design.md#the-warper-on-the-cpu.
 #include <torch/library.h>
 
 #include "../warp_args.h"
@@ -14,7 +15,7 @@
 namespace pysample {
 namespace {
 
-// ---- the warper's loops ----------------------------------------------------------------------------------
+// ---- softmax statistics -------------------------------------------------------------------------------------------
 
 // acc[l] += e[i] and mom[l] += e[i] * (x[i] - max) (0 for a -inf logit) over the tokens i = l mod kLanes of whole
 // groups of kLanes; returns how many tokens it did. GCC vector types: beside other loops the compiler does not
@@ -67,101 +68,40 @@ void exp_shifted(const float* x, int64_t n, float max, float* e, double* sum, do
   for (int l = 0; l < kLanes; ++l) *sum += acc[l], *moment += mom[l];
 }
 
-// out[i] = fill: a whole row of removed tokens, before the few kept ones are written back.
-template <typename scalar_t>
-PYSAMPLE_CPU_CLONES void fill_row(scalar_t* out, int64_t n, scalar_t fill) {
-  std::fill(out, out + n, fill);
+// The next row to prefetch during a pass of exps over `a`: taken by the first such pass over a whole row (a pass
+// over few tokens would prefetch the next row all at once).
+Ahead ahead_of(const Active& a, Scratch& s) { return a.index == nullptr ? std::exchange(s.ahead, {}) : Ahead{}; }
+
+// Softmax statistics of the active tokens: whether the softmax is defined (no NaN, finite max), max, min, the sum
+// of exp(x - max) and its moment (see exp_shifted), with exp(x - max) per token in `scratch.weight`.
+struct Softmax {
+  bool defined;
+  float max, min;
+  double sum, moment;
+};
+
+Softmax softmax_stats(const Active& a, Scratch& s) {
+  Softmax sm{};
+  bool has_nan;
+  value_range(a.value, a.n, &sm.max, &sm.min, &has_nan, s.block_values.data());
+  // transformers' softmax is NaN for the whole row when a value is NaN or the max is +-inf: its filters keep all.
+  sm.defined = !has_nan && std::isfinite(sm.max);
+  if (sm.defined) exp_shifted(a.value, a.n, sm.max, s.weight.data(), &sm.sum, &sm.moment, ahead_of(a, s));
+  return sm;
 }
 
-// y[i] = x[i] / temperature (float32 logits; half types round in their own loop).
-PYSAMPLE_CPU_CLONES void divide(const float* x, int64_t n, float temperature, float* y) {
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] / temperature;
+// log(sum) and the entropy of the active tokens' softmax, from one pass of exp.
+struct Entropy {
+  double log_sum, entropy;
+};
+
+Entropy softmax_entropy(const Active& a, float max) {
+  double sum, moment;
+  exp_shifted(a.value, a.n, max, nullptr, &sum, &moment, Ahead{});
+  return {std::log(sum), entropy_from_moments(sum, moment)};
 }
 
-// Distance histograms go through chunks of kHistogramChunk tokens: each token's bin is computed on vector lanes
-// into an array, then its weight added to one of two interleaved double histograms (27 KB, in L1), so that
-// consecutive adds to one bin do not wait on each other. Reading the bins back is cheaper than taking each lane out
-// of a vector register. Double, since a bin can hold thousands of tokens whose float sum would drift past the
-// accuracy the boundary needs.
-constexpr int64_t kHistogramChunk = 256;
-
-// mass[b] = sum of w[i] over the tokens i in distance bin b < kDistanceBins.
-PYSAMPLE_CPU_CLONES void distance_histogram(const float* x, const float* w, int64_t n, DistanceBins bins,
-                                            double* mass) {
-  double h[2][kDistanceBins + 1] = {};
-  int32_t bin[kHistogramChunk];
-  for (int64_t begin = 0; begin < n; begin += kHistogramChunk) {
-    const int64_t len = std::min(kHistogramChunk, n - begin);
-    int64_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-      Floats8 v;
-      std::memcpy(&v, x + begin + i, sizeof v);
-      const Ints8 b = bin_of(distance_of(v, bins));
-      std::memcpy(bin + i, &b, sizeof b);
-    }
-    for (; i < len; ++i) bin[i] = bin_of(distance_of(x[begin + i], bins));
-    const float* weight = w + begin;
-    for (i = 0; i + 2 <= len; i += 2) h[0][bin[i]] += weight[i], h[1][bin[i + 1]] += weight[i + 1];
-    if (i < len) h[0][bin[i]] += weight[i];
-  }
-  for (int b = 0; b < kDistanceBins; ++b) mass[b] = h[0][b] + h[1][b];
-}
-
-// The bin in which the running mass first reaches `goal`, with the mass of the bins before it in `before`; -1 when
-// it never does (rounding).
-int32_t crossing_bin(const double* mass, double goal, double* before) {
-  *before = 0;
-  for (int32_t b = 0; b < kDistanceBins; ++b) {
-    if (mass[b] > 0 && *before + mass[b] >= goal) return b;
-    *before += mass[b];
-  }
-  return -1;
-}
-
-// The total weight (double) and the weight within each cut of m, of the n tokens x: w[i], or exp(x[i] - max) when w
-// is null (not stored: the tokens that go on are few, and a row's weights would push the row out of the L2 cache),
-// prefetching `ahead` as this pass of exps goes.
-PYSAMPLE_CPU_CLONES void weigh_within_cuts(const float* x, const float* w, int64_t n, DistanceBins bins, CutMasses& m,
-                                           double* total, const Ahead& ahead) {
-  double sum[kLanes] = {};
-  int64_t begin = 0;
-  if (use_avx512()) begin = weigh_within_cuts_avx512(x, w, n, bins, m, sum, ahead);
-  float chunk[kCutChunk];
-  for (; begin < n; begin += kCutChunk) {
-    const int64_t len = std::min(kCutChunk, n - begin);
-    if (w == nullptr) {
-      ahead.prefetch(begin, begin + len);
-      exps(x + begin, len, bins.max, chunk);
-    }
-    add_within_cuts(x + begin, w != nullptr ? w + begin : chunk, len, bins, m, sum);
-  }
-  *total = 0;
-  for (int l = 0; l < kLanes; ++l) *total += sum[l];
-}
-
-// The weights exp(x - max) of a stage's tokens, for find_crossing and near_crossing: in scratch.weight already
-// (stored by softmax_stats), or to be computed.
-enum class Weights { kStored, kComputeExps };
-
-// The tokens of `a` within the smallest cut of m whose mass reaches `goal`, if it holds at least min_keep of them:
-// gathered into scratch.value / scratch.index, with their weights exp(x - max) in scratch.weight (recomputed: cheaper
-// for the few gathered tokens than gathering stored ones). Otherwise `a` itself, its weights in scratch.weight: there
-// already with Weights::kStored, else computed here.
-Active near_crossing(const Active& a, DistanceBins bins, const CutMasses& m, double goal, int64_t min_keep,
-                     Weights weights, Scratch& s) {
-  const int c = cut_reaching(m, goal, cut_mass_error(a.n), a.n);
-  if (c < kCuts && a.n > static_cast<int64_t>(kSortDirectly)) {
-    const int64_t n = gather_within(a.value, a.index, a.n, bins, m.cut[c], s.spare_value.data(), s.spare_index.data());
-    if (n >= min_keep) {
-      std::swap(s.value, s.spare_value);
-      std::swap(s.index, s.spare_index);
-      exps(s.value.data(), n, bins.max, s.weight.data());
-      return {s.value.data(), s.index.data(), n};
-    }
-  }
-  if (weights == Weights::kComputeExps) exps(a.value, a.n, bins.max, s.weight.data());
-  return a;
-}
+// ---- keeping the first tokens of an order -------------------------------------------------------------------------
 
 // The order of (value, token) in which a stage keeps tokens from the first: top-p's descending values, typical
 // decoding's ascending distances.
@@ -184,57 +124,10 @@ PYSAMPLE_CPU_CLONES void mark_up_to(const float* v, const int32_t* index, int64_
   }
 }
 
-// marks[j] = whether x[j] - max >= cut (the token's probability relative to the top one reaches the cut-off) or
-// x[j] >= protect; returns whether an unprotected token has lo <= x[j] - max < hi. No NaN here.
-PYSAMPLE_CPU_CLONES bool mark_probable(const float* x, int64_t n, float max, float cut, float lo, float hi,
-                                       float protect, uint8_t* marks) {
-  int32_t borderline = 0;  // an OR rather than a count: it stays in 32-bit lanes with the float compares
-  for (int64_t j = 0; j < n; ++j) {
-    const float d = x[j] - max;
-    const bool protected_token = x[j] >= protect;
-    marks[j] = (d >= cut) | protected_token;
-    borderline |= (d >= lo) & (d < hi) & !protected_token;
-  }
-  return borderline != 0;
-}
-
-// marks[j] = whether p[j] is not below threshold (as transformers compares: !(p < threshold)) or x[j] >= protect.
-PYSAMPLE_CPU_CLONES void mark_not_below(const float* p, const float* x, int64_t n, float threshold, float protect,
-                                        uint8_t* marks) {
-  for (int64_t j = 0; j < n; ++j) marks[j] = !(p[j] < threshold) | (x[j] >= protect);
-}
-
 PYSAMPLE_CPU_CLONES int64_t count_marked(const uint8_t* marks, int64_t n) {
   int64_t count = 0;
   for (int64_t j = 0; j < n; ++j) count += marks[j];
   return count;
-}
-
-// out[j] = marks[j] ? y[j] : fill, for float32 output.
-PYSAMPLE_CPU_CLONES void write_marked(const float* y, const uint8_t* marks, int64_t n, float fill, float* out) {
-  for (int64_t j = 0; j < n; ++j) out[j] = marks[j] ? y[j] : fill;
-}
-
-// The next row to prefetch during a pass of exps over `a`: taken by the first such pass over a whole row (a pass
-// over few tokens would prefetch the next row all at once).
-Ahead ahead_of(const Active& a, Scratch& s) { return a.index == nullptr ? std::exchange(s.ahead, {}) : Ahead{}; }
-
-// Softmax statistics of the active tokens: whether the softmax is defined (no NaN, finite max), max, min, the sum
-// of exp(x - max) and its moment (see exp_shifted), with exp(x - max) per token in `scratch.weight`.
-struct Softmax {
-  bool defined;
-  float max, min;
-  double sum, moment;
-};
-
-Softmax softmax_stats(const Active& a, Scratch& s) {
-  Softmax sm{};
-  bool has_nan;
-  value_range(a.value, a.n, &sm.max, &sm.min, &has_nan, s.block_values.data());
-  // transformers' softmax is NaN for the whole row when a value is NaN or the max is +-inf: its filters keep all.
-  sm.defined = !has_nan && std::isfinite(sm.max);
-  if (sm.defined) exp_shifted(a.value, a.n, sm.max, s.weight.data(), &sm.sum, &sm.moment, ahead_of(a, s));
-  return sm;
 }
 
 // Whether scratch.keep marks the tokens a stage keeps so far (up to its boundary), or none is marked yet.
@@ -271,6 +164,32 @@ Active keep_up_to(const Active& a, Scratch& s, KeptAs kept_as, const float* v, O
     mark_up_to(v, a.index, a.n, order, boundary.elem.value, boundary.elem.tie ^ flip, s.keep.data());
   }
   return keep_at_least(a, s, kept_as, v, order, boundary.found ? Marked::kKeptTokens : Marked::kNoneYet, min_keep);
+}
+
+// ---- where the running mass reaches a goal (top-p, typical decoding) ----------------------------------------------
+
+// The weights exp(x - max) of a stage's tokens, for find_crossing and near_crossing: in scratch.weight already
+// (stored by softmax_stats), or to be computed.
+enum class Weights { kStored, kComputeExps };
+
+// The tokens of `a` within the smallest cut of m whose mass reaches `goal`, if it holds at least min_keep of them:
+// gathered into scratch.value / scratch.index, with their weights exp(x - max) in scratch.weight (recomputed: cheaper
+// for the few gathered tokens than gathering stored ones). Otherwise `a` itself, its weights in scratch.weight: there
+// already with Weights::kStored, else computed here.
+Active near_crossing(const Active& a, DistanceBins bins, const CutMasses& m, double goal, int64_t min_keep,
+                     Weights weights, Scratch& s) {
+  const int c = cut_reaching(m, goal, cut_mass_error(a.n), a.n);
+  if (c < kCuts && a.n > static_cast<int64_t>(kSortDirectly)) {
+    const int64_t n = gather_within(a.value, a.index, a.n, bins, m.cut[c], s.spare_value.data(), s.spare_index.data());
+    if (n >= min_keep) {
+      std::swap(s.value, s.spare_value);
+      std::swap(s.index, s.spare_index);
+      exps(s.value.data(), n, bins.max, s.weight.data());
+      return {s.value.data(), s.index.data(), n};
+    }
+  }
+  if (weights == Weights::kComputeExps) exps(a.value, a.n, bins.max, s.weight.data());
+  return a;
 }
 
 // Where the running mass of a stage's tokens, in order of distance, reaches its goal (find_crossing).
@@ -311,13 +230,47 @@ Crossing find_crossing(const Active& a, const DistanceBins& bins, double fractio
   const bool compute = weights == Weights::kComputeExps;
   const float* stored = compute ? nullptr : s.weight.data();
   CutMasses m = estimate_cuts(a.value, stored, a.n, s.block_values.data(), bins, fraction);
-  double total;
-  weigh_within_cuts(a.value, stored, a.n, bins, m, &total, compute ? ahead_of(a, s) : Ahead{});
+  const double total = weigh_within_cuts(a.value, stored, a.n, bins, m, compute ? ahead_of(a, s) : Ahead{});
   Crossing x{near_crossing(a, bins, m, fraction * total, min_keep, weights, s), nullptr, -1, fraction * total, 0};
   x.w = s.weight.data();
   x.members = crossing_members(x.a, x.w, bins, x.goal, s, &x.before);
   return x;
 }
+
+// ---- top-k on float64 rows ----------------------------------------------------------------------------------------
+
+// The k-th largest of `values` (1 <= k <= size), which it reorders.
+double kth_largest_of(std::vector<double>& values, int64_t k) {
+  std::nth_element(values.begin(), values.begin() + (k - 1), values.end(), std::greater<>());
+  return values[k - 1];
+}
+
+// Top-k on a float64 row: the stage on its values rounded to float32 keeps every token at least the exact k-th
+// largest (rounding is monotone) and the others that round to the same float32 as it; those are decided on their
+// exact values.
+Active exact_top_k(const Active& a, int64_t k, const double* exact, Scratch& s, KeptAs kept_as) {
+  if (k <= 0 || k >= a.n) return a;
+  const Active kept = top_k_stage(a, k, s, KeptAs::kCompacted);
+  float bottom = kInf;
+  for (int64_t j = 0; j < kept.n; ++j) bottom = kept.value[j] < bottom ? kept.value[j] : bottom;
+  if (!(bottom > -kInf)) return kept;  // nothing is below a -inf k-th value
+  int64_t above = 0;  // NaN included: the largest, as torch.topk
+  s.exact_tied.clear();
+  for (int64_t j = 0; j < kept.n; ++j) {
+    if (kept.value[j] == bottom) {
+      s.exact_tied.push_back(exact[kept.token(j)]);
+    } else {
+      ++above;
+    }
+  }
+  const int64_t rank = k - above;  // of the exact k-th largest among the tied
+  if (rank <= 0 || rank >= static_cast<int64_t>(s.exact_tied.size())) return kept;
+  const double kth = kth_largest_of(s.exact_tied, rank);
+  for (int64_t j = 0; j < kept.n; ++j) s.keep[j] = kept.value[j] != bottom || exact[kept.token(j)] >= kth;
+  return narrow(kept, s, kept_as);
+}
+
+// ---- top-p --------------------------------------------------------------------------------------------------------
 
 // Narrows `a` to the tokens top-p keeps: in descending (value, token) order, those up to the first at which the mass
 // up to it reaches keep_fraction of the total, and at least min_keep. Returns `a` when rounding kept the mass from
@@ -364,6 +317,8 @@ Active top_p_stage(const Active& a, double top_p, int64_t min_keep, float zero_p
   return keep_up_to(a, s, kept_as, a.value, Order::kDescending, boundary, min_keep);
 }
 
+// ---- min-p, epsilon and eta ---------------------------------------------------------------------------------------
+
 // The cut-off of min-p, epsilon and eta: keep a token when x - max >= log_cutoff = log(cutoff / p_top). Within `band`
 // of it (log space) the kernel's rounding may decide a token differently from transformers, so a row with a token
 // there is decided by torch's softmax (mark_like_torch); band 0: never (eta), infinite: always. transformers then
@@ -386,6 +341,26 @@ double epsilon_band(int64_t n) {
   return sums < 0.01 ? 1.1 * (sums + 0x1p-20 + 0x1p-22) : kInf;
 }
 
+// marks[j] = whether x[j] - max >= cut (the token's probability relative to the top one reaches the cut-off) or
+// x[j] >= protect; returns whether an unprotected token has lo <= x[j] - max < hi. No NaN here.
+PYSAMPLE_CPU_CLONES bool mark_probable(const float* x, int64_t n, float max, float cut, float lo, float hi,
+                                       float protect, uint8_t* marks) {
+  int32_t borderline = 0;  // an OR rather than a count: it stays in 32-bit lanes with the float compares
+  for (int64_t j = 0; j < n; ++j) {
+    const float d = x[j] - max;
+    const bool protected_token = x[j] >= protect;
+    marks[j] = (d >= cut) | protected_token;
+    borderline |= (d >= lo) & (d < hi) & !protected_token;
+  }
+  return borderline != 0;
+}
+
+// marks[j] = whether p[j] is not below threshold (as transformers compares: !(p < threshold)) or x[j] >= protect.
+PYSAMPLE_CPU_CLONES void mark_not_below(const float* p, const float* x, int64_t n, float threshold, float protect,
+                                        uint8_t* marks) {
+  for (int64_t j = 0; j < n; ++j) marks[j] = !(p[j] < threshold) | (x[j] >= protect);
+}
+
 // transformers' decision, made on torch's own softmax of the row exactly as its warper sees it (the stage's input:
 // the active values at their tokens, -inf elsewhere), so that torch's exp and summation order decide the tokens at
 // the threshold. The factor is float32 as torch rounds a Python float against a float32 tensor.
@@ -406,12 +381,6 @@ void mark_like_torch(const Active& a, int64_t vocab, const Cutoff& c, float prot
     p = s.weight.data();
   }
   mark_not_below(p, a.value, a.n, static_cast<float>(c.factor) * top, protect, s.keep.data());
-}
-
-// The k-th largest of `values` (1 <= k <= size), which it reorders.
-double kth_largest_of(std::vector<double>& values, int64_t k) {
-  std::nth_element(values.begin(), values.begin() + (k - 1), values.end(), std::greater<>());
-  return values[k - 1];
 }
 
 // mark_like_torch for a float64 row, on its exact values in double; the tokens at least its min_keep-th largest
@@ -475,16 +444,7 @@ Active probability_stage(const Active& a, int64_t vocab, int64_t min_keep, const
   return narrow(a, s, kept_as);
 }
 
-// log(sum) and the entropy of the active tokens' softmax, from one pass of exp.
-struct Entropy {
-  double log_sum, entropy;
-};
-
-Entropy softmax_entropy(const Active& a, float max) {
-  double sum, moment;
-  exp_shifted(a.value, a.n, max, nullptr, &sum, &moment, Ahead{});
-  return {std::log(sum), entropy_from_moments(sum, moment)};
-}
+// ---- typical decoding ---------------------------------------------------------------------------------------------
 
 // Typical decoding: order tokens by |-(log p) - entropy|, keep the shortest prefix whose mass reaches typical_p
 // (with every token tied with its last one) and at least the first min_keep.
@@ -513,29 +473,22 @@ Active typical_stage(const Active& a, double typical_p, int64_t min_keep, Scratc
   return keep_at_least(x.a, s, kept_as, s.distance.data(), Order::kAscending, Marked::kKeptTokens, min_keep);
 }
 
-// Top-k on a float64 row: the stage on its values rounded to float32 keeps every token at least the exact k-th
-// largest (rounding is monotone) and the others that round to the same float32 as it; those are decided on their
-// exact values.
-Active exact_top_k(const Active& a, int64_t k, const double* exact, Scratch& s, KeptAs kept_as) {
-  if (k <= 0 || k >= a.n) return a;
-  const Active kept = top_k_stage(a, k, s, KeptAs::kCompacted);
-  float bottom = kInf;
-  for (int64_t j = 0; j < kept.n; ++j) bottom = kept.value[j] < bottom ? kept.value[j] : bottom;
-  if (!(bottom > -kInf)) return kept;  // nothing is below a -inf k-th value
-  int64_t above = 0;  // NaN included: the largest, as torch.topk
-  s.exact_tied.clear();
-  for (int64_t j = 0; j < kept.n; ++j) {
-    if (kept.value[j] == bottom) {
-      s.exact_tied.push_back(exact[kept.token(j)]);
-    } else {
-      ++above;
-    }
-  }
-  const int64_t rank = k - above;  // of the exact k-th largest among the tied
-  if (rank <= 0 || rank >= static_cast<int64_t>(s.exact_tied.size())) return kept;
-  const double kth = kth_largest_of(s.exact_tied, rank);
-  for (int64_t j = 0; j < kept.n; ++j) s.keep[j] = kept.value[j] != bottom || exact[kept.token(j)] >= kth;
-  return narrow(kept, s, kept_as);
+// ---- a row --------------------------------------------------------------------------------------------------------
+
+// out[i] = fill: a whole row of removed tokens, before the few kept ones are written back.
+template <typename scalar_t>
+PYSAMPLE_CPU_CLONES void fill_row(scalar_t* out, int64_t n, scalar_t fill) {
+  std::fill(out, out + n, fill);
+}
+
+// y[i] = x[i] / temperature (float32 logits; half types round in their own loop).
+PYSAMPLE_CPU_CLONES void divide(const float* x, int64_t n, float temperature, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] / temperature;
+}
+
+// out[j] = marks[j] ? y[j] : fill, for float32 output.
+PYSAMPLE_CPU_CLONES void write_marked(const float* y, const uint8_t* marks, int64_t n, float fill, float* out) {
+  for (int64_t j = 0; j < n; ++j) out[j] = marks[j] ? y[j] : fill;
 }
 
 // The last stage enabled, or the first (temperature, which removes nothing) when none is.
