@@ -1,14 +1,24 @@
 """Build pysample's compiled ops: the CPU extension always, CUDA sources when torch has CUDA and a toolkit is found.
 
-USE_CUDA=0 forces a CPU-only build, USE_CUDA=1 requires CUDA. Build without build isolation
-(``pip install --no-build-isolation -e .``): an isolated build environment would download a CUDA torch.
+The package's metadata is in pyproject.toml. USE_CUDA=0 forces a CPU-only build, USE_CUDA=1 requires CUDA. Build
+without build isolation (``pip install --no-build-isolation .``): the extension compiles against the installed torch.
 """
 
 import glob
 import os
+import sys
 
 from setuptools import setup
-from torch.utils import cpp_extension
+
+try:
+    from torch.utils import cpp_extension
+except ModuleNotFoundError:
+    sys.exit(
+        "pysample compiles against the torch you have installed, and none is importable here (pip builds in an "
+        "isolated environment by default). Install torch first, then build without isolation:\n"
+        "    pip install torch\n"
+        "    pip install --no-build-isolation ."
+    )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -29,6 +39,8 @@ def extension():
     # -fopenmp: at::parallel_for is an inline OpenMP loop, serial unless the extension itself is built with OpenMP.
     # -Wno-psabi: the note that 32-byte vector arguments pass differently without AVX (cpu_rows.h's lane helpers
     # are inlined in each clone; no such argument crosses a call).
+    # -g0 overrides Python's own -g: debug information doubles the compile time and makes the library 22 MB; a
+    # build that asks for it in CFLAGS (scripts/test_sanitized) keeps it.
     cxx_flags = [
         "-O3",
         "-std=c++20",
@@ -38,6 +50,8 @@ def extension():
         "-fopenmp",
         "-Wno-psabi",
     ]
+    if "-g" not in os.environ.get("CFLAGS", "").split():
+        cxx_flags.append("-g0")
     link_flags = ["-fopenmp"]
     include_dirs = [os.path.join(HERE, "csrc", "include")]
     if not want_cuda():
@@ -59,12 +73,4 @@ def extension():
     )
 
 
-setup(
-    name="pysample",
-    version="0.1.0",
-    description="Fused C++/CUDA kernels for the hot loop of LLM decoding, drop-in for transformers",
-    packages=["pysample"],
-    ext_modules=[extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension},
-    python_requires=">=3.9",
-)
+setup(ext_modules=[extension()], cmdclass={"build_ext": cpp_extension.BuildExtension})

@@ -270,7 +270,9 @@ def render(data: dict) -> str:
         "float32 logits drawn from N(0, 3²). Ratio = transformers / pysample, measured in the same run. "
         "\"Rows equal\" counts the rows where pysample's output was bitwise equal to transformers' "
         "(checked once, untimed); a row can differ only where a token lies at a threshold (see the README's "
-        "Semantics section). Rerun with `scripts/bench` (`BENCH_THREADS=1 scripts/bench` on a busy machine)."
+        "[Semantics](../README.md#semantics) section). Rerun with `scripts/bench` (`BENCH_THREADS=1 scripts/bench` "
+        "on a busy machine). The performance targets, earlier runs and how much a shared machine moves the numbers: "
+        "[HISTORY.md](HISTORY.md)."
     )
     out.append("")
     out.extend(machine_lines(data))

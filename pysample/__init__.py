@@ -2,7 +2,7 @@
 
 from . import ops
 from .accelerate import accelerate
-from .cache import BeamCache, BeamStaticCache, reorder_kv_cache_
+from .cache import reorder_kv_cache_
 from .ops import (
     apply_penalties,
     apply_penalties_,
@@ -33,10 +33,10 @@ from .processors import (
     fuse,
 )
 
+# BeamCache and BeamStaticCache are transformers caches: loaded on first use (__getattr__), so that `import pysample`
+# and `from pysample import *` need torch alone.
 __all__ = [
     "accelerate",
-    "BeamCache",
-    "BeamStaticCache",
     "EncoderNoRepeatNGramLogitsProcessor",
     "EncoderRepetitionPenaltyLogitsProcessor",
     "EpsilonLogitsWarper",
@@ -66,3 +66,19 @@ __all__ = [
     "warp_logits_",
 ]
 __version__ = "0.1.0"
+
+_NEED_TRANSFORMERS = {"BeamCache", "BeamStaticCache"}
+
+
+def __getattr__(name: str):
+    if name in _NEED_TRANSFORMERS:
+        try:
+            from . import beam_cache
+        except ModuleNotFoundError as error:
+            if error.name is None or error.name.split(".")[0] != "transformers":
+                raise
+            raise ImportError(
+                f"pysample.{name} is a transformers cache and needs transformers: pip install 'pysample[transformers]'"
+            ) from error
+        return getattr(beam_cache, name)
+    raise AttributeError(f"module 'pysample' has no attribute {name!r}")

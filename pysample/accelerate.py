@@ -6,13 +6,7 @@ from typing import Optional
 
 import torch
 
-from .cache import reorder_cache_
 from .processors import EncoderNoRepeatNGramLogitsProcessor, fuse
-
-try:  # transformers is optional for the rest of pysample
-    from transformers import LogitsProcessorList
-except ImportError:  # pragma: no cover - exercised only without transformers
-    LogitsProcessorList = None
 
 # What accelerate() sets on the model, so that it can be undone.
 _PATCHED = ("_get_logits_processor", "_reorder_cache")
@@ -26,7 +20,7 @@ def accelerate(model, enabled: bool = True):
     no_repeat_ngram_size, encoder_no_repeat_ngram_size, bad_words_ids, sequence_bias, and any the user passes), in
     its own order; pysample then runs them as one :func:`pysample.fuse` chain, where every processor it has a kernel
     for runs as that kernel (consecutive warpers as one call) and any other processor as it is. Beam search
-    (``num_beams > 1``) reorders the KV cache in place (:func:`pysample.cache.reorder_cache_`) instead of with an
+    (``num_beams > 1``) reorders the KV cache in place (:func:`pysample.beam_cache.reorder_cache_`) instead of with an
     ``index_select`` per tensor. The tokens are those generate() produces without pysample (see the README's
     Semantics section for the boundary cases of top-p, typical and eta).
 
@@ -50,8 +44,10 @@ def accelerate(model, enabled: bool = True):
         for name in _PATCHED:
             model.__dict__.pop(name, None)
         return model
-    if LogitsProcessorList is None:  # pragma: no cover
-        raise ImportError("pysample.accelerate needs transformers")
+    from transformers import LogitsProcessorList  # a transformers model is given: transformers is there
+
+    from .beam_cache import reorder_cache_
+
     accelerate(model, enabled=False)  # idempotent: wrap the class's methods, never a previous wrapper
     build_processors = model._get_logits_processor
 

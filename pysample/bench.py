@@ -3,10 +3,12 @@
 A quick look, not the full suite (``scripts/bench`` runs ``benchmarks/`` with pytest-benchmark): each case times
 transformers' processor (or code path) and pysample's on the same inputs, one after the other, and reports the
 median of each and their ratio. Prints a table, writes the results as JSON and a PNG plot of the speed-ups (with
-matplotlib), and with ``--compare`` sets the speed-ups beside those of a saved JSON.
+matplotlib) into ``--out`` (``bench-results/`` by default), and with ``--compare`` sets the speed-ups beside those
+of a saved JSON, in the table and the plot.
 
     python -m pysample bench [--device cpu|cuda] [--dtype float32] [--batch 1,64] [--vocab 128256]
-                             [--seq 2048] [--ops top_p,sample,...] [--json F] [--plot F] [--compare SAVED.json]
+                             [--seq 2048] [--ops top_p,sample,...] [--out DIR] [--json F] [--plot F]
+                             [--compare SAVED.json]
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
+import os
 import platform
 import statistics
 import sys
@@ -23,6 +27,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 HISTORY = 512  # token ids per row for the penalties and n-gram bans
 BEAMS = 4
 REORDER = dict(layers=30, beams=4, heads=4, head_dim=64)  # the KV-cache reorder's shape, with --seq
+OUT_DIR = "bench-results"  # the default --out, git-ignored in this repository
+JSON_NAME, PLOT_NAME = "pysample-bench.json", "pysample-bench.png"
 
 
 class Case(NamedTuple):
@@ -200,29 +206,55 @@ def table(results: List[dict], saved: Optional[Dict[tuple, dict]] = None) -> str
     return "\n".join(lines)
 
 
-def plot(results: List[dict], path: str, title: str) -> bool:
-    """A bar per (op, shape): the speed-up, on a log scale. False when matplotlib is missing."""
+def plot(
+    results: List[dict], path: str, title: str, saved: Optional[Dict[tuple, dict]] = None, saved_label: str = "saved"
+) -> Optional[Dict[str, List[float]]]:
+    """A bar per (op, shape): the speed-up, on a log scale, and with `saved` a grey bar beside it for the saved
+    run's (none where the saved run lacks the case). Returns the heights drawn, by legend label, as read back from
+    the figure; None when matplotlib is missing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return False
+        return None
     labels = [f"{r['op']}\n{r['shape']}" for r in results]
     speedups = [r["speedup"] for r in results]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(results) + 2), 4.5))
-    bars = ax.bar(range(len(results)), speedups, color=["#2a7ab9" if s >= 1 else "#c0392b" for s in speedups])
+    fig, ax = plt.subplots(figsize=(max(6.0, (0.55 if saved is None else 0.8) * len(results) + 2), 4.5))
+    width = 0.8 if saved is None else 0.4
+    offset = 0.0 if saved is None else width / 2
+    xs = range(len(results))
+    bars = ax.bar(
+        [x - offset for x in xs],
+        speedups,
+        width,
+        color=["#2a7ab9" if s >= 1 else "#c0392b" for s in speedups],
+        label="this run",
+    )
+    ax.bar_label(bars, labels=[f"{s:.1f}x" for s in speedups], fontsize=6)
+    if saved is not None:
+        # NaN draws no bar: a case the saved run did not time.
+        old = [saved[(r["op"], r["shape"])]["speedup"] if (r["op"], r["shape"]) in saved else math.nan for r in results]
+        old_bars = ax.bar([x + offset for x in xs], old, width, color="#999999", label=saved_label)
+        ax.bar_label(old_bars, labels=["" if math.isnan(s) else f"{s:.1f}x" for s in old], fontsize=6)
+        ax.legend(fontsize=7)
     ax.set_yscale("log")
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(results)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(xs, labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("speed-up over transformers (x, log scale)")
     ax.set_title(title, fontsize=9)
-    ax.bar_label(bars, labels=[f"{s:.1f}x" for s in speedups], fontsize=6)
     fig.tight_layout()
+    _make_parent(path)
     fig.savefig(path, dpi=120)
+    drawn = {c.get_label(): [b.get_height() for b in c] for c in ax.containers}
     plt.close(fig)
-    return True
+    return drawn
+
+
+def _make_parent(path: str) -> None:
+    """Make the folder a file is to be written into (--out's default, or a path given), when missing."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
 
 
 def _int_list(text: str) -> List[int]:
@@ -244,8 +276,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of: {', '.join(OPS)}")
     parser.add_argument("--min-time", type=float, default=0.3, help="seconds of timed runs per side and case")
     parser.add_argument("--max-runs", type=int, default=100)
-    parser.add_argument("--json", default="pysample-bench.json", help="where to write the results")
-    parser.add_argument("--plot", default="pysample-bench.png", help="where to write the plot ('' for none)")
+    parser.add_argument(
+        "--out", default=OUT_DIR, help=f"folder for the JSON and the plot, made when missing (default: {OUT_DIR})"
+    )
+    parser.add_argument("--json", default=None, help=f"where to write the results (default: OUT/{JSON_NAME})")
+    parser.add_argument("--plot", default=None, help=f"where to write the plot, '' for none (default: OUT/{PLOT_NAME})")
     parser.add_argument("--compare", default=None, help="a JSON written by an earlier run, to set beside this one")
     args = parser.parse_args(argv)
 
@@ -260,10 +295,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"unknown ops {unknown}; choose from {OPS}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype)
-    saved = None
+    json_path = args.json or os.path.join(args.out, JSON_NAME)
+    plot_path = os.path.join(args.out, PLOT_NAME) if args.plot is None else args.plot
+    saved, saved_label = None, "saved"
     if args.compare:
         with open(args.compare) as f:
-            saved = {(r["op"], r["shape"]): r for r in json.load(f)["results"]}
+            saved_run = json.load(f)
+        saved = {(r["op"], r["shape"]): r for r in saved_run["results"]}
+        saved_label = f"saved: {args.compare} ({saved_run.get('meta', {}).get('date', 'no date')})"
 
     results = []
     for case in cases(ops, args.batch, args.vocab, args.seq, dtype, device):
@@ -293,7 +332,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name(device)
-    with open(args.json, "w") as f:
+    _make_parent(json_path)
+    with open(json_path, "w") as f:
         json.dump(dict(meta=meta, results=results), f, indent=1)
     title = (
         f"pysample {meta['pysample']} vs transformers {meta['transformers']}, {meta.get('gpu', device)}, "
@@ -301,10 +341,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     print(f"\n{title}\n")
     print(table(results, saved))
-    print(f"\nmedians of {args.min_time:g} s or more of runs per side; wrote {args.json}", end="")
-    if args.plot:
+    print(f"\nmedians of {args.min_time:g} s or more of runs per side; wrote {os.path.abspath(json_path)}", end="")
+    if plot_path:
+        drawn = plot(results, plot_path, title, saved, saved_label)
         print(
-            f" and {args.plot}" if plot(results, args.plot, title) else " (no plot: matplotlib is not installed)",
+            f" and {os.path.abspath(plot_path)}" if drawn is not None else " (no plot: matplotlib is not installed)",
             end="",
         )
     print()

@@ -23,9 +23,9 @@ Semantics notes (the only places where outputs may differ from transformers for 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 
 from . import ops
@@ -480,7 +480,9 @@ class EncoderNoRepeatNGramLogitsProcessor(_TokenEditor):
 
 
 def _is_token_id(token_id) -> bool:
-    return isinstance(token_id, (int, np.integer)) and token_id >= 0  # as transformers checks (bool passes)
+    return (
+        isinstance(token_id, numbers.Integral) and token_id >= 0
+    )  # transformers checks (int, np.integer): both are Integral (bool passes)
 
 
 class SequenceBiasLogitsProcessor(_TokenEditor):

@@ -27,6 +27,19 @@ CUDA_SKIP = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not a
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA_SKIP, id="cuda")]
 
 
+#: Marks what only `scripts/test --full` (and CI) runs: scripts/test deselects it to stay within a few minutes.
+SLOW = pytest.mark.slow
+
+
+def slow_except(values, quick):
+    """`values` to parametrize over, each but those in `quick` marked SLOW."""
+    return [value if value in quick else pytest.param(value, marks=SLOW) for value in values]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: run by scripts/test --full and CI, deselected by scripts/test")
+
+
 @pytest.fixture(params=DEVICES)
 def device(request) -> str:
     return request.param

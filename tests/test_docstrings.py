@@ -10,6 +10,7 @@ import torch
 import transformers
 
 import pysample
+import pysample.beam_cache
 import pysample.cache
 import pysample.ops
 import pysample.penalties
@@ -17,7 +18,9 @@ import pysample.processors
 
 
 @pytest.mark.parametrize(
-    "module", [pysample.ops, pysample.processors, pysample.penalties, pysample.cache], ids=lambda m: m.__name__
+    "module",
+    [pysample.ops, pysample.processors, pysample.penalties, pysample.cache, pysample.beam_cache],
+    ids=lambda m: m.__name__,
 )
 def test_examples(module):
     results = doctest.testmod(

@@ -78,7 +78,7 @@ CASES = {
     "vocab-7": make_case(9, vocab=13, batch=2, length=10),
     # more sequences than CUB's single-tile sort takes: its histogram, scan and onesweep kernels (bmsk, bar.red.or,
     # %lanemask_*, 64-bit warp scans) sort them in two passes of one tile; two tiles or more (about 4000 keys) go
-    # wrong in the simulator (README, Status)
+    # wrong in the simulator (docs/development.md, Status)
     "onesweep-sort": many_sequences(12, 3000),
     # the scores transposed in memory (row stride 1, token stride batch), as a strided view reaches the kernels
     "column-major": {
