@@ -37,7 +37,7 @@ def format_ratio(transformers: Optional[float], pysample: Optional[float]) -> st
     return f"{ratio:.0f}x" if ratio >= 100 else f"{ratio:.1f}x"
 
 
-IMPLS = ("pysample", "transformers", "multinomial", "inplace", "stateful", "legacy")
+IMPLS = ("pysample", "transformers", "multinomial", "inplace", "stateful", "legacy", "xgrammar_torch")
 # extra_info of the pysample benchmark of a group that describes its output, not the group
 CHECKS = ("rows_equal", "tokens_in_kept", "tokens_checked")
 
@@ -217,6 +217,26 @@ def token_editor_table(device: str, rows: List[dict]) -> List[str]:
     )
 
 
+def token_bitmask_table(device: str, rows: List[dict]) -> List[str]:
+    lines = []
+    for row in rows:
+        info = row["info"]
+        theirs, ours = row.get("xgrammar_torch"), row.get("pysample")
+        lines.append(
+            f"| {info['case']} | {info['batch']}x{info['vocab']} | {format_time(theirs)} | {format_time(ours)} "
+            f"| {format_ratio(theirs, ours)} | {rows_equal_text(row)} |"
+        )
+    return section(
+        f"## Token bitmask, {device}",
+        "A grammar's token bitmask (int32 words, xgrammar's layout) applied in place, the logits restored before "
+        "each round (untimed): xgrammar's torch-native masking (repeat_interleave, shifts, masked_fill_; eager) "
+        "against `pysample.apply_token_bitmask_`. Ratio: xgrammar's torch / pysample.",
+        "| mask | batch x vocab | xgrammar torch | pysample | ratio | rows equal |",
+        "|---|---|---:|---:|---:|---:|",
+        lines,
+    )
+
+
 def reorder_table(device: str, rows: List[dict]) -> List[str]:
     lines = []
     for row in rows:
@@ -282,17 +302,19 @@ def render(data: dict) -> str:
     penalties = [row for row in rows if row["info"].get("kind") == "penalty"]
     penalty_rows = [row for row in rows if row["info"].get("kind") == "penalty_row"]
     editors = [row for row in rows if row["info"].get("kind") == "token_editor"]
+    bitmasks = [row for row in rows if row["info"].get("kind") == "token_bitmask"]
     reorders = [row for row in rows if row["info"].get("kind") == "reorder"]
     beam_steps = [row for row in rows if row["info"].get("kind") == "beam_step"]
     rows = [
         row
         for row in rows
-        if row["info"].get("kind") not in ("sample", "penalty", "penalty_row", "token_editor", "reorder", "beam_step")
+        if row["info"].get("kind")
+        not in ("sample", "penalty", "penalty_row", "token_editor", "token_bitmask", "reorder", "beam_step")
     ]
     raw = [row for row in rows if "bar_us_per_row" in row["info"]]
     warpers = [row for row in rows if "bar_us_per_row" not in row["info"]]
     devices = []
-    for row in warpers + raw + sampling + penalties + penalty_rows + editors + reorders + beam_steps:
+    for row in warpers + raw + sampling + penalties + penalty_rows + editors + bitmasks + reorders + beam_steps:
         if row["info"].get("device") not in devices:
             devices.append(row["info"].get("device"))
 
@@ -358,13 +380,16 @@ def render(data: dict) -> str:
         device_editors = [row for row in editors if row["info"].get("device") == device]
         if device_editors:
             out.extend(token_editor_table(device, device_editors))
+        device_bitmasks = [row for row in bitmasks if row["info"].get("device") == device]
+        if device_bitmasks:
+            out.extend(token_bitmask_table(device, device_bitmasks))
         device_reorders = [row for row in reorders if row["info"].get("device") == device]
         if device_reorders:
             out.extend(reorder_table(device, device_reorders))
         device_steps = [row for row in beam_steps if row["info"].get("device") == device]
         if device_steps:
             out.extend(beam_step_table(device, device_steps))
-    if not any((rows, sampling, penalties, penalty_rows, editors, reorders, beam_steps)):
+    if not any((rows, sampling, penalties, penalty_rows, editors, bitmasks, reorders, beam_steps)):
         out.append("No pysample benchmarks in this file.")
     return "\n".join(out).rstrip() + "\n"
 

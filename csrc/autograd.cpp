@@ -185,7 +185,7 @@ void differentiable(const c10::OperatorHandle& op, c10::DispatchKeySet keys, tor
 
 constexpr const char* kInPlaceOps[] = {"warp_logits_",          "apply_penalties_", "count_tokens_",
                                        "apply_penalty_counts_", "no_repeat_ngram_", "bias_sequences_",
-                                       "reorder_kv_cache_"};
+                                       "apply_token_bitmask_",  "reorder_kv_cache_"};
 
 }  // namespace
 

@@ -62,6 +62,10 @@ TORCH_LIBRARY(pysample, m) {
   m.def(
       "bias_sequences_(Tensor(a!) scores, Tensor ids, Tensor? lengths, Tensor sequence_tokens, "
       "Tensor sequence_offsets, Tensor sequence_biases) -> ()");
+  // Sets to -inf, in place, the tokens [0, vocab_size) of logits (batch, vocab) whose bit is cleared in the row's
+  // int32 words of `bitmask` (batch, >= ceil(vocab_size / 32)): token t is bit t % 32 of word t / 32 (xgrammar's
+  // layout). Only the rows listed in `indices` (int64 or int32), else all; vocab_size: min(vocab, 32 * words).
+  m.def("apply_token_bitmask_(Tensor(a!) logits, Tensor bitmask, Tensor? indices, int? vocab_size) -> ()");
   // Reorders the rows (dim 0: batch * beams) of every tensor of `caches` in place, in one call: row i becomes old row
   // beam_idx[i] (int64 or int32). Rows with beam_idx[i] == i are not touched; with filled_length, only positions
   // [0, filled_length) of dim 2 (the sequence) move. Plan in pysample/reorder.h.

@@ -6,6 +6,7 @@ from .cache import reorder_kv_cache_
 from .ops import (
     apply_penalties,
     apply_penalties_,
+    apply_token_bitmask_,
     beam_search_step,
     bias_sequences_,
     no_repeat_ngram,
@@ -54,6 +55,7 @@ __all__ = [
     "TypicalLogitsWarper",
     "apply_penalties",
     "apply_penalties_",
+    "apply_token_bitmask_",
     "beam_search_step",
     "bias_sequences_",
     "fuse",

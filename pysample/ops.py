@@ -9,6 +9,7 @@ the ops' checks that fake tensors allow, from the same stage table (``_stages.py
 from __future__ import annotations
 
 import math
+import operator
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -523,6 +524,66 @@ def bias_sequences_(
     return scores
 
 
+def apply_token_bitmask_(
+    logits: torch.Tensor,
+    bitmask: torch.Tensor,
+    indices: Union[torch.Tensor, Sequence[int], None] = None,
+    vocab_size: Optional[int] = None,
+) -> torch.Tensor:
+    """Sets to ``-inf``, in place, every token a grammar's bitmask disallows: xgrammar's
+    ``apply_token_bitmask_inplace``, with its layout and semantics.
+
+    Token ``j`` of row ``r`` is allowed where bit ``j % 32`` of ``bitmask[r, j // 32]`` is set; a cleared bit sets
+    ``logits[r, j]`` to ``-inf`` (a NaN too), and allowed tokens keep their bits. Tokens at or past ``vocab_size``
+    are left alone. With ``indices``, only the listed rows are masked, row ``r`` by bitmask row ``r`` (a repeated
+    index masks its row again, to the same result). No host synchronisation on CUDA: a CUDA graph can capture it,
+    with ``indices`` a device tensor.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(batch, vocab)`` float32, float64, float16 or bfloat16, any strides; modified in place.
+    bitmask : torch.Tensor
+        int32 ``(batch, words)`` on the logits' device, ``words >= ceil(vocab_size / 32)``.
+    indices : Tensor or sequence of int, optional
+        The rows to mask: a 1-D int64 or int32 tensor on the logits' device, or a list (copied to the device).
+        Default: every row. An index outside ``[0, batch)`` raises ``IndexError`` on the CPU; on CUDA, which cannot
+        raise without a host synchronisation, it is skipped (nothing is written for it).
+    vocab_size : int, optional
+        Tokens ``[0, vocab_size)`` are masked, ``vocab_size`` in ``[0, vocab]``; default ``min(vocab, 32 * words)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``logits`` itself.
+
+    Examples
+    --------
+    >>> bitmask = torch.tensor([[0b10110], [-1]], dtype=torch.int32)  # row 0 allows tokens 1, 2 and 4; row 1 all
+    >>> pysample.apply_token_bitmask_(torch.zeros(2, 5), bitmask)
+    tensor([[-inf, 0., 0., -inf, 0.],
+            [0., 0., 0., 0., 0.]])
+    >>> pysample.apply_token_bitmask_(torch.zeros(2, 5), bitmask.flip(0), indices=[1], vocab_size=3)
+    tensor([[0., 0., 0., 0., 0.],
+            [-inf, 0., 0., 0., 0.]])
+    """
+    if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, int)):
+        raise TypeError(f"vocab_size must be an int or None, got {type(vocab_size).__name__}")
+    if indices is not None and not isinstance(indices, torch.Tensor):
+        try:
+            rows = [operator.index(i) for i in indices]
+        except TypeError:
+            raise TypeError(f"indices must be a tensor or a sequence of ints, got {indices!r}") from None
+        indices = torch.tensor(rows, dtype=torch.int64, device=logits.device)
+    if _records_grad(logits):  # as masked_fill_: the masked tokens get no gradient
+        with torch.no_grad():
+            probe = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
+            torch.ops.pysample.apply_token_bitmask_(probe, bitmask, indices, vocab_size)
+        return logits.masked_fill_(probe == -math.inf, -math.inf)
+    torch.ops.pysample.apply_token_bitmask_(logits, bitmask, indices, vocab_size)
+    return logits
+
+
 class BeamCandidates(NamedTuple):
     """The best continuations of each batch item, best first, each ``(batch, num_candidates)``."""
 
@@ -764,6 +825,32 @@ def _bias_sequences_fake(scores, ids, lengths, tokens, offsets, biases):
     )
     _check_fake_scores(scores, ())
     _check_fake_ids(ids)
+    return None
+
+
+@torch.library.register_fake("pysample::apply_token_bitmask_")
+def _apply_token_bitmask_fake(logits, bitmask, indices, vocab_size):
+    _check_fake_devices("logits", logits, bitmask=bitmask, indices=indices)
+    _check_fake_logits(logits, _WARP_DTYPES)
+    torch._check(bitmask.dim() == 2, lambda: f"bitmask must be 2-D (batch, words), got shape {tuple(bitmask.shape)}")
+    torch._check(bitmask.dtype == torch.int32, lambda: f"bitmask must be int32, got {bitmask.dtype}")
+    torch._check(
+        bitmask.shape[0] == logits.shape[0],
+        lambda: f"bitmask must have the logits' {logits.shape[0]} rows, got {bitmask.shape[0]}",
+    )
+    vocab, words = logits.shape[1], bitmask.shape[1]
+    size = min(vocab, 32 * words) if vocab_size is None else vocab_size
+    torch._check(size >= 0, lambda: f"vocab_size must be in [0, {vocab}] (the logits' width), got {size}")
+    torch._check(size <= vocab, lambda: f"vocab_size must be in [0, {vocab}] (the logits' width), got {size}")
+    torch._check(
+        (size + 31) // 32 <= words,
+        lambda: f"bitmask must have at least ceil(vocab_size / 32) = {(size + 31) // 32} words per row, got {words}",
+    )
+    if indices is not None:
+        torch._check(indices.dim() == 1, lambda: f"indices must be 1-D, got shape {tuple(indices.shape)}")
+        torch._check(
+            indices.dtype in (torch.int64, torch.int32), lambda: f"indices must be int64 or int32, got {indices.dtype}"
+        )
     return None
 
 

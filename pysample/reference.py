@@ -56,6 +56,7 @@ __all__ = [
     "apply_penalties",
     "no_repeat_ngram",
     "bias_sequences",
+    "apply_token_bitmask",
     "beam_search_step",
 ]
 
@@ -922,6 +923,31 @@ def bias_sequences(
                 sums[last] = total + torch.tensor(bias, dtype=torch.float32).to(scores.dtype)
         for last, total in sums.items():
             out[row, last] = out[row, last] + total
+    return out
+
+
+# ---- token bitmask -------------------------------------------------------------------------------------------------
+
+
+def apply_token_bitmask(
+    logits: torch.Tensor,
+    bitmask: torch.Tensor,
+    indices: Optional[Union[torch.Tensor, list]] = None,
+    vocab_size: Optional[int] = None,
+) -> torch.Tensor:
+    """xgrammar's ``apply_token_bitmask_inplace`` on a copy: token ``j < vocab_size`` of row ``r`` is set to
+    ``-inf`` where bit ``j % 32`` of the int32 word ``bitmask[r, j // 32]`` is cleared, in every row or the rows
+    listed in ``indices`` (row ``r`` by bitmask row ``r``); ``vocab_size`` defaults to
+    ``min(logits.shape[1], 32 * bitmask.shape[1])``."""
+    if vocab_size is None:
+        vocab_size = min(logits.shape[1], 32 * bitmask.shape[1])
+    # An arithmetic shift of the signed word, then its lowest bit: bit b of the word.
+    bits = torch.arange(32, dtype=torch.int32, device=bitmask.device)
+    allowed = ((bitmask[:, :, None] >> bits) & 1).bool().flatten(1)[:, :vocab_size]
+    rows = range(logits.shape[0]) if indices is None else sorted({int(i) for i in indices})
+    out = logits.clone()
+    for row in rows:
+        out[row, :vocab_size] = out[row, :vocab_size].masked_fill(~allowed[row], -math.inf)
     return out
 
 

@@ -429,6 +429,42 @@ def bias_sequences_inputs(device) -> List[Sample]:
     return samples
 
 
+# ---- apply_token_bitmask_ ----------------------------------------------------------------------------------------
+
+
+def random_bitmask(rows: int, words: int, allowed: float, seed: int) -> torch.Tensor:
+    """int32 words (rows, words), each bit set (its token allowed) with probability `allowed`."""
+    g = _gen(seed + 7)
+    bits = (torch.rand(rows, words, 32, generator=g) < allowed).long()
+    packed = (bits << torch.arange(32)).sum(-1)
+    return (packed - (packed >= 2**31).long() * 2**32).to(torch.int32)
+
+
+def token_bitmask_inputs(device) -> List[Sample]:
+    """apply_token_bitmask_ in every logits dtype; a vocab_size within the bitmask's last word and 0, a bitmask wider
+    than the logits and logits wider than the bitmask, int64 indices with repeats, int32 ones, none, batch 0 and a
+    vocabulary of 1."""
+    cases = []  # (id, dtype, (batch, vocab), words, indices, vocab_size)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        cases.append(("all-rows", dtype, (6, 100), 4, None, None))
+    cases += [
+        ("vocab-size-70", torch.float32, (6, 100), 3, None, 70),
+        ("vocab-size-0", torch.float32, (6, 100), 0, None, 0),
+        ("wide-bitmask", torch.float32, (6, 100), 6, None, None),
+        ("wide-logits", torch.float32, (6, 100), 2, None, None),  # vocab_size 64 by default
+        ("indices-repeated", torch.bfloat16, (6, 100), 4, torch.tensor([4, 1, 4, 0]), None),
+        ("indices-int32", torch.float32, (6, 100), 4, torch.tensor([5, 2], dtype=torch.int32), 97),
+        ("indices-empty", torch.float32, (6, 100), 4, torch.zeros(0, dtype=torch.int64), None),
+        ("batch0", torch.float32, (0, 17), 1, None, None),
+        ("vocab1", torch.float32, (3, 1), 1, None, None),
+    ]
+    samples = []
+    for seed, (case, dtype, (batch, vocab), words, indices, vocab_size) in enumerate(cases):
+        args = (_scores(batch, vocab, dtype, seed), random_bitmask(batch, words, 0.4, seed), indices, vocab_size)
+        samples.append(_sample("apply_token_bitmask_", args, f"{_name(dtype)}-{case}", device))
+    return samples
+
+
 # ---- reorder_kv_cache_ -------------------------------------------------------------------------------------------
 
 
@@ -508,6 +544,7 @@ ALL_INPUTS = (
     apply_penalty_counts_inputs,
     ngram_inputs,
     bias_sequences_inputs,
+    token_bitmask_inputs,
     reorder_kv_cache_inputs,
     beam_search_step_inputs,
 )

@@ -132,6 +132,10 @@ def test_ops_gradients_per_row_parameters():
     assert torch.equal(leaf.grad, expected)
 
 
+# Token bitmask words of a (4, VOCAB) tensor: some tokens of each row allowed, row 2's first 32 none.
+BITMASK = torch.tensor([[0x0F0F0F0F, -1], [-1, 0x00FFFF00], [0, -1], [0x12345678, -2]], dtype=torch.int32)
+
+
 def in_place_calls():
     """(name, call(tensor)) for every in-place op on a (4, VOCAB) float32 tensor, through the Python functions."""
     ids = unique_ids()
@@ -141,10 +145,11 @@ def in_place_calls():
         ("apply_penalties_", lambda t: pysample.apply_penalties_(t, ids, repetition=1.5, presence=0.5)),
         ("no_repeat_ngram_", lambda t: pysample.no_repeat_ngram_(t, ids, ngram_size=1)),
         ("bias_sequences_", lambda t: pysample.bias_sequences_(t, ids, packed)),
+        ("apply_token_bitmask_", lambda t: pysample.apply_token_bitmask_(t, BITMASK, [0, 2, 3])),
     ]
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(5))
 def test_in_place_functions_record_gradients(index):
     name, call = in_place_calls()[index]
     x = scores_with_specials()
@@ -163,7 +168,7 @@ def test_in_place_functions_record_gradients(index):
     assert torch.equal(a.grad, c.grad), name
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(5))
 def test_in_place_on_saved_tensor_raises_at_backward(index):
     # The issue's case: exp saves its output for backward; changing it in place must not give a wrong gradient.
     name, call = in_place_calls()[index]
@@ -194,11 +199,12 @@ def raw_in_place_ops():
         ),
         ("no_repeat_ngram_", lambda t: ops.no_repeat_ngram_(t, ids, None, None, None, None, 1)),
         ("bias_sequences_", lambda t: ops.bias_sequences_(t, ids, None, *packed)),
+        ("apply_token_bitmask_", lambda t: ops.apply_token_bitmask_(t, BITMASK, None, None)),
         ("reorder_kv_cache_", lambda t: ops.reorder_kv_cache_([t], torch.tensor([1, 0, 2, 3]), None)),
     ]
 
 
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(7))
 def test_raw_in_place_ops_behave_as_torch_in_place_ops(index):
     name, call = raw_in_place_ops()[index]
     t = torch.randn(4, VOCAB)

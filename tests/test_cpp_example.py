@@ -89,6 +89,13 @@ def test_cpp_example_matches_python(tmp_path):
     expected = pysample.bias_sequences_(torch.zeros(2, 8), torch.tensor([[0, 1], [1, 0]]), packed)
     assert torch.equal(floats(lines, "bias"), expected.flatten())
 
+    bitmask = torch.tensor([[0b110, 0b10], [-1, -1]], dtype=torch.int32)
+    expected = pysample.apply_token_bitmask_(logits[:2, :40].clone(), bitmask)
+    assert torch.equal(floats(lines, "bitmask"), expected.flatten())
+    assert torch.isfinite(expected[0]).nonzero().flatten().tolist() == [1, 2, 33]
+    expected = pysample.apply_token_bitmask_(logits[:, :40].clone(), torch.zeros(4, 2, dtype=torch.int32), [1], 36)
+    assert torch.equal(floats(lines, "bitmask rows"), expected.flatten())
+
     keys = torch.arange(24.0).reshape(4, 1, 3, 2)
     cache = [keys, keys * 10]
     pysample.reorder_kv_cache_(cache, torch.tensor([1, 0, 0, 3]), filled_length=2)

@@ -177,6 +177,12 @@ def _check_bias(device: str, sample: op_inputs.Sample) -> None:
     W.assert_same_bits(_run(sample, clone(sample.args)).cpu(), expected)
 
 
+def _check_token_bitmask(device: str, sample: op_inputs.Sample) -> None:
+    logits, bitmask, indices, vocab_size = (op_inputs.move(a, "cpu") for a in sample.args)
+    expected = reference.apply_token_bitmask(logits, bitmask, indices, vocab_size)
+    W.assert_same_bits(_run(sample, clone(sample.args)).cpu(), expected)
+
+
 def _check_reorder(device: str, sample: op_inputs.Sample) -> None:
     """index_select of the rows (of the filled positions only, with filled_length), in place."""
     caches, beam_idx, filled_length = clone(sample.args)
@@ -215,6 +221,7 @@ CHECKS = {
     "no_repeat_ngram": _check_ngram,
     "no_repeat_ngram_": _check_ngram,
     "bias_sequences_": _check_bias,
+    "apply_token_bitmask_": _check_token_bitmask,
     "reorder_kv_cache_": _check_reorder,
     "beam_search_step": _check_beam,
 }

@@ -53,6 +53,9 @@ OPS: Dict[str, Callable] = {
     "bias_sequences": lambda x, ids, c, b: pysample.bias_sequences_(
         x.clone(), ids, pysample.ops.pack_sequences([[int(ids[0, -1]), 7], [3]], [2.0, -1.0])
     ),
+    "apply_token_bitmask": lambda x, ids, c, b: pysample.apply_token_bitmask_(
+        x.clone(), (ids[:, : (x.shape[1] + 31) // 32] * 0x01010101).int(), b.tolist()
+    ),
     "reorder_kv_cache": lambda x, ids, c, b: _reorder(c, b),
     "beam_search_step": lambda x, ids, c, b: pysample.beam_search_step(x, torch.zeros(6), 3, 6),
 }

@@ -94,6 +94,17 @@ void run() {
                        at::tensor({4, 1, 2}, at::kLong), at::tensor({0, 1, 3}, at::kLong), at::tensor({-1.0f, 5.0f}));
   print("bias:", biased);
 
+  // A grammar's token bitmask (xgrammar's layout: token t allowed where bit t % 32 of int32 word t / 32 is set):
+  // row 0 allows tokens 1, 2 and 33 of 40, row 1 all; then row 1 alone of 4, with a mask that allows none of its first
+  // 36 tokens.
+  const at::Tensor bitmask = at::tensor({0b110, 0b10, -1, -1}, at::kInt).reshape({2, 2});
+  const at::Tensor grammar = logits.slice(0, 0, 2).slice(1, 0, 40).clone();
+  ops::apply_token_bitmask_(grammar, bitmask);
+  print("bitmask:", grammar);
+  const at::Tensor one_row = logits.slice(1, 0, 40).clone();
+  ops::apply_token_bitmask_(one_row, at::zeros({4, 2}, at::kInt), at::tensor({1}, at::kLong), 36);
+  print("bitmask rows:", one_row);
+
   // Reorders a KV cache (batch * beams, heads, sequence, head_dim) after a step: row i takes old row beam_idx[i],
   // within the first 2 positions of the sequence.
   const at::Tensor keys = at::arange(24, at::kFloat).reshape({4, 1, 3, 2});

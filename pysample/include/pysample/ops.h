@@ -171,6 +171,17 @@ inline void bias_sequences_(at::Tensor scores, const at::Tensor& ids, const std:
   op.call(scores, ids, lengths, sequence_tokens, sequence_offsets, sequence_biases);
 }
 
+// Sets to -inf, in place, the tokens [0, vocab_size) of logits (batch, vocab) whose bit is cleared in the row's int32
+// words of `bitmask` (batch, >= ceil(vocab_size / 32)): token t is bit t % 32 of word t / 32 (xgrammar's layout).
+// Only the rows listed in `indices` (int64 or int32), or every row; vocab_size std::nullopt: min(vocab, 32 * words).
+// pysample.apply_token_bitmask_.
+inline void apply_token_bitmask_(at::Tensor logits, const at::Tensor& bitmask,
+                                 const std::optional<at::Tensor>& indices = std::nullopt,
+                                 std::optional<int64_t> vocab_size = std::nullopt) {
+  static const auto op = detail::find<decltype(apply_token_bitmask_)>("pysample::apply_token_bitmask_");
+  op.call(logits, bitmask, indices, vocab_size);
+}
+
 // Reorders the rows (dim 0) of every tensor of `caches` in place, in one call: row i becomes old row beam_idx[i];
 // with filled_length, only positions [0, filled_length) of dim 2 move. pysample.reorder_kv_cache_.
 inline void reorder_kv_cache_(at::TensorList caches, const at::Tensor& beam_idx,
