@@ -37,7 +37,7 @@ def format_ratio(transformers: Optional[float], pysample: Optional[float]) -> st
     return f"{ratio:.0f}x" if ratio >= 100 else f"{ratio:.1f}x"
 
 
-IMPLS = ("pysample", "transformers", "multinomial", "inplace", "stateful", "legacy", "xgrammar_torch")
+IMPLS = ("pysample", "transformers", "multinomial", "inplace", "stateful", "legacy", "xgrammar_torch", "vllm_torch")
 # extra_info of the pysample benchmark of a group that describes its output, not the group
 CHECKS = ("rows_equal", "tokens_in_kept", "tokens_checked")
 
@@ -237,6 +237,26 @@ def token_bitmask_table(device: str, rows: List[dict]) -> List[str]:
     )
 
 
+def token_logprobs_table(device: str, rows: List[dict]) -> List[str]:
+    lines = []
+    for row in rows:
+        info = row["info"]
+        theirs, ours = row.get("vllm_torch"), row.get("pysample")
+        lines.append(
+            f"| {info['case']} | {info['batch']}x{info['vocab']} | {format_time(theirs)} | {format_time(ours)} "
+            f"| {format_ratio(theirs, ours)} | {rows_equal_text(row)} |"
+        )
+    return section(
+        f"## Token logprobs, {device}",
+        "The sampled token's log-probability and rank and the top-n tokens with theirs: vLLM's torch path "
+        "(log_softmax of the batch, topk, gather, rank by a comparison with the token's logprob) against "
+        "`pysample.token_logprobs`. Ratio: vLLM's torch / pysample. Rows equal: ranks and top ids as the reference's.",
+        "| case | batch x vocab | vLLM torch | pysample | ratio | rows equal |",
+        "|---|---|---:|---:|---:|---:|",
+        lines,
+    )
+
+
 def reorder_table(device: str, rows: List[dict]) -> List[str]:
     lines = []
     for row in rows:
@@ -303,18 +323,30 @@ def render(data: dict) -> str:
     penalty_rows = [row for row in rows if row["info"].get("kind") == "penalty_row"]
     editors = [row for row in rows if row["info"].get("kind") == "token_editor"]
     bitmasks = [row for row in rows if row["info"].get("kind") == "token_bitmask"]
+    logprobs = [row for row in rows if row["info"].get("kind") == "token_logprobs"]
     reorders = [row for row in rows if row["info"].get("kind") == "reorder"]
     beam_steps = [row for row in rows if row["info"].get("kind") == "beam_step"]
     rows = [
         row
         for row in rows
         if row["info"].get("kind")
-        not in ("sample", "penalty", "penalty_row", "token_editor", "token_bitmask", "reorder", "beam_step")
+        not in (
+            "sample",
+            "penalty",
+            "penalty_row",
+            "token_editor",
+            "token_bitmask",
+            "token_logprobs",
+            "reorder",
+            "beam_step",
+        )
     ]
     raw = [row for row in rows if "bar_us_per_row" in row["info"]]
     warpers = [row for row in rows if "bar_us_per_row" not in row["info"]]
     devices = []
-    for row in warpers + raw + sampling + penalties + penalty_rows + editors + bitmasks + reorders + beam_steps:
+    for row in (
+        warpers + raw + sampling + penalties + penalty_rows + editors + bitmasks + logprobs + reorders + beam_steps
+    ):
         if row["info"].get("device") not in devices:
             devices.append(row["info"].get("device"))
 
@@ -383,13 +415,16 @@ def render(data: dict) -> str:
         device_bitmasks = [row for row in bitmasks if row["info"].get("device") == device]
         if device_bitmasks:
             out.extend(token_bitmask_table(device, device_bitmasks))
+        device_logprobs = [row for row in logprobs if row["info"].get("device") == device]
+        if device_logprobs:
+            out.extend(token_logprobs_table(device, device_logprobs))
         device_reorders = [row for row in reorders if row["info"].get("device") == device]
         if device_reorders:
             out.extend(reorder_table(device, device_reorders))
         device_steps = [row for row in beam_steps if row["info"].get("device") == device]
         if device_steps:
             out.extend(beam_step_table(device, device_steps))
-    if not any((rows, sampling, penalties, penalty_rows, editors, bitmasks, reorders, beam_steps)):
+    if not any((rows, sampling, penalties, penalty_rows, editors, bitmasks, logprobs, reorders, beam_steps)):
         out.append("No pysample benchmarks in this file.")
     return "\n".join(out).rstrip() + "\n"
 

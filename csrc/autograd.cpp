@@ -193,14 +193,16 @@ TORCH_LIBRARY_IMPL(pysample, ADInplaceOrView, m) {
   for (const char* op : kInPlaceOps) m.impl(op, torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
 }
 
-// The sampler's and the beam step's selections have no gradient: a backward through them raises, never a silent
-// None.
+// The selections (sample, beam_search_step, token_logprobs) have no gradient: a backward through them raises, never a
+// silent None.
 TORCH_LIBRARY_IMPL(pysample, Autograd, m) {
   for (const char* op : kInPlaceOps) {
     m.impl(op, torch::CppFunction::makeFromBoxedFunction<&refuse_written_requiring_grad>());
   }
   for (const Gradient& g : kGradients) m.impl(g.op, torch::CppFunction::makeFromBoxedFunction<&differentiable>());
-  for (const char* op : {"sample", "beam_search_step"}) m.impl(op, torch::autograd::autogradNotImplementedFallback());
+  for (const char* op : {"sample", "beam_search_step", "token_logprobs"}) {
+    m.impl(op, torch::autograd::autogradNotImplementedFallback());
+  }
 }
 
 }  // namespace pysample

@@ -66,6 +66,12 @@ TORCH_LIBRARY(pysample, m) {
   // int32 words of `bitmask` (batch, >= ceil(vocab_size / 32)): token t is bit t % 32 of word t / 32 (xgrammar's
   // layout). Only the rows listed in `indices` (int64 or int32), else all; vocab_size: min(vocab, 32 * words).
   m.def("apply_token_bitmask_(Tensor(a!) logits, Tensor bitmask, Tensor? indices, int? vocab_size) -> ()");
+  // Per row of logits (batch, vocab): log_softmax(logits.float()) of each of `tokens` (batch, n) int64 (-1: none,
+  // NaN), its rank (the tokens whose logit is >= its own; 0 for none) and the num_top (<= 20) largest logits' ids,
+  // descending, ties by ascending id, with their log-probabilities. No (batch, vocab) temporary.
+  m.def(
+      "token_logprobs(Tensor logits, Tensor tokens, int num_top) "
+      "-> (Tensor token_logprobs, Tensor ranks, Tensor top_ids, Tensor top_logprobs)");
   // Reorders the rows (dim 0: batch * beams) of every tensor of `caches` in place, in one call: row i becomes old row
   // beam_idx[i] (int64 or int32). Rows with beam_idx[i] == i are not touched; with filled_length, only positions
   // [0, filled_length) of dim 2 (the sequence) move. Plan in pysample/reorder.h.

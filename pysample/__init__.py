@@ -4,6 +4,7 @@ from . import ops
 from .accelerate import accelerate
 from .cache import reorder_kv_cache_
 from .ops import (
+    TokenLogprobs,
     apply_penalties,
     apply_penalties_,
     apply_token_bitmask_,
@@ -12,6 +13,7 @@ from .ops import (
     no_repeat_ngram,
     no_repeat_ngram_,
     sample,
+    token_logprobs,
     warp_logits,
     warp_logits_,
 )
@@ -50,6 +52,7 @@ __all__ = [
     "RepetitionPenaltyLogitsProcessor",
     "SequenceBiasLogitsProcessor",
     "TemperatureLogitsWarper",
+    "TokenLogprobs",
     "TopKLogitsWarper",
     "TopPLogitsWarper",
     "TypicalLogitsWarper",
@@ -64,6 +67,7 @@ __all__ = [
     "ops",
     "reorder_kv_cache_",
     "sample",
+    "token_logprobs",
     "warp_logits",
     "warp_logits_",
 ]

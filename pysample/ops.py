@@ -206,7 +206,8 @@ def sample(
     seed: Union[int, torch.Tensor, None] = None,
     step: Union[int, torch.Tensor] = 0,
     n: int = 1,
-) -> torch.Tensor:
+    logprobs: Optional[int] = None,
+) -> Union[torch.Tensor, Tuple[torch.Tensor, "TokenLogprobs"]]:
     """Draws token ids from ``logits`` after temperature, top-k, top-p and min-p, in one call per batch.
 
     Each row keeps the tokens that transformers' Temperature -> TopK -> TopP -> MinP warpers keep (up to the
@@ -235,6 +236,10 @@ def sample(
         The Philox counter per row, e.g. the decoding step: the same seed with another step draws anew.
     n : int
         Draws per row, with replacement.
+    logprobs : int, optional
+        ``k >= 0`` (at most 20): also return the drawn tokens' log-probabilities, ranks and the ``k`` most likely
+        tokens, through :func:`token_logprobs` on the ``logits`` given here (vLLM's "raw" logprobs: before
+        temperature and the other stages).
 
     Every parameter but ``n`` is a Python scalar, a ``(batch,)`` tensor with one value per row, or a 0-d tensor;
     tensors for ``seed`` and ``step`` let a captured CUDA graph replay with new values.
@@ -245,6 +250,8 @@ def sample(
         int64 token ids, ``(batch,)`` for ``n == 1``, else ``(batch, n)``. Greedy rows take ``torch.argmax`` (the
         first NaN, else the first largest, ``+inf`` included). A sampled row holding ``+inf`` draws among its
         ``+inf`` tokens with equal probability (the softmax's limit); one holding NaN, or only ``-inf``, draws -1.
+        With ``logprobs``: ``(tokens, TokenLogprobs)``, the second as :func:`token_logprobs` returns it for these
+        tokens (its ``token_logprobs`` and ``ranks`` shaped like the tokens).
 
     Examples
     --------
@@ -254,12 +261,19 @@ def sample(
     >>> pysample.sample(logits, top_k=1, seed=7, n=3)
     tensor([[1, 1, 1],
             [0, 0, 0]])
+    >>> tokens, logprobs = pysample.sample(logits, temperature=0, logprobs=1)
+    >>> logprobs.token_logprobs, logprobs.top_ids
+    (tensor([-0.0247, -0.7177]), tensor([[1],
+            [0]]))
     """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int) or logprobs < 0):
+        raise ValueError(f"logprobs must be None or an int >= 0, got {logprobs!r}")
     params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, step=step)
     tokens = torch.ops.pysample.sample(logits, *_sample_arguments(logits, params), n)
-    return tokens[:, 0] if n == 1 else tokens
+    tokens = tokens[:, 0] if n == 1 else tokens
+    return tokens if logprobs is None else (tokens, token_logprobs(logits, tokens, logprobs))
 
 
 def _sample_arguments(logits: torch.Tensor, params: dict) -> list:
@@ -584,6 +598,81 @@ def apply_token_bitmask_(
     return logits
 
 
+class TokenLogprobs(NamedTuple):
+    """Log-probabilities of given tokens and of each row's most likely ones (:func:`token_logprobs`).
+
+    Examples
+    --------
+    >>> out = pysample.token_logprobs(torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([0]), num_top=1)
+    >>> out.token_logprobs.exp(), out.ranks, out.top_ids
+    (tensor([0.2500]), tensor([2]), tensor([[1]]))
+    """
+
+    token_logprobs: torch.Tensor  #: float32 ``(batch, n)``: each token's ``log_softmax(logits.float())``; NaN for -1
+    ranks: torch.Tensor  #: int64 ``(batch, n)``: the tokens whose logit is >= the token's (1: the top); 0 for -1
+    top_ids: torch.Tensor  #: int64 ``(batch, num_top)``: the largest logits' ids, descending, ties by ascending id
+    top_logprobs: torch.Tensor  #: float32 ``(batch, num_top)``: their log-probabilities
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, num_top: int = 0) -> TokenLogprobs:
+    """The log-probabilities and ranks of given tokens (e.g. the ones sampled) and each row's ``num_top`` most
+    likely tokens with theirs, in one pass over each row: no ``(batch, vocab)`` log-softmax is written (vLLM's
+    logprobs without its ``log_softmax`` of the batch, ``topk``, ``gather`` and rank comparison).
+
+    A log-probability is ``torch.log_softmax(logits.float(), -1)``'s value, ``(x - max) - log(sum(exp(x - max)))``,
+    up to the rounding of the row's sum (a few float32 ulps of ``|logprob|``; the CPU sums in double). As there, a
+    row holding a NaN or ``+inf``, or only ``-inf``, has NaN log-probabilities throughout, and a ``-inf`` logit a
+    ``-inf`` log-probability. Ranks and the top tokens follow the logits' order (of ``logits.float()``) with NaN
+    above every number, as ``torch.topk``: a NaN token's rank is the number of NaNs in its row, and NaN logits
+    come first in ``top_ids`` (ties, ``-0.0`` equal to ``0.0`` included, by ascending id). No host synchronisation
+    on CUDA (a CUDA graph can capture it).
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(batch, vocab)`` float32, float64, float16 or bfloat16, any strides.
+    tokens : torch.Tensor
+        int64 ``(batch, n)`` or ``(batch,)`` (``pysample.sample``'s output) on the logits' device; -1 is "no
+        token". An id outside ``[-1, vocab)`` raises ``IndexError`` on the CPU; on CUDA, which cannot raise without
+        a host synchronisation, it is treated as -1.
+    num_top : int
+        The most likely tokens returned per row, in ``[0, 20]`` (vLLM's default maximum) and at most ``vocab``.
+
+    Returns
+    -------
+    TokenLogprobs
+        ``(token_logprobs, ranks, top_ids, top_logprobs)``: ``token_logprobs`` float32 and ``ranks`` int64 shaped
+        like ``tokens``, the number of tokens whose logit is >= the token's (vLLM's rank: 1 is the top, ties count
+        against it), NaN and 0 for -1; ``top_ids`` int64 and ``top_logprobs`` float32 ``(batch, num_top)``.
+
+    Examples
+    --------
+    >>> logits = torch.tensor([[0.0, 2.0, 1.0, 2.0], [1.0, 1.0, -math.inf, 0.0]])
+    >>> out = pysample.token_logprobs(logits, torch.tensor([[3, 0], [2, -1]]), num_top=2)
+    >>> out.token_logprobs
+    tensor([[-0.9176, -2.9176],
+            [   -inf,     nan]])
+    >>> out.ranks
+    tensor([[2, 4],
+            [4, 0]])
+    >>> out.top_ids
+    tensor([[1, 3],
+            [0, 1]])
+    >>> out.top_logprobs
+    tensor([[-0.9176, -0.9176],
+            [-0.8620, -0.8620]])
+    """
+    if isinstance(num_top, bool) or not isinstance(num_top, int):
+        raise TypeError(f"num_top must be an int, got {type(num_top).__name__}")
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"tokens must be a tensor, got {type(tokens).__name__}")
+    one_per_row = tokens.dim() == 1
+    out = torch.ops.pysample.token_logprobs(logits, tokens[:, None] if one_per_row else tokens, num_top)
+    if one_per_row:
+        return TokenLogprobs(out[0][:, 0], out[1][:, 0], out[2], out[3])
+    return TokenLogprobs(*out)
+
+
 class BeamCandidates(NamedTuple):
     """The best continuations of each batch item, best first, each ``(batch, num_candidates)``."""
 
@@ -852,6 +941,30 @@ def _apply_token_bitmask_fake(logits, bitmask, indices, vocab_size):
             indices.dtype in (torch.int64, torch.int32), lambda: f"indices must be int64 or int32, got {indices.dtype}"
         )
     return None
+
+
+@torch.library.register_fake("pysample::token_logprobs")
+def _token_logprobs_fake(logits, tokens, num_top):
+    _check_fake_devices("logits", logits, tokens=tokens)
+    _check_fake_logits(logits, _WARP_DTYPES)
+    torch._check(tokens.dim() == 2, lambda: f"tokens must be 2-D (batch, n), got shape {tuple(tokens.shape)}")
+    torch._check(tokens.dtype == torch.int64, lambda: f"tokens must be int64, got {tokens.dtype}")
+    torch._check(
+        tokens.shape[0] == logits.shape[0],
+        lambda: f"tokens must have the logits' {logits.shape[0]} rows, got {tokens.shape[0]}",
+    )
+    torch._check_value(0 <= num_top <= 20, lambda: f"num_top must be in [0, 20], got {num_top}")
+    torch._check_value(
+        num_top <= logits.shape[1],
+        lambda: f"num_top must be at most the vocabulary size {logits.shape[1]}, got {num_top}",
+    )
+    batch, n = tokens.shape
+    return (
+        logits.new_empty((batch, n), dtype=torch.float32),
+        logits.new_empty((batch, n), dtype=torch.int64),
+        logits.new_empty((batch, num_top), dtype=torch.int64),
+        logits.new_empty((batch, num_top), dtype=torch.float32),
+    )
 
 
 @torch.library.register_fake("pysample::reorder_kv_cache_")

@@ -57,6 +57,7 @@ __all__ = [
     "no_repeat_ngram",
     "bias_sequences",
     "apply_token_bitmask",
+    "token_logprobs",
     "beam_search_step",
 ]
 
@@ -949,6 +950,29 @@ def apply_token_bitmask(
     for row in rows:
         out[row, :vocab_size] = out[row, :vocab_size].masked_fill(~allowed[row], -math.inf)
     return out
+
+
+# ---- token logprobs ------------------------------------------------------------------------------------------------
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, num_top: int = 0) -> tuple:
+    """vLLM's logprobs on ``logits.float()``: ``(token_logprobs, ranks, top_ids, top_logprobs)``.
+
+    ``torch.log_softmax`` of the row gathered at each token of ``tokens`` (batch, n) (-1: NaN); a token's rank, the
+    number of tokens whose logit is >= its own, NaN counting above every number (a NaN token: the row's NaNs; -1: 0);
+    the ``num_top`` largest logits by a stable descending sort (NaN first, ties by ascending id) with their
+    log-probabilities."""
+    x = logits.float()
+    logprobs = torch.log_softmax(x, dim=-1)
+    valid = tokens >= 0
+    safe = tokens.clamp(min=0)
+    chosen = logprobs.gather(1, safe).masked_fill(~valid, math.nan)
+    values = x.gather(1, safe)
+    nans = x.isnan().sum(1, keepdim=True)
+    at_least = (x[:, None, :] >= values[:, :, None]).sum(-1) + nans
+    ranks = torch.where(values.isnan(), nans, at_least).masked_fill(~valid, 0)
+    top_ids = torch.sort(x, dim=-1, descending=True, stable=True).indices[:, :num_top]
+    return chosen, ranks, top_ids, logprobs.gather(1, top_ids)
 
 
 def beam_search_step(

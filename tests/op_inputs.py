@@ -465,6 +465,44 @@ def token_bitmask_inputs(device) -> List[Sample]:
     return samples
 
 
+# ---- token_logprobs -----------------------------------------------------------------------------------------------
+
+
+def _finite_rows(batch: int, vocab: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """_scores without +inf: opcheck compares outputs without equal_nan, and a +inf row is NaN throughout."""
+    scores = _scores(batch, vocab, dtype, seed)
+    return scores.masked_fill(scores == INF, -INF)
+
+
+def token_logprobs_inputs(device) -> List[Sample]:
+    """token_logprobs in every logits dtype with num_top 0, 1 and 20, several tokens per row, -inf logits, a row of
+    ties, strided logits, num_top = vocab, batch 0, n = 0 and a vocabulary of 1. No NaN output (no -1 token, NaN or
+    +inf row): opcheck compares without equal_nan; test_token_logprobs.py covers those."""
+    cases = []  # (id, logits, tokens, num_top)
+    for seed, dtype in enumerate((torch.float32, torch.bfloat16, torch.float16, torch.float64)):
+        for num_top in (0, 1, 20):
+            logits = _finite_rows(5, 300, dtype, seed)
+            tokens = torch.randint(0, 300, (5, 3), generator=_gen(seed + num_top))
+            cases.append((f"{_name(dtype)}-top{num_top}", logits, tokens, num_top))
+    ties = torch.tensor([[1.0, 2.0, 2.0, -INF, 2.0, 0.0], [0.0, -0.0, 0.0, 1.0, 1.0, -INF]])
+    cases += [
+        ("ties", ties, torch.tensor([[2, 3], [1, 0]]), 4),
+        (
+            "strided",
+            _finite_rows(8, 400, torch.float32, 9)[:, ::2],
+            torch.randint(0, 200, (8, 2), generator=_gen(9)),
+            5,
+        ),
+        ("top-all", _finite_rows(3, 20, torch.float32, 10), torch.tensor([[0], [19], [5]]), 20),
+        ("batch0", _finite_rows(0, 17, torch.float32, 11), torch.zeros(0, 1, dtype=torch.int64), 2),
+        ("n0", _finite_rows(2, 17, torch.float32, 12), torch.zeros(2, 0, dtype=torch.int64), 2),
+        ("vocab1", torch.tensor([[0.5], [-3.0], [2.0]]), torch.tensor([[0], [0], [0]]), 1),
+    ]
+    return [
+        _sample("token_logprobs", (logits, tokens, num_top), case, device) for case, logits, tokens, num_top in cases
+    ]
+
+
 # ---- reorder_kv_cache_ -------------------------------------------------------------------------------------------
 
 
@@ -545,6 +583,7 @@ ALL_INPUTS = (
     ngram_inputs,
     bias_sequences_inputs,
     token_bitmask_inputs,
+    token_logprobs_inputs,
     reorder_kv_cache_inputs,
     beam_search_step_inputs,
 )

@@ -96,6 +96,15 @@ def test_cpp_example_matches_python(tmp_path):
     expected = pysample.apply_token_bitmask_(logits[:, :40].clone(), torch.zeros(4, 2, dtype=torch.int32), [1], 36)
     assert torch.equal(floats(lines, "bitmask rows"), expected.flatten())
 
+    drawn = pysample.sample(
+        logits, temperature=0.7, top_k=50, top_p=0.9, seed=torch.arange(100, 104), step=torch.full((4,), 5), n=2
+    )
+    expected = pysample.token_logprobs(logits, drawn, 3)
+    assert torch.equal(floats(lines, "logprobs"), expected.token_logprobs.flatten())
+    assert values(lines, "logprob ranks") == [float(r) for r in expected.ranks.flatten()]
+    assert values(lines, "top ids") == [float(i) for i in expected.top_ids.flatten()]
+    assert torch.equal(floats(lines, "top logprobs"), expected.top_logprobs.flatten())
+
     keys = torch.arange(24.0).reshape(4, 1, 3, 2)
     cache = [keys, keys * 10]
     pysample.reorder_kv_cache_(cache, torch.tensor([1, 0, 0, 3]), filled_length=2)

@@ -183,6 +183,17 @@ def _check_token_bitmask(device: str, sample: op_inputs.Sample) -> None:
     W.assert_same_bits(_run(sample, clone(sample.args)).cpu(), expected)
 
 
+def _check_token_logprobs(device: str, sample: op_inputs.Sample) -> None:
+    """Ranks and top ids exactly the reference's, log-probabilities within 8 float32 ulps of |logprob| plus 2^-14
+    (torch's own float sum) of torch.log_softmax's (test_token_logprobs.py)."""
+    logits, tokens, num_top = (op_inputs.move(a, "cpu") for a in sample.args)
+    got = [t.cpu() for t in _run(sample, clone(sample.args))]
+    want = reference.token_logprobs(logits, tokens, num_top)
+    assert torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
+    for g, w in ((got[0], want[0]), (got[3], want[3])):
+        torch.testing.assert_close(g, w, rtol=8 * 2.0**-23, atol=2.0**-14, equal_nan=True)
+
+
 def _check_reorder(device: str, sample: op_inputs.Sample) -> None:
     """index_select of the rows (of the filled positions only, with filled_length), in place."""
     caches, beam_idx, filled_length = clone(sample.args)
@@ -222,6 +233,7 @@ CHECKS = {
     "no_repeat_ngram_": _check_ngram,
     "bias_sequences_": _check_bias,
     "apply_token_bitmask_": _check_token_bitmask,
+    "token_logprobs": _check_token_logprobs,
     "reorder_kv_cache_": _check_reorder,
     "beam_search_step": _check_beam,
 }

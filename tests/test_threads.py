@@ -56,6 +56,7 @@ OPS: Dict[str, Callable] = {
     "apply_token_bitmask": lambda x, ids, c, b: pysample.apply_token_bitmask_(
         x.clone(), (ids[:, : (x.shape[1] + 31) // 32] * 0x01010101).int(), b.tolist()
     ),
+    "token_logprobs": lambda x, ids, c, b: pysample.token_logprobs(x, ids[:, :3].clamp(-1, x.shape[1] - 1), 20),
     "reorder_kv_cache": lambda x, ids, c, b: _reorder(c, b),
     "beam_search_step": lambda x, ids, c, b: pysample.beam_search_step(x, torch.zeros(6), 3, 6),
 }

@@ -105,6 +105,14 @@ void run() {
   ops::apply_token_bitmask_(one_row, at::zeros({4, 2}, at::kInt), at::tensor({1}, at::kLong), 36);
   print("bitmask rows:", one_row);
 
+  // The log-probabilities and ranks of the sampled tokens, and each row's 3 most likely tokens with theirs.
+  const at::Tensor drawn = ops::sample(logits, none, 0.7, none, 50, none, 0.9, none, none, seeds, steps, /*n=*/2);
+  const auto [drawn_logprobs, ranks, top_ids, top_logprobs] = ops::token_logprobs(logits, drawn, 3);
+  print("logprobs:", drawn_logprobs);
+  print("logprob ranks:", ranks);
+  print("top ids:", top_ids);
+  print("top logprobs:", top_logprobs);
+
   // Reorders a KV cache (batch * beams, heads, sequence, head_dim) after a step: row i takes old row beam_idx[i],
   // within the first 2 positions of the sequence.
   const at::Tensor keys = at::arange(24, at::kFloat).reshape({4, 1, 3, 2});

@@ -190,6 +190,17 @@ inline void reorder_kv_cache_(at::TensorList caches, const at::Tensor& beam_idx,
   op.call(caches, beam_idx, filled_length);
 }
 
+// Per row of logits (batch, vocab): log_softmax(logits.float()) of each of `tokens` (batch, n) int64 (-1: none, NaN),
+// its rank (the tokens whose logit is >= its own; 0 for none), and the num_top (<= 20) largest logits' ids, descending,
+// ties by ascending id, with their log-probabilities: (token_logprobs, ranks, top_ids, top_logprobs).
+// pysample.token_logprobs.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> token_logprobs(const at::Tensor& logits,
+                                                                                 const at::Tensor& tokens,
+                                                                                 int64_t num_top = 0) {
+  static const auto op = detail::find<decltype(token_logprobs)>("pysample::token_logprobs");
+  return op.call(logits, tokens, num_top);
+}
+
 // One beam search step: the best num_candidates continuations of each batch item, best first, as (scores float32,
 // tokens int64, source beams int64), each (batch, num_candidates); beam_scores float32 (batch * num_beams,).
 // pysample.beam_search_step.
