@@ -217,15 +217,20 @@ def token_editor_table(device: str, rows: List[dict]) -> List[str]:
     )
 
 
-def token_bitmask_table(device: str, rows: List[dict]) -> List[str]:
+def against_one_baseline(rows: List[dict], baseline: str) -> List[str]:
+    """Table lines of cases timed against a single baseline implementation (its key in the rows: `baseline`)."""
     lines = []
     for row in rows:
         info = row["info"]
-        theirs, ours = row.get("xgrammar_torch"), row.get("pysample")
+        theirs, ours = row.get(baseline), row.get("pysample")
         lines.append(
             f"| {info['case']} | {info['batch']}x{info['vocab']} | {format_time(theirs)} | {format_time(ours)} "
             f"| {format_ratio(theirs, ours)} | {rows_equal_text(row)} |"
         )
+    return lines
+
+
+def token_bitmask_table(device: str, rows: List[dict]) -> List[str]:
     return section(
         f"## Token bitmask, {device}",
         "A grammar's token bitmask (int32 words, xgrammar's layout) applied in place, the logits restored before "
@@ -233,19 +238,11 @@ def token_bitmask_table(device: str, rows: List[dict]) -> List[str]:
         "against `pysample.apply_token_bitmask_`. Ratio: xgrammar's torch / pysample.",
         "| mask | batch x vocab | xgrammar torch | pysample | ratio | rows equal |",
         "|---|---|---:|---:|---:|---:|",
-        lines,
+        against_one_baseline(rows, "xgrammar_torch"),
     )
 
 
 def token_logprobs_table(device: str, rows: List[dict]) -> List[str]:
-    lines = []
-    for row in rows:
-        info = row["info"]
-        theirs, ours = row.get("vllm_torch"), row.get("pysample")
-        lines.append(
-            f"| {info['case']} | {info['batch']}x{info['vocab']} | {format_time(theirs)} | {format_time(ours)} "
-            f"| {format_ratio(theirs, ours)} | {rows_equal_text(row)} |"
-        )
     return section(
         f"## Token logprobs, {device}",
         "The sampled token's log-probability and rank and the top-n tokens with theirs: vLLM's torch path "
@@ -253,7 +250,7 @@ def token_logprobs_table(device: str, rows: List[dict]) -> List[str]:
         "`pysample.token_logprobs`. Ratio: vLLM's torch / pysample. Rows equal: ranks and top ids as the reference's.",
         "| case | batch x vocab | vLLM torch | pysample | ratio | rows equal |",
         "|---|---|---:|---:|---:|---:|",
-        lines,
+        against_one_baseline(rows, "vllm_torch"),
     )
 
 
